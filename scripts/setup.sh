@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up everything ssegate needs on a fresh Debian/Ubuntu machine that has python3.
+#   scripts/setup.sh run    the server's needs: a virtualenv with ssegate installed
+#   scripts/setup.sh test   plus what the tests talk to: redis-server, nginx, chromium, node
+# Idempotent: it installs only what is missing, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=${1:-run}
+VENV=${VENV:-.venv}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "setup: apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt_install python3-venv
+fi
+
+if [ "$want" = test ]; then
+    # redis-server: the Redis Streams log; nginx-light: the proxy test; chromium: browser tests;
+    # nodejs: the JS client's own unit tests (node --test).
+    apt_install redis-server nginx-light chromium nodejs
+fi
+
+stamp="$VENV/.ssegate-$want-installed"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    if [ "$want" = test ]; then
+        "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    else
+        "$VENV/bin/python" -m pip install -q -e .
+    fi
+    touch "$stamp"
+fi

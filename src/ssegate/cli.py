@@ -1,0 +1,292 @@
+"""The ``ssegate`` command: serve | ask | watch | publish.
+
+Errors end the command with one line on stderr and a non-zero status, never a traceback:
+1 for a failure, 2 for bad usage (argparse), 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+from ssegate.errors import SSEGateError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # the shell's convention for "killed by SIGINT"
+# Event types whose JSON ``delta`` is a piece of running text: printed inline, not one per line.
+INLINE_EVENTS = frozenset({"text", "thinking"})
+WATCH_STOP_ON = frozenset({"done", "error"})
+
+
+class CommandError(Exception):
+    """A failure to report in one line (the message) with exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except BrokenPipeError:
+        # The reader went away (`ssegate watch ... | head`): not an error worth a message. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(file=sys.stdout, flush=True)  # leave the shell prompt on a line of its own
+        return EXIT_INTERRUPTED
+    except (SSEGateError, CommandError, OSError, ValueError) as exc:
+        print(f"ssegate: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssegate", description="Server-Sent Events gateway and client.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the ssegate server")
+    # Unset options are left to the server's settings (environment, then built-in defaults).
+    serve.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
+    serve.add_argument("--redis", dest="redis_url", metavar="URL", help="Redis URL for a shared event log")
+    serve.add_argument("--workers", type=int, help="worker processes (default: 1)")
+    serve.add_argument("--provider", help="LLM provider to use (default: chosen from the environment)")
+    serve.add_argument(
+        "--allow-public-without-auth",
+        action="store_true",
+        help="serve a non-loopback address with no API keys (anyone who reaches it may use it)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    watch = commands.add_parser("watch", help="print the events of an event stream as they arrive")
+    watch.add_argument("url", metavar="URL")
+    watch.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra request header"
+    )
+    watch.add_argument("--json", action="store_true", help="print one JSON object per event")
+    watch.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
+    watch.add_argument(
+        "--idle-timeout", type=float, metavar="SECONDS", help="reconnect after this much silence"
+    )
+    watch.add_argument(
+        "--max-retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="failed reconnections in a row before giving up",
+    )
+    watch.set_defaults(handler=_watch)
+
+    ask = commands.add_parser("ask", help="stream an answer from a running ssegate server")
+    ask.add_argument("prompt")
+    _add_server_options(ask)
+    ask.add_argument("--provider")
+    ask.add_argument("--model")
+    ask.add_argument("--system", help="system prompt")
+    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument("--json", action="store_true", help="print one JSON object per event")
+    ask.set_defaults(handler=_ask)
+
+    publish = commands.add_parser("publish", help="publish an event to a topic; prints its id")
+    publish.add_argument("topic", metavar="TOPIC")
+    publish.add_argument("data", metavar="DATA", help="event data: JSON if it parses as JSON, else a string")
+    publish.add_argument("--event", metavar="TYPE", help="event type")
+    publish.add_argument(
+        "--id",
+        dest="event_id",
+        metavar="ID",
+        help="idempotency key: the same id published twice to a topic appends once",
+    )
+    _add_server_options(publish)
+    publish.set_defaults(handler=_publish)
+    return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL, help="ssegate server (default: %(default)s)")
+    parser.add_argument("--api-key", help="sent as Authorization: Bearer")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here so that the client commands never load the server and its dependencies.
+    from ssegate.server.main import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        redis_url=args.redis_url,
+        workers=args.workers,
+        provider=args.provider,
+        allow_public_without_auth=args.allow_public_without_auth,
+    )
+    return 0
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coroutine)
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise CommandError(f"a header is 'Name: value', not {text!r}")
+    return name.strip(), value.strip()
+
+
+def _watch(args: argparse.Namespace) -> int:
+    headers = dict(parse_header(h) for h in args.header)
+    return _run(_watch_stream(args, headers))
+
+
+async def _watch_stream(args: argparse.Namespace, headers: dict[str, str]) -> int:
+    from ssegate.client import EventSource
+
+    printer = EventPrinter(sys.stdout, as_json=args.json)
+    source = EventSource(
+        args.url,
+        headers=headers,
+        last_event_id=args.last_event_id,
+        idle_timeout=args.idle_timeout,
+        max_retries=args.max_retries,
+        stop_on=WATCH_STOP_ON,
+    )
+    async with source:
+        async for event in source:
+            printer.print(event.event, event.id or "", event.data)
+    printer.finish()
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    return _run(_ask_stream(args))
+
+
+async def _ask_stream(args: argparse.Namespace) -> int:
+    from ssegate.client import GatewayClient
+
+    printer = EventPrinter(sys.stdout, as_json=args.json, thinking_to=sys.stderr)
+    async with GatewayClient(args.url, api_key=args.api_key) as gateway:
+        started = await gateway.start_generation(
+            prompt=args.prompt,
+            system=args.system,
+            provider=args.provider,
+            model=args.model,
+            max_tokens=args.max_tokens,
+        )
+        generation_id = str(started["id"])
+        failed: str | None = None
+        try:
+            async with contextlib.aclosing(gateway.follow(generation_id)) as events:
+                async for event in events:
+                    printer.print_data(event.type, event.id, event.data)
+                    if event.type == "error":
+                        failed = _error_message(event.data)
+        except asyncio.CancelledError:
+            # Ctrl-C: whoever else watches, this user no longer wants the tokens; stop paying for them.
+            await _cancel_quietly(gateway, generation_id)
+            raise
+    printer.finish()
+    if failed is not None:
+        raise CommandError(failed)
+    return 0
+
+
+async def _cancel_quietly(gateway: Any, generation_id: str) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await gateway.cancel(generation_id)
+    except (SSEGateError, TimeoutError):
+        print(f"ssegate: could not cancel generation {generation_id}", file=sys.stderr, flush=True)
+
+
+def _error_message(data: Any) -> str:
+    if isinstance(data, dict):
+        return f"{data.get('code', 'error')}: {data.get('message', '')}"
+    return str(data)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    return _run(_publish_event(args))
+
+
+async def _publish_event(args: argparse.Namespace) -> int:
+    from ssegate.client import GatewayClient
+
+    try:
+        data: Any = json.loads(args.data)
+    except ValueError:
+        data = args.data
+    async with GatewayClient(args.url, api_key=args.api_key) as gateway:
+        event_id = await gateway.publish(args.topic, data, event=args.event, id=args.event_id)
+    print(event_id, flush=True)
+    return 0
+
+
+class EventPrinter:
+    """Writes events to a terminal as they come: running text inline, everything else one per line."""
+
+    def __init__(self, out: TextIO, *, as_json: bool, thinking_to: TextIO | None = None) -> None:
+        self._out = out
+        self._as_json = as_json
+        self._thinking_to = thinking_to
+        self._mid_line: set[int] = set()  # streams whose last write did not end a line
+
+    def print(self, event_type: str, event_id: str, data: str) -> None:
+        """Print an event whose data is the raw string from the wire."""
+        try:
+            decoded: Any = json.loads(data)
+        except ValueError:
+            decoded = data
+        self._emit(event_type, event_id, data, decoded)
+
+    def print_data(self, event_type: str, event_id: str, decoded: Any) -> None:
+        """Print an event whose data is already decoded."""
+        raw = decoded if isinstance(decoded, str) else json.dumps(decoded, ensure_ascii=False)
+        self._emit(event_type, event_id, raw, decoded)
+
+    def _emit(self, event_type: str, event_id: str, raw: str, decoded: Any) -> None:
+        if self._as_json:
+            record = {"event": event_type, "id": event_id, "data": decoded}
+            self._write(self._out, json.dumps(record, ensure_ascii=False) + "\n", inline=False)
+            return
+        delta = decoded.get("delta") if isinstance(decoded, dict) else None
+        if event_type in INLINE_EVENTS and isinstance(delta, str):
+            target = self._thinking_to if event_type == "thinking" and self._thinking_to else self._out
+            self._write(target, delta, inline=True)
+            return
+        if self._thinking_to is not None:
+            return  # `ask` shows the answer (an error goes to stderr); the other events are for --json
+        self._write(self._out, f"{event_type}: {raw}\n", inline=False)
+
+    def _write(self, out: TextIO, text: str, *, inline: bool) -> None:
+        # Running text continues its own line; anything else starts on a fresh one.
+        for stream in (self._out, self._thinking_to):
+            if stream is not None and (stream is not out or not inline):
+                self._end_line(stream)
+        out.write(text)
+        out.flush()
+        if inline and text:
+            self._mid_line.add(id(out))
+
+    def _end_line(self, out: TextIO) -> None:
+        if id(out) in self._mid_line:
+            out.write("\n")
+            out.flush()
+            self._mid_line.discard(id(out))
+
+    def finish(self) -> None:
+        for out in (self._out, self._thinking_to):
+            if out is not None:
+                self._end_line(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""All of ssegate's settings, read from the environment in one place.
+
+Every setting has an ``SSEGATE_*`` variable (the vendors' usual ``ANTHROPIC_API_KEY`` and
+``OPENAI_API_KEY`` are honoured too). ``ssegate serve`` flags override the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from ssegate.log.base import Retention
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Where events live: None = in-process memory (one process); "redis://..." = Redis Streams.
+    redis_url: str | None = None
+    # Provider used when a request names none. None = anthropic if a key is set, else openai if a
+    # base URL or key is set, else the offline demo model.
+    provider: str | None = None
+    model: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    # Pace of the offline demo model (seconds to first token, tokens per second).
+    demo_ttft: float = 0.4
+    demo_tokens_per_second: float = 40.0
+    # Upstream silent this long (s) -> the stream ends with error upstream_timeout.
+    upstream_idle_timeout: float = 60.0
+    # Nobody watching anywhere for this long (s) -> the upstream call is closed ("abandoned").
+    abandon_grace: float = 10.0
+    # A producer process that stops renewing its lease for this long (s) is taken for dead and its
+    # streams end with error upstream_lost. Renewed every lease_ttl / 3.
+    lease_ttl: float = 6.0
+    # Keep-alive comment after this many idle seconds; proxies usually time out at 60 s.
+    keepalive_interval: float = 15.0
+    # The reconnection delay (ms) announced to EventSource at the start of every stream.
+    retry_ms: int = 1000
+    # Largest request body accepted (bytes); a larger one is answered 413.
+    max_body_bytes: int = 1 << 20
+    max_tokens: int = 4096
+    # -- exposure and auth (see ssegate.auth) --
+    # API keys "name:key:scope,scope;..." and/or a file of them (same lines, or JSON). None: local mode.
+    api_keys: str | None = None
+    api_keys_file: str | None = None
+    # Serve a non-loopback address with no keys anyway (SSEGATE_ALLOW_OPEN=1).
+    allow_open: bool = False
+    # HS256 secret for stream tokens; unset: random per process (one process only).
+    token_secret: str | None = None
+    token_ttl: float = 300.0
+    token_max_ttl: float = 3600.0
+    # Comma-separated browser origins allowed to call the API (CORS); "*" allows any, without credentials.
+    cors_origins: str | None = None
+    # -- limits --
+    max_streams_per_principal: int = 100
+    max_streams_total: int = 10_000
+    # Total characters of a generation's messages and system prompt; more is answered 413.
+    max_prompt_chars: int = 200_000
+    # Generation starts per principal per minute (0: no limit).
+    generation_starts_per_minute: int = 60
+    # A stream is ended cleanly (clients resume) after this many seconds; 0: never.
+    max_stream_seconds: float = 0.0
+    # On SIGTERM, running generations get this long (s) to finish before they are ended.
+    drain_timeout: float = 10.0
+    # One JSON line per request on the "ssegate.access" logger.
+    access_log: bool = True
+    generation_retention: Retention = field(default_factory=lambda: Retention(10_000, 3600.0))
+    topic_retention: Retention = field(default_factory=lambda: Retention(1_000, 24 * 3600.0))
+
+    @property
+    def default_provider(self) -> str:
+        if self.provider:
+            return self.provider
+        if self.anthropic_api_key:
+            return "anthropic"
+        if self.openai_base_url or self.openai_api_key:
+            return "openai"
+        return "demo"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the given fields changed (``None`` values are ignored: "flag not given")."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"SSEGATE_{f.name.upper()}")
+            if raw is None or f.name.endswith("_retention"):
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        values.setdefault("anthropic_api_key", env.get("ANTHROPIC_API_KEY") or None)
+        values.setdefault("openai_api_key", env.get("OPENAI_API_KEY") or None)
+        values.setdefault("openai_base_url", env.get("OPENAI_BASE_URL") or None)
+        if env.get("SSEGATE_REDIS_URL") is None and env.get("REDIS_URL"):
+            values["redis_url"] = env["REDIS_URL"]
+        return cls(**values)
+
+
+def _convert(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    if kind.startswith("bool"):
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("", "0", "false", "no", "off"):
+            return False
+        raise ValueError(f"SSEGATE_{name.upper()}={raw!r} is not a boolean (use 1 or 0)")
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"SSEGATE_{name.upper()}={raw!r} is not a number") from None
+    return raw or None

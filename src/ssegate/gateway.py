@@ -1,0 +1,416 @@
+"""LLM generations: provider -> event log, and the lifecycle around it. No HTTP here.
+
+A generation is a stream in the event log plus one producer task in the process that started it.
+The producer maps provider events onto the wire vocabulary and appends them; viewers (anywhere)
+only read the log. Lifecycle, one model for every case::
+
+    pending -> streaming -> done | error | cancelled
+
+- a viewer leaving changes nothing: a reload resumes from the log;
+- nobody watching, in any process, for ``abandon_grace`` s: the upstream call is closed and the
+  stream ends ``done {finish_reason: "cancelled", reason: "abandoned"}`` (unless ``keep_running``);
+- ``cancel`` appends that terminal event itself (from any process); the producer stops on its next
+  append (``StreamClosed``) or its next lease tick, whichever comes first, and at once when local;
+- a producer renews a lease; if its process dies, whoever watches the stream ends it with
+  ``error {code: "upstream_lost"}`` once the lease has expired.
+
+Exactly one terminal event lands because the log refuses appends after the first (``StreamClosed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssegate.errors import StreamClosed, StreamNotFound
+from ssegate.log.base import EventLog, LogEntry, Retention
+from ssegate.providers.base import (
+    Finished,
+    GenerationRequest,
+    ModelInfo,
+    Provider,
+    ProviderEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    UpstreamError,
+    Usage,
+)
+
+logger = logging.getLogger("ssegate.gateway")
+
+TERMINAL_STATES = frozenset({"done", "error", "cancelled"})
+VIEWER = "viewer"
+PRODUCER = "producer"
+
+# Ids: 8 hex digits of the creation time (so an expired id can be told from an unknown one:
+# 410 vs 404) followed by 128 random bits (unguessable).
+_ID_RE = re.compile(r"^[0-9a-f]{8}[A-Za-z0-9_-]{22}$")
+
+
+def new_generation_id(now: float | None = None) -> str:
+    created = int(time.time() if now is None else now)
+    return f"{created:08x}{secrets.token_urlsafe(16)}"
+
+
+def is_generation_id(value: str) -> bool:
+    return _ID_RE.match(value) is not None
+
+
+def id_created_at(generation_id: str) -> float:
+    return float(int(generation_id[:8], 16))
+
+
+def stream_key(generation_id: str) -> str:
+    return f"gen:{generation_id}"
+
+
+def process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class _Local:
+    """What this process knows about a generation it runs or serves."""
+
+    viewers: int = 0
+    unwatched_since: float = field(default_factory=time.monotonic)
+    producer: asyncio.Task[None] | None = None
+    keep_running: bool = False
+
+
+ProviderFactory = Callable[[str], Provider]
+
+
+class Gateway:
+    """Starts, cancels and describes generations; tracks viewers for abandonment and leases."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        providers: ProviderFactory,
+        *,
+        retention: Retention,
+        abandon_grace: float = 10.0,
+        lease_ttl: float = 6.0,
+        process_id: str | None = None,
+    ) -> None:
+        self.log = log
+        self._providers = providers
+        self._retention = retention
+        self._abandon_grace = abandon_grace
+        self._lease_ttl = lease_ttl
+        self._process = process_id or process_identity()
+        self._local: dict[str, _Local] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self.on_terminal: Callable[[str, str, dict[str, Any]], None] | None = None
+
+    # -- lifecycle of the gateway itself -------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        self._ticker = asyncio.create_task(self._tick_forever(), name="ssegate-gateway-ticker")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self, *, drain_timeout: float = 0.0) -> None:
+        """Stop: wait up to ``drain_timeout`` for running generations, then end the rest."""
+        producers = [local.producer for local in self._local.values() if local.producer]
+        if producers and drain_timeout > 0:
+            await asyncio.wait(producers, timeout=drain_timeout)
+        for generation_id, local in list(self._local.items()):
+            if local.producer and not local.producer.done():
+                await self._end(
+                    generation_id, "cancelled", {"finish_reason": "cancelled", "reason": "shutdown"}
+                )
+                local.producer.cancel()
+        if producers:
+            await asyncio.gather(*producers, return_exceptions=True)
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    # -- the operations --------------------------------------------------------------------------
+
+    async def start(
+        self,
+        request: GenerationRequest,
+        *,
+        provider_name: str,
+        keep_running: bool = False,
+        owner: str = "",
+    ) -> dict[str, str]:
+        """Create the generation's stream and start its producer. Returns its metadata.
+
+        Raises :class:`ssegate.providers.base.ConfigurationError` (unknown provider, no key) before
+        anything is created.
+        """
+        provider = self._providers(provider_name)
+        generation_id = new_generation_id()
+        key = stream_key(generation_id)
+        model = request.model or provider.info.default_model
+        meta = {
+            "id": generation_id,
+            "state": "pending",
+            "provider": provider.info.name,
+            "model": model,
+            "owner": owner,
+            "keep_running": "1" if keep_running else "0",
+            "created_at": f"{time.time():.3f}",
+        }
+        await self.log.create(key, self._retention)
+        await self.log.set_meta(key, meta)
+        await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
+        local = self._local[generation_id] = _Local(keep_running=keep_running)
+        local.producer = asyncio.create_task(
+            self._produce(generation_id, provider, request, model), name=f"ssegate-generation-{generation_id}"
+        )
+        return meta
+
+    async def cancel(self, generation_id: str, reason: str = "cancelled") -> bool:
+        """End the generation now. Idempotent: ``False`` if it had already ended."""
+        ended = await self._end(generation_id, "cancelled", {"finish_reason": "cancelled", "reason": reason})
+        local = self._local.get(generation_id)
+        if local and local.producer and not local.producer.done():
+            local.producer.cancel()
+        return ended
+
+    async def describe(self, generation_id: str) -> dict[str, Any] | None:
+        """The generation's state as JSON-ready values, or ``None`` if the log does not know it."""
+        key = stream_key(generation_id)
+        meta = await self.log.get_meta(key)
+        if not meta:
+            return None
+        viewers = await self.log.live_members(key, VIEWER)
+        usage = json.loads(meta["usage"]) if meta.get("usage") else None
+        return {
+            "id": generation_id,
+            "state": meta.get("state", "pending"),
+            "provider": meta.get("provider"),
+            "model": meta.get("model"),
+            "finish_reason": meta.get("finish_reason") or None,
+            "error": json.loads(meta["error"]) if meta.get("error") else None,
+            "usage": usage,
+            "viewers": viewers,
+            "keep_running": meta.get("keep_running") == "1",
+            "created_at": float(meta["created_at"]) if meta.get("created_at") else None,
+            "finished_at": float(meta["finished_at"]) if meta.get("finished_at") else None,
+            "owner": meta.get("owner", ""),
+        }
+
+    @contextlib.asynccontextmanager
+    async def viewing(self, generation_id: str) -> AsyncIterator[None]:
+        """Count a viewer for as long as the block runs (abandonment is judged from these counts)."""
+        key = stream_key(generation_id)
+        local = self._local.setdefault(generation_id, _Local())
+        local.viewers += 1
+        if local.viewers == 1:
+            await self.log.heartbeat(key, VIEWER, self._process, self._lease_ttl)
+        try:
+            yield
+        finally:
+            local.viewers -= 1
+            if local.viewers == 0:
+                local.unwatched_since = time.monotonic()
+                if local.producer is None:
+                    self._local.pop(generation_id, None)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.log.drop_member(key, VIEWER, self._process))
+
+    # -- producing -----------------------------------------------------------------------------
+
+    async def _produce(
+        self, generation_id: str, provider: Provider, request: GenerationRequest, model: str
+    ) -> None:
+        key = stream_key(generation_id)
+        mapper = _WireMapper(generation_id, provider.info.name, model)
+        stream = provider.stream(request)
+        try:
+            await self.log.append(key, "start", _json(mapper.start()))
+            await self.log.set_meta(key, {"state": "streaming"})
+            async for provider_event in stream:
+                for event, data in mapper.map(provider_event):
+                    if event == "done":
+                        await self._end(generation_id, "done", data)
+                        return
+                    await self.log.append(key, event, _json(data))
+                    if event == "usage":
+                        await self.log.set_meta(key, {"usage": _json(data)})
+            # The provider ended without saying why: count it as a drop, never as success.
+            await self._end(
+                generation_id,
+                "error",
+                {
+                    "code": "upstream_disconnected",
+                    "message": "the model's stream ended early",
+                    "retryable": True,
+                },
+            )
+        except StreamClosed:
+            pass  # someone else ended it (cancel from another process, upstream_lost)
+        except UpstreamError as exc:
+            await self._end(
+                generation_id, "error", {"code": exc.code, "message": exc.message, "retryable": exc.retryable}
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("generation %s failed", generation_id)
+            await self._end(
+                generation_id, "error", {"code": "internal", "message": "internal error", "retryable": False}
+            )
+        finally:
+            # Closing the provider's iterator closes the upstream HTTP request: no more tokens paid.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(stream.aclose())  # type: ignore[attr-defined]
+            local = self._local.get(generation_id)
+            if local is not None:
+                local.producer = None
+                if local.viewers == 0:
+                    self._local.pop(generation_id, None)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.log.drop_member(key, PRODUCER, self._process))
+
+    async def _end(self, generation_id: str, state: str, data: dict[str, Any]) -> bool:
+        """Append the one terminal event (``done`` or ``error``) and record the final state."""
+        key = stream_key(generation_id)
+        event = "error" if state == "error" else "done"
+        if event == "done" and "usage" not in data:
+            meta = await self.log.get_meta(key)
+            data = {**data, "usage": json.loads(meta["usage"]) if meta.get("usage") else None}
+        try:
+            await self.log.append(key, event, _json(data), terminal=True)
+        except StreamClosed:
+            return False
+        except StreamNotFound:
+            return False
+        fields = {"state": state, "finished_at": f"{time.time():.3f}"}
+        if state == "error":
+            fields["error"] = _json(data)
+        else:
+            fields["finish_reason"] = str(data.get("finish_reason", ""))
+        await self.log.set_meta(key, fields)
+        if self.on_terminal is not None:
+            self.on_terminal(generation_id, state, data)
+        return True
+
+    # -- the ticker: leases, abandonment, lost producers -------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        interval = min(1.0, self._lease_ttl / 3, max(self._abandon_grace / 4, 0.05))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("gateway tick failed")
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        for generation_id, local in list(self._local.items()):
+            key = stream_key(generation_id)
+            if local.viewers:
+                await self.log.heartbeat(key, VIEWER, self._process, self._lease_ttl)
+            if local.producer is not None:
+                await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
+                await self._check_abandoned(generation_id, local, now)
+                await self._check_ended_elsewhere(generation_id, local)
+            elif local.viewers:
+                await self._check_producer_alive(generation_id)
+
+    async def _check_abandoned(self, generation_id: str, local: _Local, now: float) -> None:
+        if local.keep_running or local.viewers or now - local.unwatched_since < self._abandon_grace:
+            return
+        if await self.log.live_members(stream_key(generation_id), VIEWER):
+            local.unwatched_since = now  # watched in another process
+            return
+        logger.info("generation %s abandoned: nobody watched for %.1f s", generation_id, self._abandon_grace)
+        await self.cancel(generation_id, reason="abandoned")
+
+    async def _check_ended_elsewhere(self, generation_id: str, local: _Local) -> None:
+        # A cancel in another process appended the terminal event; a stalled upstream would never
+        # reach its next append, so look at the state once a tick.
+        meta = await self.log.get_meta(stream_key(generation_id))
+        if meta.get("state") in TERMINAL_STATES and local.producer and not local.producer.done():
+            local.producer.cancel()
+
+    async def _check_producer_alive(self, generation_id: str) -> None:
+        key = stream_key(generation_id)
+        meta = await self.log.get_meta(key)
+        if not meta or meta.get("state") in TERMINAL_STATES:
+            return
+        if await self.log.live_members(key, PRODUCER):
+            return
+        logger.warning("generation %s lost its producer (lease expired)", generation_id)
+        await self._end(
+            generation_id,
+            "error",
+            {
+                "code": "upstream_lost",
+                "message": "the server process running this generation stopped",
+                "retryable": True,
+            },
+        )
+
+
+class _WireMapper:
+    """Provider events -> (wire event type, JSON-ready data). Keeps the running usage."""
+
+    def __init__(self, generation_id: str, provider: str, model: str) -> None:
+        self._generation_id = generation_id
+        self._provider = provider
+        self._model = model
+        self.usage: dict[str, int | None] = {"input_tokens": None, "output_tokens": None}
+
+    def start(self) -> dict[str, Any]:
+        return {"id": self._generation_id, "model": self._model, "provider": self._provider}
+
+    def map(self, event: ProviderEvent) -> list[tuple[str, dict[str, Any]]]:
+        if isinstance(event, TextDelta):
+            return [("text", {"delta": event.text})] if event.text else []
+        if isinstance(event, ThinkingDelta):
+            return [("thinking", {"delta": event.text})] if event.text else []
+        if isinstance(event, ToolCallStart):
+            return [
+                ("tool_call", {"phase": "start", "id": event.id, "name": event.name, "index": event.index})
+            ]
+        if isinstance(event, ToolCallDelta):
+            return [("tool_call", {"phase": "delta", "id": event.id, "delta": event.partial_json})]
+        if isinstance(event, ToolCallEnd):
+            return [("tool_call", {"phase": "end", "id": event.id})]
+        if isinstance(event, Usage):
+            if event.input_tokens is not None:
+                self.usage["input_tokens"] = event.input_tokens
+            if event.output_tokens is not None:
+                self.usage["output_tokens"] = event.output_tokens
+            return [("usage", dict(self.usage))]
+        if isinstance(event, ModelInfo):
+            self._model = event.model
+            return [("status", {"stage": "model", "model": event.model})]
+        if isinstance(event, Finished):
+            return [("done", {"finish_reason": event.finish_reason, "usage": dict(self.usage)})]
+        raise TypeError(f"unknown provider event {event!r}")
+
+
+def entry_is_terminal(entry: LogEntry) -> bool:
+    return entry.terminal or entry.event in ("done", "error")

@@ -1,0 +1,158 @@
+"""The event log: the one place producers write to and viewers read from.
+
+Data flows one way: a producer ``append``s events to a stream; every viewer is only a cursor that
+``read``s what came after the last id it saw. A viewer never touches a producer, and a producer
+never touches a socket. Two backends implement :class:`EventLog` (memory for one process, Redis
+Streams for many); ``tests/log/conformance.py`` runs the same suite against both.
+
+Ids are made only by ssegate: ``"<epoch>:<seq>"``. ``seq`` counts from 1 within a stream; the
+epoch is a random word chosen when the stream is created, so an id from a stream that was lost and
+created again (say, Redis restarted without persistence) can never be mistaken for a position in the
+new one. A cursor that cannot resume exactly gets a ``reset`` reason and the stream from its earliest
+retained event — never a silent gap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from ssegate.codec.encoder import encode_event
+from ssegate.codec.events import Event
+from ssegate.errors import StreamClosed, StreamExists, StreamNotFound
+
+__all__ = [
+    "EventLog",
+    "LogEntry",
+    "ReadResult",
+    "Retention",
+    "StreamClosed",
+    "StreamExists",
+    "StreamNotFound",
+    "format_id",
+    "make_entry",
+    "parse_id",
+]
+
+# An id we can parse back into (epoch, seq). Anything else cannot resume exactly.
+_ID_RE = re.compile(r"^([0-9a-z]{1,16}):([0-9]{1,19})$")
+
+
+def format_id(epoch: str, seq: int) -> str:
+    return f"{epoch}:{seq}"
+
+
+def parse_id(value: str) -> tuple[str, int] | None:
+    """``(epoch, seq)`` for an id this log could have made, else ``None``."""
+    match = _ID_RE.match(value)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much history a stream keeps: at most ``max_events``, and nothing older than ``max_age`` s."""
+
+    max_events: int = 10_000
+    max_age: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One event in a stream. ``wire`` is its SSE encoding (with ``id:``), made once for all viewers.
+
+    Build entries with :func:`make_entry` so ``wire`` is always the encoding of the other fields.
+    """
+
+    id: str
+    seq: int
+    event: str
+    data: str
+    terminal: bool
+    wire: bytes
+
+
+def make_entry(epoch: str, seq: int, event: str, data: str, *, terminal: bool = False) -> LogEntry:
+    entry_id = format_id(epoch, seq)
+    wire = encode_event(Event(data=data, event=event, id=entry_id))
+    return LogEntry(id=entry_id, seq=seq, event=event, data=data, terminal=terminal, wire=wire)
+
+
+# Why a cursor could not resume exactly (the ``reason`` of the ``reset`` event viewers receive).
+RESET_UNKNOWN_ID = "unknown_id"  # not an id this log makes
+RESET_OTHER_EPOCH = "epoch_changed"  # made by an earlier life of the stream (history was lost)
+RESET_TRIMMED = "trimmed"  # the events after it fell out of retention
+RESET_FUTURE = "future_id"  # a position the stream has not reached
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """What a cursor sees: the entries after it, and whether more can ever come.
+
+    ``reset`` is set (one of the ``RESET_*`` reasons) when the cursor could not resume exactly and
+    ``entries`` therefore start at the earliest retained event. ``closed`` is true when the stream has
+    ended (its terminal event was appended) and ``entries`` reach that end.
+    """
+
+    entries: list[LogEntry]
+    closed: bool = False
+    reset: str | None = None
+
+    @property
+    def last_id(self) -> str | None:
+        return self.entries[-1].id if self.entries else None
+
+
+class EventLog(Protocol):
+    """Ordered, retained, resumable event streams, shared by every process that uses the same backend."""
+
+    async def create(self, stream: str, retention: Retention) -> None:
+        """Make an empty stream (a new epoch). Raises :class:`StreamExists` if it already exists."""
+
+    async def exists(self, stream: str) -> bool: ...
+
+    async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
+        """Append one event atomically; a ``terminal`` event closes the stream.
+
+        Raises :class:`StreamClosed` if the stream already ended (so exactly one terminal event ever
+        lands, whichever process tries first) and :class:`ssegate.errors.StreamNotFound` if it is unknown.
+        """
+
+    async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
+        """The entries after cursor ``after`` (``None``: from the start).
+
+        If there are none yet and the stream is open, wait up to ``wait`` seconds for the next
+        append; an empty, not-closed result means "nothing new yet" (time for a keep-alive).
+        A result holds at most one batch (1000 entries by default); read again after its ``last_id``
+        for the rest. Raises :class:`ssegate.errors.StreamNotFound` if the stream is unknown.
+        """
+
+    async def expire(self, stream: str, after_seconds: float) -> None:
+        """Forget the stream (events, metadata) ``after_seconds`` from now, e.g. once it has ended.
+
+        Streams also vanish on their own when nothing was appended for ``Retention.max_age``; an
+        append after ``expire`` restores that default. Raises :class:`StreamNotFound` if unknown.
+        """
+
+    async def set_meta(self, stream: str, fields: dict[str, str]) -> None:
+        """Merge ``fields`` into the stream's small metadata record (state, model, times...).
+
+        Raises :class:`ssegate.errors.StreamNotFound` if the stream is unknown (create it first).
+        """
+
+    async def get_meta(self, stream: str) -> dict[str, str]:
+        """The metadata record; empty if the stream is unknown."""
+
+    async def heartbeat(self, stream: str, role: str, member: str, ttl: float) -> None:
+        """Say that ``member`` (a process, usually) holds ``role`` on ``stream`` for the next ``ttl`` s."""
+
+    async def drop_member(self, stream: str, role: str, member: str) -> None:
+        """Withdraw a heartbeat at once (the last local viewer left, the producer finished)."""
+
+    async def live_members(self, stream: str, role: str) -> int:
+        """How many members' heartbeats for ``role`` on ``stream`` have not expired."""
+
+    async def aclose(self) -> None:
+        """Release connections and wake every waiting reader."""

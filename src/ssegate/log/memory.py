@@ -1,0 +1,215 @@
+"""The embedded event log: every stream lives in this process's memory.
+
+The default for one process. Per stream: a list of entries (each encoded once by
+:func:`~ssegate.log.base.make_entry`), the time each was appended, and one :class:`asyncio.Event`
+that every waiting reader shares and that each append sets and replaces. So an append is O(1)
+whatever the number of viewers, a viewer is only a sequence number, and a slow viewer lags only
+itself. Sequence numbers are contiguous, so a cursor is found by subtraction.
+
+Memory stays bounded: a stream keeps at most ``Retention.max_events`` entries, none older than
+``Retention.max_age``, and a stream nothing was appended to for ``max_age`` (or past the time given to
+:meth:`MemoryEventLog.expire`) is dropped, lazily, on access or by a sweep at most every
+``sweep_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
+from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry
+from ssegate.log.cursor import new_epoch, resolve_cursor
+
+__all__ = ["DEFAULT_READ_BATCH", "MemoryEventLog"]
+
+# Most entries one read returns: bounds a single write to a far-behind viewer.
+DEFAULT_READ_BATCH = 1000
+# Dropped entries are removed from the front of the list in chunks, not one by one (O(1) amortised).
+_COMPACT_AT = 1024
+
+
+class _Stream:
+    """One stream's retained entries and the event its waiting readers share."""
+
+    __slots__ = (
+        "changed",
+        "closed",
+        "entries",
+        "epoch",
+        "expires_at",
+        "head",
+        "last_seq",
+        "meta",
+        "retention",
+        "times",
+    )
+
+    def __init__(self, retention: Retention, now: float) -> None:
+        self.epoch = new_epoch()
+        self.retention = retention
+        self.entries: list[LogEntry] = []
+        self.times: list[float] = []
+        self.head = 0  # index of the earliest retained entry
+        self.last_seq = 0
+        self.closed = False
+        self.expires_at = now + retention.max_age
+        self.meta: dict[str, str] = {}
+        self.changed = asyncio.Event()
+
+    @property
+    def first_seq(self) -> int:
+        return self.entries[self.head].seq if self.head < len(self.entries) else self.last_seq + 1
+
+    def add(self, entry: LogEntry, now: float) -> None:
+        self.entries.append(entry)
+        self.times.append(now)
+        self.last_seq = entry.seq
+        self.closed = entry.terminal
+        self.expires_at = now + self.retention.max_age
+        if len(self.entries) - self.head > self.retention.max_events:
+            self.head += 1
+        self.drop_old(now)
+        self.wake()
+
+    def drop_old(self, now: float) -> None:
+        cutoff = now - self.retention.max_age
+        while self.head < len(self.entries) and self.times[self.head] < cutoff:
+            self.head += 1
+        if self.head >= _COMPACT_AT and self.head * 2 >= len(self.entries):
+            del self.entries[: self.head]
+            del self.times[: self.head]
+            self.head = 0
+
+    def wake(self) -> None:
+        woken, self.changed = self.changed, asyncio.Event()
+        woken.set()
+
+    def read_after(self, after: str | None, now: float, batch: int) -> ReadResult:
+        self.drop_old(now)
+        first = self.first_seq
+        start, reset = resolve_cursor(after, self.epoch, first, self.last_seq)
+        index = self.head + (start - first)
+        entries = self.entries[index : index + batch]
+        end = entries[-1].seq if entries else start - 1
+        return ReadResult(entries, closed=self.closed and end == self.last_seq, reset=reset)
+
+
+class MemoryEventLog:
+    """:class:`~ssegate.log.base.EventLog` in this process's memory (one process only)."""
+
+    def __init__(self, *, read_batch: int = DEFAULT_READ_BATCH, sweep_interval: float = 1.0) -> None:
+        self._streams: dict[str, _Stream] = {}
+        self._members: dict[tuple[str, str], dict[str, float]] = {}
+        self._read_batch = read_batch
+        self._sweep_interval = sweep_interval
+        self._next_sweep = time.monotonic() + sweep_interval
+        self._closed = False
+
+    async def __aenter__(self) -> MemoryEventLog:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def create(self, stream: str, retention: Retention) -> None:
+        now = self._now()
+        if self._lookup(stream, now) is not None:
+            raise StreamExists(f"stream {stream!r} already exists")
+        self._streams[stream] = _Stream(retention, now)
+
+    async def exists(self, stream: str) -> bool:
+        return self._lookup(stream, self._now()) is not None
+
+    async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
+        now = self._now()
+        state = self._require(stream, now)
+        if state.closed:
+            raise StreamClosed(f"stream {stream!r} has ended")
+        entry = make_entry(state.epoch, state.last_seq + 1, event, data, terminal=terminal)
+        state.add(entry, now)
+        return entry
+
+    async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
+        now = self._now()
+        state = self._require(stream, now)
+        result = state.read_after(after, now, self._read_batch)
+        if result.entries or result.closed or wait <= 0:
+            return result
+        changed = state.changed
+        try:
+            async with asyncio.timeout(wait):
+                await changed.wait()
+        except TimeoutError:
+            return result
+        now = self._now()  # raises LogError if aclose() woke us
+        current = self._lookup(stream, now)
+        if current is None:
+            return ReadResult([])  # expired while we waited; the next read says StreamNotFound
+        return current.read_after(after, now, self._read_batch)
+
+    async def expire(self, stream: str, after_seconds: float) -> None:
+        now = self._now()
+        self._require(stream, now).expires_at = now + after_seconds
+        self._lookup(stream, now)  # drops it at once when after_seconds <= 0
+
+    async def set_meta(self, stream: str, fields: dict[str, str]) -> None:
+        self._require(stream, self._now()).meta.update(fields)
+
+    async def get_meta(self, stream: str) -> dict[str, str]:
+        state = self._lookup(stream, self._now())
+        return dict(state.meta) if state is not None else {}
+
+    async def heartbeat(self, stream: str, role: str, member: str, ttl: float) -> None:
+        now = self._now()
+        self._members.setdefault((stream, role), {})[member] = now + ttl
+
+    async def drop_member(self, stream: str, role: str, member: str) -> None:
+        self._now()
+        members = self._members.get((stream, role))
+        if members is not None:
+            members.pop(member, None)
+
+    async def live_members(self, stream: str, role: str) -> int:
+        now = self._now()
+        members = self._members.get((stream, role))
+        if members is None:
+            return 0
+        return sum(1 for expires_at in members.values() if expires_at > now)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        streams, self._streams = self._streams, {}
+        self._members = {}
+        for state in streams.values():
+            state.wake()
+
+    def _now(self) -> float:
+        """The time, after refusing work once closed and sweeping expired state when due."""
+        if self._closed:
+            raise LogError("the event log is closed")
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        return now
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self._sweep_interval
+        for stream in [name for name, state in self._streams.items() if state.expires_at <= now]:
+            self._streams.pop(stream).wake()
+        for key in [key for key, members in self._members.items() if max(members.values(), default=0) <= now]:
+            del self._members[key]
+
+    def _lookup(self, stream: str, now: float) -> _Stream | None:
+        state = self._streams.get(stream)
+        if state is not None and state.expires_at <= now:
+            del self._streams[stream]
+            state.wake()  # its waiters return "nothing new"; their next read finds no stream
+            return None
+        return state
+
+    def _require(self, stream: str, now: float) -> _Stream:
+        state = self._lookup(stream, now)
+        if state is None:
+            raise StreamNotFound(f"no stream {stream!r}")
+        return state

@@ -1,0 +1,520 @@
+"""The shared event log on Redis Streams: several processes or machines, one truth.
+
+This is the only module that imports ``redis``; every Redis failure becomes
+:class:`ssegate.errors.LogError` here. The client speaks RESP2 (pinned: ``XREAD`` replies differ
+between protocols), never retries a command on its own (a retried append could land twice), and
+redis-py drops a connection on any ``BaseException`` mid-command, cancellation included, so a
+half-read reply is never reused.
+
+Keys of one stream share the hash tag ``{<stream>}`` so Redis Cluster keeps them in one slot::
+
+    ssegate:{<stream>}:log             STREAM  id 0-<seq>; fields t (ms), ev, d, ep (epoch), x=1 if terminal
+    ssegate:{<stream>}:state           HASH    epoch, seq (last appended), closed, max_events, max_age_ms
+    ssegate:{<stream>}:meta            HASH    caller's metadata (set_meta / get_meta)
+    ssegate:{<stream>}:members:<role>  ZSET    member -> expiry time (ms, Redis clock)
+    ssegate:wake:<instance>            STREAM  one entry; nudges this process's reader (see below)
+
+Sequence numbers are ours, not Redis's: the state hash counts them and the append script writes
+the entry with the explicit id ``0-<seq>``, so a cursor maps to a Redis id without lookup and the
+earliest retained seq is known exactly. Every write is a Lua script, atomic on the server: append
+checks the stream exists and is open, increments ``seq``, ``XADD``s with ``MAXLEN ~`` (cheap,
+approximate trimming), marks ``closed`` for a terminal event (so exactly one terminal event lands,
+whichever process tries first) and refreshes expiry. Reads are a script too, so epoch, last seq,
+closed flag, earliest retained seq and the entries are one consistent snapshot.
+
+Retention. Count: the read script treats ``last_seq - max_events`` and older as gone, however much
+approximate trimming left behind. Age: every entry carries the Redis clock time ``t``; append and
+read ``XTRIM MINID`` away entries older than ``max_age`` from the head (bounded work, amortised),
+and all of a stream's keys ``PEXPIRE`` after ``max_age`` and are refreshed by each append, so an
+idle stream (finished or abandoned) vanishes on its own. Redis restarting without persistence
+looks the same as expiry: the stream is unknown (``StreamNotFound``), and once created again it has
+a new epoch, so old cursors get ``reset=epoch_changed``, never a silent gap.
+
+Live reads. Viewers do not each run ``XREAD BLOCK``. One background task per process blocks on
+every stream that has local waiters (plus this instance's wake stream, which a read ``XADD``s to
+when it adds a stream to the set), decodes and encodes each entry once into a per-stream
+:class:`~ssegate.log.tail.Tail`, and wakes the waiters, who serve themselves from it. A waiter
+that times out checks Redis directly, which also catches a stream recreated behind the tail's back.
+Limitation: that one ``XREAD`` names keys of many slots, so under Redis Cluster it would have to
+be split per node; this backend targets a single Redis (or a proxy that routes by slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
+from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry, parse_id
+from ssegate.log.cursor import new_epoch, resolve_cursor
+from ssegate.log.memory import DEFAULT_READ_BATCH
+from ssegate.log.tail import Tail
+
+__all__ = ["RedisEventLog"]
+
+# Shared by the scripts: Redis's clock (one clock for every process), and age trimming of the head.
+_LUA_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function trim_age(log, cutoff)
+  local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+  if #head == 0 or tonumber(head[1][2][2]) >= cutoff then return end
+  while true do
+    local batch = redis.call('XRANGE', log, '-', '+', 'COUNT', 128)
+    if #batch == 0 then return end
+    for _, item in ipairs(batch) do
+      if tonumber(item[2][2]) >= cutoff then
+        redis.call('XTRIM', log, 'MINID', item[1])
+        return
+      end
+    end
+    local last = tonumber(string.sub(batch[#batch][1], 3))
+    redis.call('XTRIM', log, 'MINID', '0-' .. (last + 1))
+  end
+end
+"""
+
+# KEYS: log, state, meta. ARGV: epoch, max_events, max_age_ms.
+_CREATE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', 0, 'closed', 0,
+           'max_events', ARGV[2], 'max_age_ms', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: log, state, meta. ARGV: event, data, terminal ('1' or '0').
+_APPEND = (
+    _LUA_PRELUDE
+    + """
+local st = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms')
+if not st[1] then return {'missing'} end
+if st[3] == '1' then return {'closed'} end
+local seq = tonumber(st[2]) + 1
+local now = now_ms()
+local id = '0-' .. seq
+if ARGV[3] == '1' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', st[4], id,
+             't', now, 'ev', ARGV[1], 'd', ARGV[2], 'ep', st[1], 'x', '1')
+  redis.call('HSET', KEYS[2], 'seq', seq, 'closed', 1)
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', st[4], id, 't', now, 'ev', ARGV[1], 'd', ARGV[2], 'ep', st[1])
+  redis.call('HSET', KEYS[2], 'seq', seq)
+end
+trim_age(KEYS[1], now - tonumber(st[5]))
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, st[5]) end
+return {'ok', st[1], seq}
+"""
+)
+
+# KEYS: log, state. ARGV: cursor epoch ('' = start from the earliest), first wanted seq, batch.
+_READ = (
+    _LUA_PRELUDE
+    + """
+local st = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms')
+if not st[1] then return {'missing'} end
+local last = tonumber(st[2])
+trim_age(KEYS[1], now_ms() - tonumber(st[5]))
+local first = last + 1
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #head > 0 then first = tonumber(string.sub(head[1][1], 3)) end
+local by_count = last - tonumber(st[4]) + 1
+if by_count > first then first = by_count end
+local start = first
+local hint = tonumber(ARGV[2])
+if ARGV[1] == st[1] and hint >= first and hint <= last + 1 then start = hint end
+local entries = {}
+if start <= last then
+  entries = redis.call('XRANGE', KEYS[1], '0-' .. start, '+', 'COUNT', ARGV[3])
+end
+return {'ok', st[1], last, tonumber(st[3]), first, entries}
+"""
+)
+
+# KEYS: state, meta. ARGV: field, value, ... The metadata lives and dies with the stream.
+_SET_META = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+if #ARGV > 0 then
+  redis.call('HSET', KEYS[2], unpack(ARGV))
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return 1
+"""
+
+# KEYS: log, state, meta. ARGV: milliseconds.
+_EXPIRE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local ms = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  if ms > 0 then redis.call('PEXPIRE', key, ms) else redis.call('DEL', key) end
+end
+return 1
+"""
+
+# KEYS: members. ARGV: member, ttl_ms. The key outlives its longest-lived member, no more.
+_HEARTBEAT = (
+    _LUA_PRELUDE
+    + """
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now_ms() + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
+)
+
+# KEYS: members.
+_LIVE_MEMBERS = (
+    _LUA_PRELUDE
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms())
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _entry(redis_id: str, fields: dict[str, str]) -> LogEntry:
+    seq = int(redis_id.partition("-")[2])
+    return make_entry(fields["ep"], seq, fields["ev"], fields["d"], terminal="x" in fields)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+# A repeated create could report StreamExists for its own success; a repeated append could land twice.
+_NOT_REPEATABLE = frozenset({"create", "append"})
+
+
+async def _once_more_on_dropped_connection(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an idempotent command, once more if its pooled connection turned out to be dead.
+
+    A connection Redis closed (a restart, an idle time-out) is noticed only when used; the second
+    attempt gets a fresh connection, and fails for real if Redis is really gone.
+    """
+    try:
+        return await call()
+    except RedisConnectionError:
+        return await call()
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn any Redis failure into LogError, naming the operation that failed."""
+    try:
+        yield
+    except RedisError as exc:
+        raise LogError(f"event log (Redis) failed to {what}: {exc}") from exc
+
+
+class _Snapshot:
+    """One consistent look at a stream, as the read script returns it."""
+
+    __slots__ = ("epoch", "last_seq", "result")
+
+    def __init__(self, epoch: str, last_seq: int, result: ReadResult) -> None:
+        self.epoch = epoch
+        self.last_seq = last_seq
+        self.result = result
+
+
+class RedisEventLog:
+    """:class:`~ssegate.log.base.EventLog` on Redis Streams, shared by every process using ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_batch: int = DEFAULT_READ_BATCH,
+        block: float = 5.0,
+        tail_capacity: int = 1024,
+        tail_linger: float = 30.0,
+        timeout: float = 10.0,
+        max_connections: int = 32,
+    ) -> None:
+        options: dict[str, Any] = {
+            "protocol": 2,
+            "decode_responses": True,
+            "retry": Retry(NoBackoff(), 0),
+            "socket_connect_timeout": timeout,
+        }
+        # Bounded: a thousand viewers arriving at once queue for a few connections, not open a thousand.
+        self._pool: aioredis.ConnectionPool[Any] = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout, **options
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        # The follower blocks up to ``block`` s by design; only a silence longer than that is a fault.
+        self._follower_redis = aioredis.Redis.from_url(url, socket_timeout=block + timeout, **options)
+        self._scripts = {
+            name: self._redis.register_script(body)
+            for name, body in [
+                ("create", _CREATE),
+                ("append", _APPEND),
+                ("read", _READ),
+                ("set_meta", _SET_META),
+                ("expire", _EXPIRE),
+                ("heartbeat", _HEARTBEAT),
+                ("live_members", _LIVE_MEMBERS),
+            ]
+        }
+        self._read_batch = read_batch
+        self._block_ms = _milliseconds(block)
+        self._tail_capacity = tail_capacity
+        self._tail_linger = tail_linger
+        self._wake_key = f"ssegate:wake:{uuid.uuid4().hex}"
+        self._tails: dict[str, Tail] = {}
+        self._tails_version = 0  # bumped when a stream joins the followed set
+        self._following_version = -1  # the set version of the XREAD in flight
+        self._wanted = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> RedisEventLog:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _keys(stream: str, *parts: str) -> list[str]:
+        return [f"ssegate:{{{stream}}}:{part}" for part in parts]
+
+    async def _script(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
+        self._check_open()
+        call = self._scripts[name]
+        with _translated(name.replace("_", " ")):
+            if name in _NOT_REPEATABLE:
+                return await call(keys=keys, args=args)
+            return await _once_more_on_dropped_connection(lambda: call(keys=keys, args=args))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogError("the event log is closed")
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def create(self, stream: str, retention: Retention) -> None:
+        keys = self._keys(stream, "log", "state", "meta")
+        args: list[str | int | float] = [new_epoch(), retention.max_events, _milliseconds(retention.max_age)]
+        if not await self._script("create", keys, args):
+            raise StreamExists(f"stream {stream!r} already exists")
+
+    async def exists(self, stream: str) -> bool:
+        self._check_open()
+        with _translated("check a stream"):
+            key = self._keys(stream, "state")[0]
+            return bool(await _once_more_on_dropped_connection(lambda: self._redis.exists(key)))
+
+    async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
+        # Encode first: an event SSE cannot carry must fail before it takes a sequence number.
+        make_entry("check", 1, event, data)
+        keys = self._keys(stream, "log", "state", "meta")
+        reply = await self._script("append", keys, [event, data, "1" if terminal else "0"])
+        if reply[0] == "missing":
+            raise StreamNotFound(f"no stream {stream!r}")
+        if reply[0] == "closed":
+            raise StreamClosed(f"stream {stream!r} has ended")
+        return make_entry(reply[1], int(reply[2]), event, data, terminal=terminal)
+
+    async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
+        self._check_open()
+        tail = self._tails.get(stream)
+        if tail is not None and wait > 0 and tail.error is None:
+            cached = tail.serve(after, self._read_batch)
+            if cached is not None:
+                if cached.entries or cached.closed:
+                    return cached
+                if await self._wait(tail, wait):
+                    served = self._serve_after_wake(stream, after)
+                    if served is not None:
+                        return served
+                # Timed out (keep-alive time): ask Redis, which also notices a recreated stream.
+                return (await self._snapshot(stream, after)).result
+        snapshot = await self._snapshot(stream, after)
+        result = snapshot.result
+        if result.entries or result.closed or wait <= 0:
+            return result
+        tail = self._follow(stream, snapshot)
+        await self._nudge_follower()
+        if not await self._wait(tail, wait):
+            return result
+        served = self._serve_after_wake(stream, after)
+        return served if served is not None else (await self._snapshot(stream, after)).result
+
+    async def _snapshot(self, stream: str, after: str | None) -> _Snapshot:
+        parsed = parse_id(after) if after is not None else None
+        cursor_epoch, hint = (parsed[0], parsed[1] + 1) if parsed is not None else ("", 0)
+        keys = self._keys(stream, "log", "state")
+        reply = await self._script("read", keys, [cursor_epoch, hint, self._read_batch])
+        if reply[0] == "missing":
+            raise StreamNotFound(f"no stream {stream!r}")
+        epoch, last_seq, closed, first_seq = reply[1], int(reply[2]), bool(reply[3]), int(reply[4])
+        _start, reset = resolve_cursor(after, epoch, first_seq, last_seq)
+        entries = [_entry(redis_id, _pairs(flat)) for redis_id, flat in reply[5]]
+        end = entries[-1].seq if entries else _start - 1
+        return _Snapshot(epoch, last_seq, ReadResult(entries, closed=closed and end == last_seq, reset=reset))
+
+    async def expire(self, stream: str, after_seconds: float) -> None:
+        ms = math.ceil(after_seconds * 1000) if after_seconds > 0 else 0
+        if not await self._script("expire", self._keys(stream, "log", "state", "meta"), [ms]):
+            raise StreamNotFound(f"no stream {stream!r}")
+
+    # -- metadata and presence ---------------------------------------------------------------
+
+    async def set_meta(self, stream: str, fields: dict[str, str]) -> None:
+        args: list[str | int | float] = [item for pair in fields.items() for item in pair]
+        if not await self._script("set_meta", self._keys(stream, "state", "meta"), args):
+            raise StreamNotFound(f"no stream {stream!r}")
+
+    async def get_meta(self, stream: str) -> dict[str, str]:
+        self._check_open()
+        with _translated("read metadata"):
+            key = self._keys(stream, "meta")[0]
+            meta = await _once_more_on_dropped_connection(lambda: self._redis.hgetall(key))
+            return cast(dict[str, str], meta)
+
+    async def heartbeat(self, stream: str, role: str, member: str, ttl: float) -> None:
+        await self._script("heartbeat", self._keys(stream, f"members:{role}"), [member, _milliseconds(ttl)])
+
+    async def drop_member(self, stream: str, role: str, member: str) -> None:
+        self._check_open()
+        with _translated("drop a member"):
+            key = self._keys(stream, f"members:{role}")[0]
+            await _once_more_on_dropped_connection(lambda: self._redis.zrem(key, member))
+
+    async def live_members(self, stream: str, role: str) -> int:
+        return int(await self._script("live_members", self._keys(stream, f"members:{role}"), []))
+
+    # -- following the live end --------------------------------------------------------------
+
+    def _follow(self, stream: str, snapshot: _Snapshot) -> Tail:
+        tail = self._tails.get(stream)
+        if tail is None or tail.error is not None or tail.epoch != snapshot.epoch:
+            if tail is not None:
+                tail.wake()  # its waiters fall back to Redis and find the new life of the stream
+            tail = Tail(snapshot.epoch, snapshot.last_seq, snapshot.result.closed, self._tail_capacity)
+            self._tails[stream] = tail
+            self._tails_version += 1
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.create_task(self._follow_loop(), name="ssegate-redis-follower")
+        self._wanted.set()
+        return tail
+
+    async def _nudge_follower(self) -> None:
+        """Make the reader re-issue its XREAD if the set of followed streams grew since it began."""
+        if self._following_version in (-1, self._tails_version):
+            return
+        with _translated("wake the follower"):
+            await cast(
+                Awaitable[str],
+                self._redis.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False),
+            )
+            await cast(Awaitable[bool], self._redis.pexpire(self._wake_key, 60_000))
+
+    async def _wait(self, tail: Tail, wait: float) -> bool:
+        """Wait for the tail to change; ``False`` on time-out. Raises the follower's failure."""
+        changed = tail.changed
+        tail.waiters += 1
+        try:
+            async with asyncio.timeout(wait):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        finally:
+            tail.waiters -= 1
+            tail.idle_since = time.monotonic()
+        self._check_open()
+        if tail.error is not None:
+            raise tail.error
+        return True
+
+    def _serve_after_wake(self, stream: str, after: str | None) -> ReadResult | None:
+        tail = self._tails.get(stream)
+        return tail.serve(after, self._read_batch) if tail is not None else None
+
+    def _followed(self) -> dict[str, Tail]:
+        now = time.monotonic()
+        for stream in [
+            name
+            for name, tail in self._tails.items()
+            if tail.waiters == 0 and (tail.closed or now - tail.idle_since > self._tail_linger)
+        ]:
+            del self._tails[stream]
+        return {name: tail for name, tail in self._tails.items() if not tail.closed}
+
+    async def _follow_loop(self) -> None:
+        wake_id = "0-0"
+        while not self._closed:
+            self._wanted.clear()
+            followed = self._followed()
+            if not followed:
+                self._following_version = -1
+                await self._wanted.wait()
+                continue
+            by_key = {self._keys(stream, "log")[0]: tail for stream, tail in followed.items()}
+            positions: dict[Any, Any] = {key: f"0-{tail.last_seq}" for key, tail in by_key.items()}
+            positions[self._wake_key] = wake_id
+            self._following_version = self._tails_version
+            try:
+                reply = await self._follower_redis.xread(
+                    positions, count=self._read_batch, block=self._block_ms
+                )
+                wake_id = self._deliver(reply, by_key, wake_id)
+            except RedisError as exc:
+                self._fail_tails(LogError(f"event log (Redis) failed to follow streams: {exc}"))
+            except Exception as exc:  # a malformed entry must fail the waiters, not strand them
+                self._fail_tails(LogError(f"event log (Redis) could not decode a stream: {exc!r}"))
+
+    def _deliver(self, reply: list[Any], by_key: dict[str, Tail], wake_id: str) -> str:
+        """Hand XREAD's entries to their tails and wake the waiters; returns the new wake-stream id."""
+        for key, items in reply:
+            if key == self._wake_key:
+                wake_id = items[-1][0]
+                continue
+            tail = by_key[key]
+            for redis_id, fields in items:
+                tail.add(_entry(redis_id, fields), fields["ep"])
+            tail.wake()
+        return wake_id
+
+    def _fail_tails(self, error: LogError) -> None:
+        tails, self._tails = self._tails, {}
+        for tail in tails.values():
+            tail.fail(error)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._fail_tails(LogError("the event log is closed"))
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        try:
+            # types-redis predates aclose(); close() is deprecated (and warnings are errors).
+            await self._follower_redis.aclose()  # type: ignore[attr-defined]
+        finally:
+            try:
+                await self._redis.aclose()  # type: ignore[attr-defined]
+            finally:
+                await self._pool.disconnect()  # a pool we made is ours to close

@@ -1,0 +1,121 @@
+"""Shared plumbing of the HTTP adapters: status → error code, and reading raw SSE bytes with an idle timer.
+
+The vendor SDKs make the request (auth, headers, retries, status errors); from the first body byte
+on, the adapters read the raw bytes themselves, because the SDKs' per-event model parsing costs
+many times more than ``json.loads`` on the data line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from ssegate.providers.base import UpstreamError
+
+# Statuses whose meaning does not depend on the vendor (RFC 9110 plus Anthropic's 529).
+_AUTH = frozenset({401, 403})
+_BAD_REQUEST = frozenset({400, 404, 409, 413, 422})
+OVERLOADED_STATUS = 529
+
+
+def error_for_status(status: int, message: str) -> UpstreamError:
+    """The :class:`UpstreamError` for an HTTP error status answered before the first byte."""
+    if status in _AUTH:
+        return UpstreamError("upstream_auth", message, retryable=False, status=status)
+    if status == 429:
+        return UpstreamError("rate_limited", message, retryable=True, status=status)
+    if status == OVERLOADED_STATUS:
+        return UpstreamError("upstream_overloaded", message, retryable=True, status=status)
+    if status == 408:
+        return UpstreamError("upstream_timeout", message, retryable=True, status=status)
+    if status >= 500:
+        return UpstreamError("upstream_unavailable", message, retryable=True, status=status)
+    if status in _BAD_REQUEST or 400 <= status < 500:
+        return UpstreamError("upstream_bad_request", message, retryable=False, status=status)
+    return UpstreamError("upstream_error", message, retryable=False, status=status)
+
+
+def timeout_error(idle_timeout: float) -> UpstreamError:
+    return UpstreamError(
+        "upstream_timeout", f"the upstream sent nothing for {idle_timeout:g} s", retryable=True
+    )
+
+
+def disconnected_error(detail: str) -> UpstreamError:
+    return UpstreamError(
+        "upstream_disconnected",
+        f"the upstream closed the stream before it finished: {detail}",
+        retryable=True,
+    )
+
+
+def unavailable_error(detail: str) -> UpstreamError:
+    return UpstreamError("upstream_unavailable", f"cannot reach the upstream: {detail}", retryable=True)
+
+
+class IdleReader:
+    """Reads body chunks, failing with ``upstream_timeout`` when one takes longer than ``idle_timeout``.
+
+    One timer per stream, re-armed lazily: reading a chunk only stores a deadline, and the timer
+    callback moves itself forward when it finds the deadline moved. The timer only fires while the
+    reader is waiting for bytes, never while the consumer holds a yielded event (cancelling then
+    would hit the consumer's own work).
+    """
+
+    __slots__ = ("_chunks", "_deadline", "_fired", "_handle", "_idle", "_loop", "_task", "_waiting")
+
+    def __init__(self, chunks: AsyncIterator[bytes], idle_timeout: float) -> None:
+        self._chunks = chunks
+        self._idle = idle_timeout
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "IdleReader must be used inside a task"
+        self._task = task
+        self._deadline = self._loop.time() + idle_timeout
+        self._waiting = False
+        self._fired = False
+        self._handle = self._loop.call_at(self._deadline, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._waiting and now >= self._deadline:
+            self._fired = True
+            self._task.cancel()
+            return
+        self._handle = self._loop.call_at(max(self._deadline, now + self._idle), self._check)
+
+    async def next(self) -> bytes | None:
+        """The next body chunk, or ``None`` at the end of the body."""
+        self._deadline = self._loop.time() + self._idle
+        self._waiting = True
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            # Our own cancel becomes a timeout; anyone else's cancel goes on as a cancel.
+            if self._fired and self._task.uncancel() == 0:
+                raise timeout_error(self._idle) from None
+            raise
+        finally:
+            self._waiting = False
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
+def error_body_summary(body: object, fallback: str) -> tuple[str | None, str]:
+    """``(type, "type: message")`` from a vendor's JSON error body, whole or already unwrapped.
+
+    Anthropic answers ``{"type": "error", "error": {"type", "message"}}``; OpenAI answers
+    ``{"error": {"message", "type", "code"}}`` and its SDK hands over the inner object.
+    """
+    if not isinstance(body, dict):
+        return None, fallback
+    inner = body.get("error")
+    error: dict[str, object] = inner if isinstance(inner, dict) else body
+    kind = error.get("type") or error.get("code")
+    message = error.get("message")
+    if not isinstance(message, str) or not message:
+        return (str(kind) if kind else None), fallback
+    return (str(kind) if kind else None), (f"{kind}: {message}" if kind else message)

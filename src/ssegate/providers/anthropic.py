@@ -1,0 +1,224 @@
+"""Claude through the official ``anthropic`` SDK (Messages API, streaming).
+
+The SDK sends the request and owns auth, headers, retries and status-error mapping; the body's
+server-sent events are parsed by ssegate's own codec and mapped from plain dicts, which costs a
+fraction of the SDK's typed event models on the per-token path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+from anthropic.types import MessageParam
+
+from ssegate.codec.events import Event
+from ssegate.codec.parser import EventStreamParser
+from ssegate.providers._upstream import (
+    IdleReader,
+    disconnected_error,
+    error_body_summary,
+    error_for_status,
+    timeout_error,
+    unavailable_error,
+)
+from ssegate.providers.base import (
+    Finished,
+    GenerationRequest,
+    ModelInfo,
+    ProviderEvent,
+    ProviderInfo,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    UpstreamError,
+    Usage,
+)
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+# Anthropic's stop reasons in the normalised vocabulary; others (stop_sequence, refusal, ...) pass as-is.
+_FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+# Error event types that mean "try again later", with the code each becomes.
+_STREAM_ERROR_CODES = {
+    "overloaded_error": ("upstream_overloaded", True),
+    "rate_limit_error": ("rate_limited", True),
+    "api_error": ("upstream_unavailable", True),
+    "authentication_error": ("upstream_auth", False),
+    "permission_error": ("upstream_auth", False),
+    "invalid_request_error": ("upstream_bad_request", False),
+}
+# The SDK's own read timeout is a safety net before the first byte; during the body the idle
+# reader fires first, so it is a little longer than the idle timeout.
+_SDK_TIMEOUT_MARGIN = 1.0
+
+
+class AnthropicProvider:
+    """Streams one Messages API call per request; ``aclose`` releases the HTTP client."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        model: str | None = None,
+        max_retries: int = 2,
+        idle_timeout: float = 30.0,
+    ) -> None:
+        self.info = ProviderInfo(name="anthropic", default_model=model or DEFAULT_MODEL)
+        self._idle_timeout = idle_timeout
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        messages: list[MessageParam] = [
+            {"role": "user", "content": m.content}
+            if m.role == "user"
+            else {"role": "assistant", "content": m.content}
+            for m in request.messages
+        ]
+        try:
+            context = self._client.messages.with_streaming_response.create(
+                model=request.model or self.info.default_model,
+                max_tokens=request.max_tokens,
+                messages=messages,
+                system=request.system if request.system is not None else anthropic.omit,
+                stream=True,
+            )
+            response = await context.__aenter__()
+        except anthropic.APIStatusError as exc:
+            raise _status_error(exc) from exc
+        except anthropic.APITimeoutError as exc:
+            raise timeout_error(self._idle_timeout) from exc
+        except anthropic.APIConnectionError as exc:
+            raise unavailable_error(str(exc)) from exc
+        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
+        parser = EventStreamParser()
+        mapper = _EventMapper()
+        reader = IdleReader(response.http_response.aiter_bytes(), self._idle_timeout)
+        try:
+            while True:
+                try:
+                    chunk = await reader.next()
+                except UpstreamError:
+                    raise
+                except Exception as exc:  # the transport broke: a reset or a truncated chunked body
+                    raise disconnected_error(f"{type(exc).__name__}: {exc}") from exc
+                if chunk is None:
+                    raise disconnected_error("the body ended without message_stop")
+                for item in parser.feed(chunk):
+                    if type(item) is Event:
+                        for event in mapper.map(item):
+                            yield event
+                        if mapper.finished:
+                            return
+        finally:
+            reader.close()
+            await context.__aexit__(None, None, None)
+
+
+class _EventMapper:
+    """Turns Anthropic's named events (as dicts) into provider events; remembers what spans events."""
+
+    __slots__ = ("finish_reason", "finished", "input_tokens", "model", "tool_ids")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.finish_reason = "stop"
+        self.model: str | None = None
+        self.input_tokens: int | None = None
+        self.tool_ids: dict[int, str] = {}  # content block index -> tool_use id
+
+    def map(self, sse: Event) -> list[ProviderEvent]:
+        kind = sse.event
+        if kind == "ping":
+            return []
+        data: dict[str, Any] = json.loads(sse.data)
+        if kind == "content_block_delta":
+            return self._delta(data)
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_stop":
+            tool_id = self.tool_ids.pop(data.get("index", 0), None)
+            return [ToolCallEnd(tool_id)] if tool_id is not None else []
+        if kind == "message_start":
+            return self._message_start(data["message"])
+        if kind == "message_delta":
+            return self._message_delta(data)
+        if kind == "message_stop":
+            self.finished = True
+            return [Finished(self.finish_reason, self.model)]
+        if kind == "error":
+            raise _stream_error(data.get("error") or {})
+        return []  # new event types may appear (Anthropic's versioning policy): ignore them
+
+    def _delta(self, data: dict[str, Any]) -> list[ProviderEvent]:
+        delta = data["delta"]
+        kind = delta["type"]
+        if kind == "text_delta":
+            return [TextDelta(delta["text"])]
+        if kind == "thinking_delta":
+            return [ThinkingDelta(delta["thinking"])]
+        if kind == "input_json_delta":
+            tool_id = self.tool_ids.get(data.get("index", 0))
+            partial = delta.get("partial_json", "")
+            return [ToolCallDelta(tool_id, partial)] if tool_id is not None and partial else []
+        return []  # signature_delta, citations_delta: nothing a viewer reads
+
+    def _block_start(self, data: dict[str, Any]) -> list[ProviderEvent]:
+        block = data["content_block"]
+        index = data.get("index", 0)
+        kind = block.get("type")
+        if kind == "tool_use":
+            self.tool_ids[index] = block["id"]
+            return [ToolCallStart(block["id"], block["name"], index)]
+        if kind == "text" and block.get("text"):
+            return [TextDelta(block["text"])]
+        if kind == "thinking" and block.get("thinking"):
+            return [ThinkingDelta(block["thinking"])]
+        return []
+
+    def _message_start(self, message: dict[str, Any]) -> list[ProviderEvent]:
+        self.model = message.get("model")
+        usage = message.get("usage") or {}
+        self.input_tokens = usage.get("input_tokens")
+        events: list[ProviderEvent] = []
+        if self.model:
+            events.append(ModelInfo(self.model))
+        if self.input_tokens is not None:
+            events.append(Usage(self.input_tokens, usage.get("output_tokens")))
+        return events
+
+    def _message_delta(self, data: dict[str, Any]) -> list[ProviderEvent]:
+        stop_reason = (data.get("delta") or {}).get("stop_reason")
+        if stop_reason:
+            self.finish_reason = _FINISH_REASONS.get(stop_reason, stop_reason)
+        usage = data.get("usage") or {}
+        if "output_tokens" not in usage:
+            return []
+        # message_delta usage is cumulative; input tokens may be restated there too.
+        return [Usage(usage.get("input_tokens") or self.input_tokens, usage["output_tokens"])]
+
+
+def _stream_error(error: dict[str, Any]) -> UpstreamError:
+    kind = str(error.get("type", "error"))
+    message = str(error.get("message", kind))
+    code, retryable = _STREAM_ERROR_CODES.get(kind, ("upstream_error", False))
+    return UpstreamError(code, f"{kind}: {message}", retryable=retryable)
+
+
+def _status_error(exc: anthropic.APIStatusError) -> UpstreamError:
+    kind, message = error_body_summary(exc.body, str(exc))
+    if kind == "overloaded_error":  # 529, but a proxy may rewrite the status to 503
+        return UpstreamError("upstream_overloaded", message, retryable=True, status=exc.status_code)
+    return error_for_status(exc.status_code, message)

@@ -1,0 +1,141 @@
+"""What every LLM provider adapter produces: a stream of small typed events.
+
+Adapters (``demo``, ``anthropic``, ``openai``) are the only modules that import vendor SDKs. Each
+turns one :class:`GenerationRequest` into an async iterator of :data:`ProviderEvent`; the gateway
+maps those onto the wire vocabulary and the event log. Closing the iterator (``aclose``, or
+cancelling the task consuming it) must close the upstream HTTP request at once: that is how an
+abandoned or cancelled generation stops costing tokens.
+
+Failures are raised as :class:`UpstreamError` with a stable ``code``:
+
+==========================  =====================================================  =========
+code                        when                                                   retryable
+==========================  =====================================================  =========
+``upstream_auth``           401/403: missing or wrong API key                      no
+``upstream_bad_request``    400/404/422: the provider rejected the request         no
+``rate_limited``            429                                                    yes
+``upstream_overloaded``     529 / ``overloaded_error`` (also after the first byte)  yes
+``upstream_unavailable``    5xx, connection refused                                yes
+``upstream_timeout``        no byte from the upstream for ``idle_timeout`` s        yes
+``upstream_disconnected``   the upstream closed the stream before it finished       yes
+``upstream_error``          any other error event from the provider                 no
+==========================  =====================================================  =========
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ssegate.errors import SSEGateError
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    messages: tuple[Message, ...]
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    id: str
+    name: str
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of the tool call's JSON input, as the model writes it (not valid JSON alone)."""
+
+    id: str
+    partial_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts so far (cumulative, not increments)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The upstream finished normally. ``finish_reason`` is normalised:
+    ``stop`` | ``length`` | ``tool_calls`` | ``content_filter`` | other provider words as they are."""
+
+    finish_reason: str
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """The model that actually answers (sent early, when the provider names it)."""
+
+    model: str
+
+
+ProviderEvent = (
+    TextDelta | ThinkingDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | Usage | Finished | ModelInfo
+)
+
+
+class UpstreamError(SSEGateError):
+    """The provider failed; ``code`` is one of the table in this module's docstring."""
+
+    status_code = 502
+
+    def __init__(self, code: str, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+
+
+class ConfigurationError(SSEGateError):
+    """The provider cannot run as configured (e.g. no API key); answered as 400 at request time."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    name: str
+    default_model: str
+    models: tuple[str, ...] = field(default_factory=tuple)  # empty: any model name is passed through
+
+
+class Provider(Protocol):
+    info: ProviderInfo
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        """Start the upstream call and yield its events. Closing the iterator closes the upstream."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the HTTP client."""

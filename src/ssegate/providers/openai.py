@@ -1,0 +1,198 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, LM Studio) through the ``openai`` SDK.
+
+Chat Completions streaming with ``stream_options.include_usage``. As with Anthropic, the SDK makes
+the request and maps status errors, and the body's ``chat.completion.chunk`` lines are read raw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from ssegate.codec.events import Event
+from ssegate.codec.parser import EventStreamParser
+from ssegate.providers._upstream import (
+    IdleReader,
+    disconnected_error,
+    error_body_summary,
+    error_for_status,
+    timeout_error,
+    unavailable_error,
+)
+from ssegate.providers.base import (
+    Finished,
+    GenerationRequest,
+    ModelInfo,
+    ProviderEvent,
+    ProviderInfo,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    UpstreamError,
+    Usage,
+)
+
+DEFAULT_MODEL = "gpt-4o-mini"
+_DONE = "[DONE]"
+# See anthropic.py: the SDK timeout only matters before the first byte.
+_SDK_TIMEOUT_MARGIN = 1.0
+# Error types (or codes) seen in mid-stream error chunks that mean "try again later".
+_STREAM_ERROR_CODES = {
+    "rate_limit_exceeded": ("rate_limited", True),
+    "rate_limit_error": ("rate_limited", True),
+    "overloaded_error": ("upstream_overloaded", True),
+    "server_error": ("upstream_unavailable", True),
+}
+
+
+class OpenAIProvider:
+    """Streams one Chat Completions call per request; ``aclose`` releases the HTTP client."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        model: str | None = None,
+        max_retries: int = 2,
+        idle_timeout: float = 30.0,
+    ) -> None:
+        self.info = ProviderInfo(name="openai", default_model=model or DEFAULT_MODEL)
+        self._idle_timeout = idle_timeout
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        messages: list[ChatCompletionMessageParam] = []
+        if request.system is not None:
+            messages.append({"role": "system", "content": request.system})
+        for m in request.messages:
+            if m.role == "user":
+                messages.append({"role": "user", "content": m.content})
+            else:
+                messages.append({"role": "assistant", "content": m.content})
+        try:
+            context = self._client.chat.completions.with_streaming_response.create(
+                model=request.model or self.info.default_model,
+                messages=messages,
+                # max_tokens, not max_completion_tokens: every compatible server understands it.
+                max_tokens=request.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            response = await context.__aenter__()
+        except openai.APIStatusError as exc:
+            raise error_for_status(exc.status_code, error_body_summary(exc.body, str(exc))[1]) from exc
+        except openai.APITimeoutError as exc:
+            raise timeout_error(self._idle_timeout) from exc
+        except openai.APIConnectionError as exc:
+            raise unavailable_error(str(exc)) from exc
+        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
+        parser = EventStreamParser()
+        mapper = _ChunkMapper()
+        reader = IdleReader(response.http_response.aiter_bytes(), self._idle_timeout)
+        try:
+            while True:
+                try:
+                    chunk = await reader.next()
+                except UpstreamError:
+                    raise
+                except Exception as exc:  # the transport broke: a reset or a truncated chunked body
+                    raise disconnected_error(f"{type(exc).__name__}: {exc}") from exc
+                if chunk is None:
+                    if mapper.finish_reason is None:
+                        raise disconnected_error("the body ended without a finish_reason")
+                    # Some servers omit [DONE]; the finish reason already said it was complete.
+                    yield mapper.finished()
+                    return
+                for item in parser.feed(chunk):
+                    if type(item) is not Event:
+                        continue
+                    if item.data == _DONE:
+                        if mapper.finish_reason is None:
+                            raise disconnected_error("[DONE] before a finish_reason")
+                        yield mapper.finished()
+                        return
+                    for event in mapper.map(item):
+                        yield event
+        finally:
+            reader.close()
+            await context.__aexit__(None, None, None)
+
+
+class _ChunkMapper:
+    """Turns ``chat.completion.chunk`` dicts into provider events; remembers open tool calls."""
+
+    __slots__ = ("finish_reason", "model", "tool_ids")
+
+    def __init__(self) -> None:
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.tool_ids: dict[int, str] = {}  # tool call index -> id, while the call is open
+
+    def finished(self) -> Finished:
+        return Finished(self.finish_reason or "stop", self.model)
+
+    def map(self, sse: Event) -> list[ProviderEvent]:
+        data: dict[str, Any] = json.loads(sse.data)
+        events: list[ProviderEvent] = []
+        if data.get("error"):
+            raise _stream_error(data["error"])
+        if self.model is None and data.get("model"):
+            self.model = data["model"]
+            events.append(ModelInfo(data["model"]))
+        for choice in data.get("choices") or ():
+            if choice.get("index", 0) == 0:  # n=1: other choices are never asked for
+                self._choice(choice, events)
+        usage = data.get("usage")
+        if usage:
+            events.append(Usage(usage.get("prompt_tokens"), usage.get("completion_tokens")))
+        return events
+
+    def _choice(self, choice: dict[str, Any], events: list[ProviderEvent]) -> None:
+        delta = choice.get("delta") or {}
+        # vLLM and DeepSeek say reasoning_content; Ollama and OpenRouter say reasoning.
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning:
+            events.append(ThinkingDelta(reasoning))
+        content = delta.get("content")
+        if content:
+            events.append(TextDelta(content))
+        for call in delta.get("tool_calls") or ():
+            self._tool_call(call, events)
+        reason = choice.get("finish_reason")
+        if reason:
+            self.finish_reason = reason
+            events.extend(ToolCallEnd(tool_id) for tool_id in self.tool_ids.values())
+            self.tool_ids.clear()
+
+    def _tool_call(self, call: dict[str, Any], events: list[ProviderEvent]) -> None:
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        tool_id = self.tool_ids.get(index)
+        if tool_id is None:
+            tool_id = call.get("id") or f"call_{index}"
+            self.tool_ids[index] = tool_id
+            events.append(ToolCallStart(tool_id, function.get("name") or "", index))
+        arguments = function.get("arguments")
+        if arguments:
+            events.append(ToolCallDelta(tool_id, arguments))
+
+
+def _stream_error(error: object) -> UpstreamError:
+    kind, message = error_body_summary(error, "the upstream reported an error mid-stream")
+    code, retryable = _STREAM_ERROR_CODES.get(kind or "", ("upstream_error", False))
+    return UpstreamError(code, message, retryable=retryable)

@@ -1,0 +1,1 @@
+"""The HTTP edge: an ASGI app over the gateway and topics."""

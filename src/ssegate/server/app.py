@@ -1,0 +1,176 @@
+"""The ASGI application: ``create_app(settings)``; its lifespan owns every resource."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ssegate.config import Settings
+from ssegate.errors import RequestError, SSEGateError
+from ssegate.gateway import Gateway
+from ssegate.log import open_event_log
+from ssegate.providers import ProviderConfig, ProviderRegistry
+from ssegate.providers.base import ConfigurationError
+from ssegate.server import auth, generations, topics
+from ssegate.server.auth import Authenticator
+from ssegate.server.drain import drain_on_sigterm
+from ssegate.server.http import error_response
+from ssegate.server.limits import OpenStreams, StartRate
+from ssegate.server.metrics import CONTENT_TYPE, MeasuredProvider, Metrics
+from ssegate.server.middleware import AccessLogMiddleware, CORSMiddleware, parse_origins
+from ssegate.server.state import AppState
+
+logger = logging.getLogger("ssegate.server")
+
+STATIC_DIR = resources.files("ssegate") / "static"
+
+
+def provider_config(settings: Settings) -> ProviderConfig:
+    return ProviderConfig(
+        anthropic_api_key=settings.anthropic_api_key,
+        anthropic_base_url=settings.anthropic_base_url,
+        openai_api_key=settings.openai_api_key,
+        openai_base_url=settings.openai_base_url,
+        demo_ttft=settings.demo_ttft,
+        demo_tokens_per_second=settings.demo_tokens_per_second,
+        idle_timeout=settings.upstream_idle_timeout,
+    )
+
+
+def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> Starlette:
+    """The app. ``drain_on_signal``: SIGTERM drains (set by ``ssegate serve``, not in tests).
+
+    Raises :class:`ssegate.auth.AuthConfigError` for a malformed API key configuration.
+    """
+    settings = settings or Settings.from_env()
+    authenticator = Authenticator.from_settings(settings)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log = open_event_log(settings.redis_url)
+        registry = ProviderRegistry(provider_config(settings))
+        gateway = Gateway(
+            log,
+            lambda name: MeasuredProvider(registry.get(name), metrics),
+            retention=settings.generation_retention,
+            abandon_grace=settings.abandon_grace,
+            lease_ttl=settings.lease_ttl,
+        )
+        gateway.on_terminal = metrics.on_terminal
+        streams = OpenStreams(
+            per_principal=settings.max_streams_per_principal,
+            total=settings.max_streams_total,
+            max_seconds=settings.max_stream_seconds,
+            retry_ms=settings.retry_ms,
+            metrics=metrics,
+        )
+        state = AppState(
+            settings=settings,
+            log=log,
+            gateway=gateway,
+            auth=authenticator,
+            metrics=metrics,
+            streams=streams,
+            starts=StartRate(settings.generation_starts_per_minute, metrics),
+        )
+        app.state.ssegate = state
+        undo_signal = drain_on_sigterm(state.begin_drain) if drain_on_signal else None
+        try:
+            await gateway.__aenter__()
+            yield
+        finally:
+            # Draining: running generations get drain_timeout to finish (their viewers follow them
+            # from other processes); otherwise they end at once with done {reason: "shutdown"}.
+            await gateway.aclose(drain_timeout=settings.drain_timeout if state.draining else 0.0)
+            if undo_signal is not None:
+                undo_signal()
+            await registry.aclose()
+            await log.aclose()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        state: AppState = request.app.state.ssegate
+        if state.draining:  # load balancers stop routing here at once
+            return JSONResponse({"status": "draining"}, status_code=503, headers={"retry-after": "1"})
+        await state.log.exists("readyz-probe")  # raises LogError (503) when the log is unreachable
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_page(request: Request) -> Response:
+        state: AppState = request.app.state.ssegate
+        state.authenticate(request, scope="metrics")
+        return Response(state.metrics.render(), headers={"content-type": CONTENT_TYPE})
+
+    async def providers(request: Request) -> Response:
+        return JSONResponse({"default": settings.default_provider})
+
+    async def index(request: Request) -> Response:
+        return FileResponse(str(STATIC_DIR / "index.html"), headers={"cache-control": "no-cache"})
+
+    routes: list[Any] = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+        *auth.routes,
+        Route("/v1/providers", providers, methods=["GET"]),
+        *generations.routes,
+        *topics.routes,
+        Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(AccessLogMiddleware, metrics=metrics, log=settings.access_log),
+            Middleware(CORSMiddleware, origins=parse_origins(settings.cors_origins)),
+        ],
+        exception_handlers={
+            RequestError: _request_error,
+            ConfigurationError: _configuration_error,
+            SSEGateError: _ssegate_error,
+            HTTPException: _http_exception,
+            Exception: _unexpected_error,
+        },
+    )
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_response(exc)
+
+
+async def _configuration_error(request: Request, exc: Exception) -> Response:
+    return error_response(RequestError(400, "provider_unavailable", str(exc)))
+
+
+async def _ssegate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SSEGateError)
+    logger.warning("request failed: %s", exc)
+    return error_response(RequestError(exc.status_code, type(exc).__name__, str(exc)))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(
+        RequestError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(RequestError(500, "internal", "internal server error"))

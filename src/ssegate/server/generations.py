@@ -1,0 +1,203 @@
+"""Routes for /v1/generations: start, stream, resume, cancel, describe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ssegate.errors import RequestError
+from ssegate.gateway import Gateway, id_created_at, is_generation_id, stream_key
+from ssegate.providers.base import GenerationRequest, Message
+from ssegate.server.http import last_event_id, read_json_body, wants_event_stream
+from ssegate.server.limits import StreamTicket
+from ssegate.server.state import AppState
+from ssegate.server.streaming import EventStreamResponse, follow_log
+
+_ROLES = ("user", "assistant")
+_FIELDS = {"messages", "system", "model", "provider", "max_tokens", "keep_running"}
+
+
+def parse_generation_body(body: Any, *, max_tokens_limit: int) -> tuple[GenerationRequest, str | None, bool]:
+    """Validate a POST /v1/generations body; every problem is a 422 naming the field."""
+    if not isinstance(body, dict):
+        raise _invalid("body", "the body must be a JSON object")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise _invalid(unknown[0], f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_FIELDS))}")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages", "messages must be a non-empty list of {role, content}")
+    parsed: list[Message] = []
+    for index, item in enumerate(messages):
+        if not isinstance(item, dict) or item.get("role") not in _ROLES:
+            raise _invalid(f"messages[{index}].role", "each message needs role 'user' or 'assistant'")
+        content = item.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise _invalid(f"messages[{index}].content", "each message needs non-empty string content")
+        parsed.append(Message(role=item["role"], content=content))
+    if parsed[-1].role != "user":
+        raise _invalid("messages", "the last message must be the user's")
+    system = _optional(body, "system", str)
+    model = _optional(body, "model", str)
+    provider = _optional(body, "provider", str)
+    max_tokens = _optional(body, "max_tokens", int)
+    if max_tokens is not None and not 1 <= max_tokens <= max_tokens_limit:
+        raise _invalid("max_tokens", f"max_tokens must be between 1 and {max_tokens_limit}")
+    keep_running = _optional(body, "keep_running", bool) or False
+    request = GenerationRequest(
+        messages=tuple(parsed), model=model or None, system=system or None, max_tokens=max_tokens or 1024
+    )
+    return request, provider or None, keep_running
+
+
+def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    # bool is an int in Python; a max_tokens of true is still wrong.
+    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise _invalid(name, f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _invalid(field: str, message: str) -> RequestError:
+    return RequestError(422, "invalid_request", message, extra={"field": field})
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.ssegate
+    return state
+
+
+def _links(generation_id: str) -> dict[str, str]:
+    base = f"/v1/generations/{generation_id}"
+    return {"id": generation_id, "url": base, "events_url": f"{base}/events", "cancel_url": f"{base}/cancel"}
+
+
+async def create_generation(request: Request) -> Response:
+    app = _state(request)
+    body = await read_json_body(request, app.settings.max_body_bytes)
+    generation, provider, keep_running = parse_generation_body(body, max_tokens_limit=app.settings.max_tokens)
+    principal = app.admit_generation(request, generation)
+    ticket = app.open_stream(request) if wants_event_stream(request) else None
+    try:
+        meta = await app.gateway.start(
+            generation,
+            provider_name=provider or app.settings.default_provider,
+            keep_running=keep_running,
+            owner=principal,
+        )
+    except BaseException:
+        if ticket is not None:
+            ticket.close()
+        raise
+    links = _links(meta["id"])
+    if ticket is not None:
+        return _StreamGeneration(
+            app.gateway, meta["id"], None, app.settings.keepalive_interval, app.settings.retry_ms, ticket
+        )  # type: ignore[return-value]
+    body_out = {**links, "state": meta["state"], "model": meta["model"], "provider": meta["provider"]}
+    stream_token = app.stream_token(principal, meta["id"])
+    if stream_token is not None:
+        body_out["stream_token"] = stream_token
+    return JSONResponse(body_out, status_code=201, headers={"location": links["url"]})
+
+
+class _StreamGeneration:
+    """ASGI app: the generation's event stream from ``after`` on (204 if it already ended there)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        generation_id: str,
+        after: str | None,
+        keepalive: float,
+        retry_ms: int,
+        ticket: StreamTicket,
+    ) -> None:
+        self.ticket = ticket
+        self.gateway = gateway
+        self.generation_id = generation_id
+        self.after = after
+        self.keepalive = keepalive
+        self.retry_ms = retry_ms
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream(scope, receive, send)
+        finally:
+            self.ticket.close()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = stream_key(self.generation_id)
+        log = self.gateway.log
+        async with self.gateway.viewing(self.generation_id):
+            first = await log.read(key, self.after)
+            if first.closed and not first.entries and not first.reset:
+                await Response(status_code=204)(scope, receive, send)
+                return
+            links = _links(self.generation_id)
+            response = EventStreamResponse(
+                follow_log(log, key, self.after, first, keepalive=self.keepalive),
+                retry_ms=self.retry_ms,
+                headers=[("x-generation-id", self.generation_id), ("location", links["events_url"])],
+                ticket=self.ticket,
+            )
+            await response(scope, receive, send)
+
+
+async def _known_generation(app: AppState, generation_id: str) -> dict[str, Any]:
+    described = await app.gateway.describe(generation_id) if is_generation_id(generation_id) else None
+    if described is not None:
+        return described
+    if is_generation_id(generation_id):
+        age = time.time() - id_created_at(generation_id)
+        if age >= 0 and age > app.settings.generation_retention.max_age:
+            raise RequestError(
+                410, "expired", f"generation {generation_id} has expired and its events are gone"
+            )
+    raise RequestError(404, "not_found", f"no generation with id {generation_id!r}")
+
+
+async def generation_events(request: Request) -> Response:
+    app = _state(request)
+    generation_id = request.path_params["generation_id"]
+    after = last_event_id(request)
+    described = await _known_generation(app, generation_id)
+    app.authorize_generation(request, described, scope="subscribe")
+    if not await app.gateway.log.exists(stream_key(generation_id)):
+        raise RequestError(410, "expired", f"generation {generation_id} has no events any more")
+    ticket = app.open_stream(request)
+    return _StreamGeneration(  # type: ignore[return-value]
+        app.gateway, generation_id, after, app.settings.keepalive_interval, app.settings.retry_ms, ticket
+    )
+
+
+async def cancel_generation(request: Request) -> Response:
+    app = _state(request)
+    generation_id = request.path_params["generation_id"]
+    described = await _known_generation(app, generation_id)
+    app.authorize_generation(request, described, scope="generate")
+    await app.gateway.cancel(generation_id)
+    described = await _known_generation(app, generation_id)
+    return JSONResponse({"id": generation_id, "state": described["state"]}, status_code=202)
+
+
+async def describe_generation(request: Request) -> Response:
+    app = _state(request)
+    generation_id = request.path_params["generation_id"]
+    described = await _known_generation(app, generation_id)
+    app.authorize_generation(request, described, scope="subscribe")
+    described.pop("owner", None)
+    return JSONResponse({**described, **_links(generation_id)})
+
+
+routes = [
+    Route("/v1/generations", create_generation, methods=["POST"]),
+    Route("/v1/generations/{generation_id}", describe_generation, methods=["GET"]),
+    Route("/v1/generations/{generation_id}/events", generation_events, methods=["GET"]),
+    Route("/v1/generations/{generation_id}/cancel", cancel_generation, methods=["POST"]),
+]

@@ -1,0 +1,229 @@
+"""Limits with clear answers, and the server's hold on every open stream.
+
+- streams per principal and in total: 429 with ``Retry-After``;
+- generation starts per principal per minute (sliding window): 429 with ``Retry-After``;
+- prompt size (characters of messages + system): 413 ``prompt_too_large``;
+- a stream's lifetime: at its deadline (the stream token's expiry or ``max_stream_seconds``), or
+  when the process drains, the server ends it itself with a last word (an ``error`` event without
+  ``id`` for an expired token, a ``retry:`` line otherwise) so the client resumes with
+  ``Last-Event-ID`` where it was.
+
+All counts are this process's own (behind a load balancer, the limits are per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ssegate.codec.encoder import encode_comment, encode_event, encode_retry
+from ssegate.codec.events import Event
+from ssegate.errors import RequestError
+from ssegate.providers.base import GenerationRequest
+from ssegate.server.metrics import Metrics
+
+# A slot frees when some stream ends, which cannot be predicted: ask for a short wait.
+STREAM_LIMIT_RETRY_AFTER = 5
+DRAINING_RETRY_AFTER = 1
+# A wake-up that writes this much at once is a viewer catching up on a backlog.
+LAGGING_CHUNK_BYTES = 64 * 1024
+RATE_WINDOW = 60.0
+
+
+def too_many(code: str, message: str, retry_after: int) -> RequestError:
+    return RequestError(
+        429, code, message, headers={"retry-after": str(retry_after)}, extra={"retry_after": retry_after}
+    )
+
+
+def check_prompt_size(request: GenerationRequest, limit: int) -> None:
+    if limit <= 0:
+        return
+    size = sum(len(m.content) for m in request.messages) + len(request.system or "")
+    if size > limit:
+        raise RequestError(
+            413,
+            "prompt_too_large",
+            f"the prompt has {size} characters; the limit is {limit} (messages and system together)",
+            extra={"limit": limit, "size": size},
+        )
+
+
+class StartRate:
+    """At most ``per_minute`` generation starts per principal in any 60 s window."""
+
+    def __init__(self, per_minute: int, metrics: Metrics) -> None:
+        self.per_minute = per_minute
+        self._starts: dict[str, deque[float]] = {}
+        self._metrics = metrics
+
+    def check(self, principal: str, now: float | None = None) -> None:
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        starts = self._starts.setdefault(principal, deque())
+        while starts and starts[0] <= now - RATE_WINDOW:
+            starts.popleft()
+        if len(starts) >= self.per_minute:
+            self._metrics.rejected["start_rate"] += 1
+            wait = max(1, math.ceil(starts[0] + RATE_WINDOW - now))
+            raise too_many(
+                "rate_limited",
+                f"more than {self.per_minute} generations started in a minute; retry in {wait} s",
+                wait,
+            )
+        starts.append(now)
+
+
+def token_expired_event() -> bytes:
+    # No id: the client's Last-Event-ID stays at the last real event, so a resume with a fresh
+    # token continues exactly there.
+    data = {
+        "code": "token_expired",
+        "message": "the stream token expired; resume with a new one",
+        "retryable": True,
+    }
+    return encode_event(Event(event="error", data=json.dumps(data, separators=(",", ":"))))
+
+
+class StreamTicket:
+    """One open stream's slot, deadline and the way the server ends it (see :class:`OpenStreams`)."""
+
+    __slots__ = (
+        "_deadline_final",
+        "_lagging",
+        "_metrics",
+        "_owner",
+        "_stop",
+        "_timer",
+        "deadline",
+        "principal",
+    )
+
+    def __init__(
+        self,
+        owner: OpenStreams,
+        principal: str,
+        deadline: float | None,
+        deadline_final: bytes,
+        metrics: Metrics,
+    ) -> None:
+        self._owner = owner
+        self.principal = principal
+        self.deadline = deadline  # time.time() at which the server ends the stream, or None
+        self._deadline_final = deadline_final
+        self._metrics = metrics
+        self._stop: Callable[[bytes], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lagging = False
+
+    def attach(self, stop: Callable[[bytes], None]) -> None:
+        """Called by the response once its stream is open: ``stop(last_bytes)`` ends it."""
+        self._stop = stop
+        self._owner.attached.add(self)
+        if self.deadline is not None:
+            delay = max(0.0, self.deadline - time.time())
+            self._timer = asyncio.get_running_loop().call_later(delay, stop, self._deadline_final)
+        if self._owner.draining:
+            stop(self._owner.drain_final)
+
+    def sent(self, chunk: bytes) -> None:
+        """Count a write (hot path: a few int operations per wake-up, not per event)."""
+        metrics = self._metrics
+        metrics.bytes_sent += len(chunk)
+        # Every event ends with a blank line and nothing else we write does (comments and
+        # retry lines need none), so this counts events without parsing.
+        metrics.events_sent += chunk.count(b"\n\n")
+        lagging = len(chunk) >= LAGGING_CHUNK_BYTES
+        if lagging is not self._lagging:
+            self._lagging = lagging
+            metrics.lagging_viewers += 1 if lagging else -1
+
+    def close(self) -> None:
+        """Release the slot (idempotent)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lagging:
+            self._lagging = False
+            self._metrics.lagging_viewers -= 1
+        self._owner.release(self)
+
+
+class OpenStreams:
+    """Every stream this process serves: the slot counts, and the drain that ends them all."""
+
+    def __init__(
+        self, *, per_principal: int, total: int, max_seconds: float, retry_ms: int, metrics: Metrics
+    ) -> None:
+        self.per_principal = per_principal
+        self.total = total
+        self.max_seconds = max_seconds
+        self.metrics = metrics
+        self.draining = False
+        self.attached: set[StreamTicket] = set()
+        self._held: set[StreamTicket] = set()
+        self._by_principal: dict[str, int] = {}
+        # Before closing, remind the client how soon to come back: EventSource reconnects by itself.
+        self.lifetime_final = encode_comment("stream lifetime reached; reconnect") + encode_retry(retry_ms)
+        self.drain_final = encode_comment("server draining; reconnect") + encode_retry(retry_ms)
+
+    def open(self, principal: str, token_expires_at: float | None = None) -> StreamTicket:
+        """A slot for a new stream of ``principal``; raises 503 while draining, 429 when full."""
+        if self.draining:
+            self.metrics.rejected["draining"] += 1
+            raise RequestError(
+                503,
+                "draining",
+                "this server is shutting down; retry (another server will answer)",
+                headers={"retry-after": str(DRAINING_RETRY_AFTER)},
+            )
+        held = self._by_principal.get(principal, 0)
+        if self.per_principal > 0 and held >= self.per_principal:
+            self.metrics.rejected["streams_per_principal"] += 1
+            raise too_many(
+                "too_many_streams",
+                f"{principal!r} already has {held} open streams (limit {self.per_principal})",
+                STREAM_LIMIT_RETRY_AFTER,
+            )
+        if self.total > 0 and len(self._held) >= self.total:
+            self.metrics.rejected["streams_total"] += 1
+            raise too_many(
+                "server_busy",
+                f"this server has {len(self._held)} open streams (its limit)",
+                STREAM_LIMIT_RETRY_AFTER,
+            )
+        deadline, final = None, b""
+        if self.max_seconds > 0:
+            deadline, final = time.time() + self.max_seconds, self.lifetime_final
+        if token_expires_at is not None and (deadline is None or token_expires_at < deadline):
+            deadline, final = token_expires_at, token_expired_event()
+        ticket = StreamTicket(self, principal, deadline, final, self.metrics)
+        self._held.add(ticket)
+        self._by_principal[principal] = held + 1
+        self.metrics.streams_open += 1
+        self.metrics.streams_total += 1
+        return ticket
+
+    def release(self, ticket: StreamTicket) -> None:
+        self.attached.discard(ticket)
+        if ticket not in self._held:
+            return
+        self._held.remove(ticket)
+        left = self._by_principal[ticket.principal] - 1
+        if left:
+            self._by_principal[ticket.principal] = left
+        else:
+            del self._by_principal[ticket.principal]
+        self.metrics.streams_open -= 1
+
+    def drain(self) -> None:
+        """Refuse new streams and end every open one cleanly (clients resume elsewhere)."""
+        self.draining = True
+        for ticket in list(self.attached):
+            if ticket._stop is not None:
+                ticket._stop(self.drain_final)

@@ -1,0 +1,177 @@
+"""ASGI middleware at the edge: CORS with an explicit allow-list, and the JSON access log.
+
+CORS: a request from an allowed origin gets ``Access-Control-Allow-Origin: <that origin>`` with
+credentials allowed (``*`` in the list allows any origin, but then never with credentials, as
+browsers require); any other origin gets no CORS headers at all, and its preflight a 403 JSON.
+
+Access log: one JSON line per request on the ``ssegate.access`` logger, written when the response
+ends (for a stream: when it closes), with the ``token`` query parameter redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ssegate.server.auth import PRINCIPAL_SCOPE_KEY
+from ssegate.server.metrics import Metrics
+
+access_logger = logging.getLogger("ssegate.access")
+
+ALLOWED_METHODS = "GET, POST, OPTIONS"
+# What a browser client sends: a key, a JSON body, and EventSource/fetch resume and cache headers.
+ALLOWED_HEADERS = "Authorization, Content-Type, Last-Event-ID, Accept, Cache-Control"
+EXPOSED_HEADERS = "X-Generation-Id, Location, Retry-After"
+PREFLIGHT_MAX_AGE = "600"
+REDACTED = "REDACTED"
+_SECRET_PARAMS = frozenset({"token"})
+
+
+def configure_access_log() -> None:
+    """Access lines go to stderr as bare JSON (one object per line), apart from other logs."""
+    if access_logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_logger.addHandler(handler)
+    access_logger.setLevel(logging.INFO)
+    access_logger.propagate = False
+
+
+def parse_origins(value: str | None) -> frozenset[str]:
+    """``"https://a.example, https://b.example"`` -> the set (trailing slashes dropped)."""
+    if not value:
+        return frozenset()
+    return frozenset(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+
+
+class CORSMiddleware:
+    def __init__(self, app: ASGIApp, origins: frozenset[str]) -> None:
+        self.app = app
+        self.any_origin = "*" in origins
+        self.origins = origins - {"*"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        allowed = self._allow_headers(origin)
+        if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method") is not None:
+            await self._preflight(allowed, send)
+            return
+        if not allowed:
+            await self.app(scope, receive, send)  # no CORS headers: the browser hides the answer
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *allowed]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    def _allow_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
+        vary = (b"vary", b"Origin")
+        expose = (b"access-control-expose-headers", EXPOSED_HEADERS.encode())
+        if origin in self.origins:
+            return [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-allow-credentials", b"true"),
+                expose,
+                vary,
+            ]
+        if self.any_origin:
+            return [(b"access-control-allow-origin", b"*"), expose]
+        return []
+
+    @staticmethod
+    async def _preflight(allowed: list[tuple[bytes, bytes]], send: Send) -> None:
+        if not allowed:
+            body = b'{"error":{"code":"origin_not_allowed","message":"this origin may not call this server"}}'
+            headers = [(b"content-type", b"application/json"), (b"vary", b"Origin")]
+            status = 403
+        else:
+            body = b""
+            headers = [
+                *allowed,
+                (b"access-control-allow-methods", ALLOWED_METHODS.encode()),
+                (b"access-control-allow-headers", ALLOWED_HEADERS.encode()),
+                (b"access-control-max-age", PREFLIGHT_MAX_AGE.encode()),
+            ]
+            status = 204
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def redact_query(query: str) -> str:
+    """The query string with secret parameters (``token``) replaced by ``REDACTED``."""
+    if not query or "token" not in query:
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, REDACTED if k in _SECRET_PARAMS else v) for k, v in pairs], safe="/:*")
+
+
+class AccessLogMiddleware:
+    """One JSON line per request; also counts responses by status for ``/metrics``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, *, log: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+        sent = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        except BaseException:
+            status = status or 500  # the error page is sent outside this middleware
+            raise
+        finally:
+            self.metrics.requests[status] += 1
+            if self.log and access_logger.isEnabledFor(logging.INFO):
+                self._write(scope, status, sent, time.monotonic() - started)
+
+    @staticmethod
+    def _write(scope: Scope, status: int, sent: int, duration: float) -> None:
+        query = redact_query(scope.get("query_string", b"").decode("latin-1"))
+        client = scope.get("client")
+        record = {
+            "method": scope["method"],
+            "path": scope["path"] + (f"?{query}" if query else ""),
+            "status": status,
+            "duration_ms": round(duration * 1000, 1),
+            "bytes": sent,
+            "principal": scope.get(PRINCIPAL_SCOPE_KEY, "-"),
+            "client": client[0] if client else None,
+        }
+        access_logger.info(json.dumps(record, separators=(",", ":")))

@@ -1,0 +1,148 @@
+"""Viewers: a cursor into the event log turned into SSE bytes, and the response that sends them.
+
+A viewer is nothing but ``(stream, last id)``. Each wake-up reads *everything* after the cursor and
+sends it in one write (the entries' bytes were encoded once, at append time, for every viewer), so a
+slow viewer catches up in big writes and lags only itself. Keep-alive comments come from the log
+read timing out, not from a timer task per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.types import Message, Receive, Scope, Send
+
+from ssegate.codec.encoder import encode_comment, encode_event, encode_retry
+from ssegate.codec.events import Event
+from ssegate.log.base import EventLog, ReadResult
+from ssegate.server.limits import StreamTicket
+
+KEEPALIVE = encode_comment("keep-alive")
+
+# What every event stream answers with. no-transform stops proxies (and compression middleware
+# that honours it) from rewriting; X-Accel-Buffering: no stops nginx from buffering.
+STREAM_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-store, no-transform"),
+    (b"x-accel-buffering", b"no"),
+    (b"connection", b"keep-alive"),
+]
+
+
+def reset_event(reason: str) -> bytes:
+    # An empty id resets the browser's lastEventId: a reconnect before the next real event
+    # starts from the beginning again instead of re-sending the unusable id.
+    return encode_event(Event(event="reset", data=f'{{"reason":"{reason}"}}', id=""))
+
+
+async def follow_log(
+    log: EventLog, stream: str, after: str | None, first: ReadResult, *, keepalive: float
+) -> AsyncIterator[bytes]:
+    """Yield one chunk of bytes per wake-up: every event after the cursor, or a keep-alive comment.
+
+    ``first`` is the result of the read at ``after`` that the caller already made (to answer 204 or
+    404 before the stream opens).
+    """
+    result = first
+    cursor = after
+    while True:
+        chunk = b"".join(entry.wire for entry in result.entries)
+        if result.reset:
+            chunk = reset_event(result.reset) + chunk
+            cursor = None
+        if chunk:
+            yield chunk
+        if result.entries:
+            cursor = result.entries[-1].id
+        if result.closed:
+            return
+        result = await log.read(stream, cursor, wait=keepalive)
+        if not (result.entries or result.closed or result.reset):
+            yield KEEPALIVE
+
+
+class EventStreamResponse:
+    """An ASGI response that streams ``chunks`` as ``text/event-stream``.
+
+    Headers, an opening comment and ``retry:`` are flushed at once so proxies and browsers see
+    the stream open before the first event. A client disconnect cancels the chunk source at once
+    (its ``finally`` blocks run: viewer counts drop, nothing is left running). With a ``ticket``
+    (see :mod:`ssegate.server.limits`) the server may end the stream itself: at the ticket's
+    deadline or on drain, the chunk source is cancelled the same way and the ticket's last words
+    are sent before a clean end, so the client resumes with ``Last-Event-ID``.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        retry_ms: int,
+        headers: Sequence[tuple[str, str]] = (),
+        ticket: StreamTicket | None = None,
+    ) -> None:
+        self.chunks = chunks
+        self.ticket = ticket
+        self.opening = encode_comment("ssegate") + encode_retry(retry_ms)
+        self.headers = STREAM_HEADERS + [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        disconnected = asyncio.Event()
+        ticket = self.ticket
+        # Set when the server itself ends the stream (deadline, drain): the last bytes to send.
+        last_words: list[bytes] = []
+
+        def stop(final: bytes) -> None:
+            if not last_words and not disconnected.is_set():
+                last_words.append(final)
+                task.cancel()
+
+        async def watch_disconnect() -> None:
+            while True:
+                message: Message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    task.cancel()
+                    return
+
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.opening, "more_body": True})
+        watcher = asyncio.create_task(watch_disconnect())
+        try:
+            if ticket is not None:
+                ticket.attach(stop)
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if ticket is not None:
+                    ticket.sent(chunk)
+            last_words.append(b"")  # the source ended: nothing may stop the stream any more
+            watcher.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if disconnected.is_set():
+                task.uncancel()  # the client left: a normal end for the server, not an error
+            elif last_words and last_words[0]:
+                task.uncancel()
+                await self._end_with(send, last_words[0])
+            else:
+                raise
+        except OSError:
+            pass  # the socket died under us; same as a disconnect
+        finally:
+            watcher.cancel()
+            if ticket is not None:
+                ticket.close()
+            with contextlib.suppress(Exception):
+                await self.chunks.aclose()  # type: ignore[attr-defined]
+
+    @staticmethod
+    async def _end_with(send: Send, final: bytes) -> None:
+        """The server ends the stream: its last words, then a clean end of the body."""
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": final, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

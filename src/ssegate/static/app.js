@@ -1,0 +1,661 @@
+// @ts-check
+/**
+ * The chat page: sends the conversation, streams the answer token by token, survives reloads and network
+ * drops, lets another tab watch the same answer, and stops the model on request.
+ *
+ * Reload rule (exact, no lost or repeated text): the page keeps the conversation and the running
+ * generation's id in sessionStorage (and the id in the URL hash), and after a reload re-follows that
+ * generation from its first event, rebuilding the answer. Within one page life, a dropped connection
+ * resumes after the last event id, so text already shown is never sent again.
+ */
+
+import { createGatewayClient, explainStreamError, GatewayError, StreamGaveUpError } from "./ssegate.js";
+import { renderMarkdown } from "./markdown.js";
+
+/** @typedef {import("./ssegate.js").GenerationEvent} GenerationEvent */
+/** @typedef {import("./ssegate.js").GenerationStream} GenerationStream */
+
+/**
+ * What a person sees for an answer.
+ * @typedef {"connecting" | "streaming" | "reconnecting" | "done" | "error" | "cancelled"} TurnState
+ */
+
+/**
+ * @typedef {object} ToolCall
+ * @property {string} id
+ * @property {string} name
+ * @property {string} input   the JSON arguments as streamed so far
+ * @property {boolean} complete
+ */
+
+/**
+ * @typedef {object} UserTurn
+ * @property {"user"} role
+ * @property {string} content
+ */
+
+/**
+ * @typedef {object} AssistantTurn
+ * @property {"assistant"} role
+ * @property {string | null} generationId
+ * @property {TurnState} state
+ * @property {string} text       the raw text exactly as the server sent it
+ * @property {string} thinking
+ * @property {ToolCall[]} tools
+ * @property {string} model
+ * @property {{title: string, detail: string} | null} error
+ * @property {string} finishReason
+ * @property {string} stopReason  "cancelled" or "abandoned" when the answer was stopped
+ * @property {number} deltas      text and thinking deltas received (a token count until usage arrives)
+ * @property {number | null} outputTokens
+ * @property {number | null} sentAt       when this tab asked (for time to first token)
+ * @property {number | null} firstTokenAt
+ * @property {number | null} endedAt
+ */
+
+/** @typedef {UserTurn | AssistantTurn} Turn */
+
+const STORAGE_KEY = "ssegate.chat.v1";
+const TERMINAL = new Set(["done", "error", "cancelled"]);
+
+/** Error codes from the gateway, in words a person can act on. */
+const ERROR_TITLES = /** @type {Record<string, string>} */ ({
+  upstream_auth: "The model provider rejected the API key. Check the key the server is configured with.",
+  upstream_bad_request: "The model provider refused this request as invalid.",
+  rate_limited: "The model provider is rate-limiting requests. Wait a moment, then try again.",
+  upstream_overloaded: "The model is overloaded right now. Try again in a moment.",
+  upstream_unavailable: "The model provider cannot be reached right now.",
+  upstream_timeout: "The model provider took too long to answer.",
+  upstream_disconnected: "The connection to the model provider broke off in the middle of the answer.",
+  upstream_error: "The model provider reported an error.",
+  upstream_lost: "The server writing this answer went away before it finished.",
+  internal: "Something went wrong inside ssegate.",
+  not_found: "This answer is no longer available: it expired, or the link is wrong.",
+  network: "The server cannot be reached. Check your connection, then try again.",
+});
+
+const client = createGatewayClient();
+
+// ------------------------------------------------------------------------------------------------------
+// State
+// ------------------------------------------------------------------------------------------------------
+
+const params = new URLSearchParams(location.search);
+const watchId = params.get("watch");
+
+/** @type {Turn[]} */
+let turns = watchId ? [] : loadTurns();
+/** @type {{turn: AssistantTurn, stream: GenerationStream, stopRequested: boolean} | null} */
+let active = null;
+
+/** @returns {Turn[]} */
+function loadTurns() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) ?? "null");
+    return Array.isArray(saved?.turns) ? saved.turns : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveTurns() {
+  if (watchId) return; // a watching tab shows someone else's answer; it keeps no conversation
+  sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ turns }));
+}
+
+/** @returns {AssistantTurn} */
+function newAssistantTurn(/** @type {string | null} */ generationId) {
+  return {
+    role: "assistant",
+    generationId,
+    state: "connecting",
+    text: "",
+    thinking: "",
+    tools: [],
+    model: "",
+    error: null,
+    finishReason: "",
+    stopReason: "",
+    deltas: 0,
+    outputTokens: null,
+    sentAt: null,
+    firstTokenAt: null,
+    endedAt: null,
+  };
+}
+
+/** Forget what was received for a turn, to rebuild it from the stream's first event. */
+function clearReceived(/** @type {AssistantTurn} */ turn) {
+  Object.assign(turn, {
+    text: "",
+    thinking: "",
+    tools: [],
+    error: null,
+    finishReason: "",
+    stopReason: "",
+    deltas: 0,
+    outputTokens: null,
+    firstTokenAt: null,
+  });
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Elements
+// ------------------------------------------------------------------------------------------------------
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const messagesEl = $("messages");
+const emptyEl = $("empty");
+const formEl = /** @type {HTMLFormElement} */ ($("composer"));
+const promptEl = /** @type {HTMLTextAreaElement} */ ($("prompt"));
+const sendEl = /** @type {HTMLButtonElement} */ ($("send"));
+const stopEl = /** @type {HTMLButtonElement} */ ($("stop"));
+const connEl = $("conn");
+const connTextEl = $("conn-text");
+const newChatEl = $("new-chat");
+
+/**
+ * The elements of one assistant answer.
+ * @typedef {object} TurnView
+ * @property {HTMLElement} root
+ * @property {HTMLElement} chip
+ * @property {HTMLElement} stats
+ * @property {HTMLAnchorElement} watch
+ * @property {HTMLDetailsElement} thinking
+ * @property {HTMLElement} thinkingText
+ * @property {HTMLElement} tools
+ * @property {HTMLElement} content
+ * @property {HTMLElement} error
+ * @property {boolean} thinkingAuto
+ */
+
+/** @type {WeakMap<AssistantTurn, TurnView>} */
+const views = new WeakMap();
+/** @type {Set<AssistantTurn>} */
+const dirty = new Set();
+let frameRequested = false;
+
+/**
+ * @param {string} tag
+ * @param {string} [className]
+ * @param {string} [text]
+ */
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function renderAll() {
+  messagesEl.replaceChildren();
+  for (const turn of turns) messagesEl.append(turn.role === "user" ? userView(turn) : assistantView(turn).root);
+  emptyEl.hidden = turns.length > 0;
+}
+
+/** @param {UserTurn} turn */
+function userView(turn) {
+  const root = el("li", "msg user");
+  root.append(el("div", "bubble", turn.content));
+  return root;
+}
+
+/** @param {AssistantTurn} turn */
+function assistantView(turn) {
+  const root = el("li", "msg assistant");
+  const meta = el("div", "meta");
+  const chip = el("span", "chip");
+  const stats = el("span", "stats");
+  const watch = /** @type {HTMLAnchorElement} */ (el("a", "watch", "Watch in another tab"));
+  watch.target = "_blank";
+  watch.rel = "noopener";
+  meta.append(chip, stats, watch);
+  const thinking = /** @type {HTMLDetailsElement} */ (el("details", "thinking"));
+  thinking.append(el("summary", "", "Thinking"));
+  const thinkingText = el("div", "thinking-text");
+  thinking.append(thinkingText);
+  const tools = el("div", "tools");
+  const content = el("div", "content markdown");
+  const error = el("div", "error");
+  error.setAttribute("role", "alert");
+  root.append(meta, thinking, content, tools, error);
+  /** @type {TurnView} */
+  const view = { root, chip, stats, watch, thinking, thinkingText, tools, content, error, thinkingAuto: true };
+  // Thinking opens while it streams and folds away when the answer starts, unless the reader chose.
+  thinking.querySelector("summary")?.addEventListener("click", () => {
+    view.thinkingAuto = false;
+  });
+  views.set(turn, view);
+  paint(turn);
+  return view;
+}
+
+/** The reader is at the end of the page: keep the newest text in view (but never pull them back down). */
+function nearBottom() {
+  const root = document.documentElement;
+  return root.scrollHeight - (window.scrollY + window.innerHeight) < 120;
+}
+
+/** Re-render an answer at the next animation frame, however many deltas arrive before it. */
+function schedule(/** @type {AssistantTurn} */ turn) {
+  dirty.add(turn);
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(() => {
+    frameRequested = false;
+    const following = nearBottom();
+    for (const t of dirty) paint(t);
+    dirty.clear();
+    paintConnection();
+    if (following) window.scrollTo({ top: document.documentElement.scrollHeight });
+  });
+}
+
+const CHIP_TEXT = /** @type {Record<TurnState, string>} */ ({
+  connecting: "Connecting…",
+  streaming: "Streaming",
+  reconnecting: "Reconnecting…",
+  done: "Done",
+  error: "Error",
+  cancelled: "Stopped",
+});
+
+/** @param {AssistantTurn} turn */
+function paint(turn) {
+  const view = views.get(turn);
+  if (!view) return;
+  view.root.dataset.state = turn.state;
+  view.root.dataset.generationId = turn.generationId ?? "";
+  view.root.classList.toggle("live", !TERMINAL.has(turn.state));
+  view.chip.textContent =
+    turn.state === "cancelled" && turn.stopReason === "abandoned" ? "Stopped (no viewers)" : CHIP_TEXT[turn.state];
+  view.chip.dataset.state = turn.state;
+  view.stats.textContent = statsText(turn);
+  if (turn.generationId) {
+    view.watch.href = `/?watch=${encodeURIComponent(turn.generationId)}`;
+    view.watch.hidden = TERMINAL.has(turn.state) && !watchId;
+  } else {
+    view.watch.hidden = true;
+  }
+  view.thinking.hidden = turn.thinking === "";
+  if (view.thinkingAuto) view.thinking.open = turn.text === "" && !TERMINAL.has(turn.state);
+  if (view.thinkingText.textContent !== turn.thinking) view.thinkingText.textContent = turn.thinking;
+  paintTools(view.tools, turn.tools);
+  if (view.content.dataset.rendered !== String(turn.text.length)) {
+    view.content.innerHTML = renderMarkdown(turn.text);
+    view.content.dataset.rendered = String(turn.text.length);
+  }
+  view.error.hidden = !turn.error;
+  if (turn.error) {
+    view.error.replaceChildren(el("strong", "", turn.error.title));
+    if (turn.error.detail) view.error.append(el("span", "detail", turn.error.detail));
+  }
+}
+
+/**
+ * @param {HTMLElement} container
+ * @param {ToolCall[]} tools
+ */
+function paintTools(container, tools) {
+  while (container.children.length < tools.length) {
+    const card = el("div", "tool");
+    card.append(el("div", "tool-head"), el("pre", "tool-input"));
+    container.append(card);
+  }
+  tools.forEach((tool, index) => {
+    const card = /** @type {HTMLElement} */ (container.children[index]);
+    const head = /** @type {HTMLElement} */ (card.children[0]);
+    const input = /** @type {HTMLElement} */ (card.children[1]);
+    head.textContent = `${tool.complete ? "Tool call" : "Calling tool…"} ${tool.name}`;
+    card.classList.toggle("complete", tool.complete);
+    const shown = tool.complete ? prettyJSON(tool.input) : tool.input;
+    if (input.textContent !== shown) input.textContent = shown;
+  });
+}
+
+/** @param {string} text */
+function prettyJSON(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
+
+/** @param {AssistantTurn} turn */
+function statsText(turn) {
+  const parts = [];
+  if (turn.model) parts.push(turn.model);
+  if (turn.sentAt !== null && turn.firstTokenAt !== null) {
+    parts.push(`first token ${formatMs(turn.firstTokenAt - turn.sentAt)}`);
+  }
+  const tokens = turn.outputTokens ?? turn.deltas;
+  if (tokens > 0) parts.push(`${tokens} tokens`);
+  if (turn.firstTokenAt !== null && tokens > 1) {
+    const seconds = ((turn.endedAt ?? performance.now()) - turn.firstTokenAt) / 1000;
+    if (seconds > 0.05) parts.push(`${(tokens / seconds).toFixed(1)} tok/s`);
+  }
+  return parts.join(" · ");
+}
+
+/** @param {number} ms */
+function formatMs(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+/** The page-wide indicator follows the latest answer. */
+function paintConnection() {
+  const last = [...turns].reverse().find((t) => t.role === "assistant");
+  const state = last && last.role === "assistant" ? last.state : "idle";
+  connEl.dataset.state = state;
+  connTextEl.textContent = state === "idle" ? "Ready" : CHIP_TEXT[/** @type {TurnState} */ (state)];
+  const busy = active !== null;
+  sendEl.disabled = busy || watchId !== null;
+  stopEl.hidden = !busy;
+  stopEl.disabled = busy && active !== null && active.stopRequested;
+}
+
+// Keep tokens/s moving between events while an answer streams.
+setInterval(() => {
+  if (active) schedule(active.turn);
+}, 500);
+
+// ------------------------------------------------------------------------------------------------------
+// Streaming
+// ------------------------------------------------------------------------------------------------------
+
+/**
+ * Apply one gateway event to an answer.
+ * @param {AssistantTurn} turn
+ * @param {GenerationEvent} event
+ */
+function apply(turn, event) {
+  const data = event.data ?? {};
+  switch (event.type) {
+    case "start":
+      if (typeof data.id === "string") turn.generationId = data.id;
+      turn.model = String(data.model ?? "");
+      break;
+    case "text":
+      turn.text += String(data.delta ?? "");
+      noteToken(turn);
+      break;
+    case "thinking":
+      turn.thinking += String(data.delta ?? "");
+      noteToken(turn);
+      break;
+    case "tool_call":
+      applyToolCall(turn, data);
+      break;
+    case "status":
+      if (data.model) turn.model = String(data.model);
+      break;
+    case "usage":
+      if (typeof data.output_tokens === "number") turn.outputTokens = data.output_tokens;
+      break;
+    case "reset":
+      // The resume point was lost; the stream starts over from its earliest event: rebuild.
+      clearReceived(turn);
+      break;
+    case "done":
+      turn.finishReason = String(data.finish_reason ?? "");
+      if (typeof data.usage?.output_tokens === "number") turn.outputTokens = data.usage.output_tokens;
+      if (turn.finishReason === "cancelled") {
+        turn.state = "cancelled";
+        turn.stopReason = String(data.reason ?? "cancelled");
+      } else {
+        turn.state = "done";
+      }
+      turn.endedAt = performance.now();
+      break;
+    case "error":
+      turn.state = "error";
+      turn.error = describeError(String(data.code ?? "upstream_error"), String(data.message ?? ""));
+      turn.endedAt = performance.now();
+      break;
+    default:
+    // Unknown event types are for newer clients; ignore them.
+  }
+}
+
+/** @param {AssistantTurn} turn */
+function noteToken(turn) {
+  turn.deltas += 1;
+  if (turn.firstTokenAt === null) turn.firstTokenAt = performance.now();
+  if (turn.state === "connecting" || turn.state === "reconnecting") turn.state = "streaming";
+}
+
+/**
+ * @param {AssistantTurn} turn
+ * @param {any} data
+ */
+function applyToolCall(turn, data) {
+  const id = String(data.id ?? "");
+  let tool = turn.tools.find((t) => t.id === id);
+  if (!tool) {
+    tool = { id, name: String(data.name ?? "tool"), input: "", complete: false };
+    turn.tools.push(tool);
+  }
+  if (data.phase === "delta") tool.input += String(data.delta ?? "");
+  if (data.phase === "end") tool.complete = true;
+  if (data.name) tool.name = String(data.name);
+}
+
+/**
+ * @param {string} code
+ * @param {string} message
+ */
+function describeError(code, message) {
+  return { title: ERROR_TITLES[code] ?? "The answer failed.", detail: message ? `${message} (${code})` : code };
+}
+
+/**
+ * The stream itself failed (not an `error` event): unreachable server, unknown generation, ...
+ * @param {unknown} failure
+ */
+function describeFailure(failure) {
+  const error = explainStreamError(failure);
+  if (error instanceof GatewayError) return describeError(error.code, error.message);
+  if (error instanceof StreamGaveUpError || error instanceof TypeError) {
+    return describeError("network", error.message);
+  }
+  return describeError("internal", String(error));
+}
+
+/**
+ * Read a generation into `turn` until it ends.
+ * @param {AssistantTurn} turn
+ * @param {(handlers: import("./ssegate.js").FollowOptions) => GenerationStream} open
+ */
+async function run(turn, open) {
+  const stream = open({
+    onGenerationId: (id) => {
+      turn.generationId = id;
+      rememberGeneration(id);
+      if (active?.stopRequested) void stop();
+    },
+    onEvent: (event) => {
+      apply(turn, event);
+      if (event.type === "start" || TERMINAL.has(turn.state)) saveTurns();
+      schedule(turn);
+    },
+    onStateChange: (state) => {
+      if (TERMINAL.has(turn.state)) return;
+      if (state === "reconnecting") turn.state = "reconnecting";
+      else if (state === "open") turn.state = turn.deltas > 0 ? "streaming" : "connecting";
+      schedule(turn);
+    },
+    maxAttempts: 8,
+  });
+  active = { turn, stream, stopRequested: false };
+  schedule(turn);
+  try {
+    const terminal = await stream.done;
+    if (!terminal && !TERMINAL.has(turn.state)) {
+      // Stopped reading on request, or a 204: the generation ended and its events are no longer kept.
+      turn.state = active?.stopRequested ? "cancelled" : "done";
+    }
+  } catch (failure) {
+    turn.state = "error";
+    turn.error = describeFailure(failure);
+  } finally {
+    active = null;
+    turn.endedAt ??= performance.now();
+    saveTurns();
+    schedule(turn);
+  }
+}
+
+/** @param {string} id */
+function rememberGeneration(id) {
+  if (watchId) return;
+  history.replaceState(null, "", `#g=${encodeURIComponent(id)}`);
+  saveTurns();
+}
+
+/** @param {string} prompt */
+async function send(prompt) {
+  /** @type {UserTurn} */
+  const userTurn = { role: "user", content: prompt };
+  turns.push(userTurn);
+  const messages = turns
+    .filter((t) => t.role === "user" || (t.role === "assistant" && t.text !== ""))
+    .map((t) => ({ role: t.role, content: t.role === "user" ? t.content : t.text }));
+  const turn = newAssistantTurn(null);
+  turn.sentAt = performance.now();
+  turns.push(turn);
+  saveTurns();
+  messagesEl.append(userView(userTurn), assistantView(turn).root);
+  emptyEl.hidden = true;
+  // The reader just asked: bring the answer into view and keep following it as it grows.
+  window.scrollTo({ top: document.documentElement.scrollHeight });
+  turn.state = "connecting";
+  await run(turn, (handlers) => client.generate({ messages }, handlers));
+}
+
+/** Follow an existing generation from its first event, rebuilding the answer. */
+async function follow(/** @type {AssistantTurn} */ turn) {
+  if (!turn.generationId) return;
+  clearReceived(turn);
+  // Timings from a previous page life use another clock (performance.now restarts on reload).
+  turn.sentAt = null;
+  turn.endedAt = null;
+  turn.state = "connecting";
+  const id = turn.generationId;
+  schedule(turn);
+  await run(turn, (handlers) => client.follow(id, handlers));
+}
+
+async function stop() {
+  if (!active) return;
+  active.stopRequested = true;
+  paintConnection();
+  const id = active.turn.generationId;
+  if (!id) return; // cancelled as soon as the server names it (onGenerationId)
+  try {
+    await client.cancel(id);
+  } catch (failure) {
+    // Already finished, or unreachable: stop reading; what was shown stays.
+    if (!(failure instanceof GatewayError && failure.status === 409)) active?.stream.close();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Input
+// ------------------------------------------------------------------------------------------------------
+
+formEl.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const prompt = promptEl.value.trim();
+  if (!prompt || active || watchId) return;
+  promptEl.value = "";
+  autosize();
+  void send(prompt);
+});
+
+promptEl.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    formEl.requestSubmit();
+  }
+});
+
+function autosize() {
+  promptEl.style.height = "auto";
+  promptEl.style.height = `${Math.min(promptEl.scrollHeight, 240)}px`;
+}
+promptEl.addEventListener("input", autosize);
+
+stopEl.addEventListener("click", () => void stop());
+
+newChatEl.addEventListener("click", () => {
+  if (active) {
+    // Nobody will read the rest of this answer: stop paying for it.
+    if (active.turn.generationId) client.cancel(active.turn.generationId).catch(() => {});
+    active.stream.close();
+  }
+  turns = [];
+  saveTurns();
+  history.replaceState(null, "", "/");
+  renderAll();
+  paintConnection();
+  promptEl.focus();
+});
+
+document.querySelectorAll("[data-example]").forEach((button) => {
+  button.addEventListener("click", () => {
+    promptEl.value = /** @type {HTMLElement} */ (button).dataset.example ?? "";
+    autosize();
+    promptEl.focus();
+  });
+});
+
+// ------------------------------------------------------------------------------------------------------
+// Start-up
+// ------------------------------------------------------------------------------------------------------
+
+function start() {
+  if (watchId) {
+    document.body.classList.add("watching");
+    $("watch-id").textContent = watchId;
+    const turn = newAssistantTurn(watchId);
+    turns = [turn];
+    renderAll();
+    void follow(turn);
+  } else {
+    const hashId = new URLSearchParams(location.hash.slice(1)).get("g");
+    if (hashId && !turns.some((t) => t.role === "assistant" && t.generationId === hashId)) {
+      // A link to a running answer without the conversation behind it: show the answer alone.
+      turns.push(newAssistantTurn(hashId));
+    }
+    renderAll();
+    const resume = turns.at(-1);
+    if (resume && resume.role === "assistant" && !TERMINAL.has(resume.state)) {
+      if (resume.generationId) void follow(resume);
+      else {
+        // The page closed before the server named the answer: nothing to pick up.
+        resume.state = "error";
+        resume.error = { title: "This answer was interrupted before it started.", detail: "" };
+        saveTurns();
+        schedule(resume);
+      }
+    }
+    promptEl.focus();
+  }
+  paintConnection();
+}
+
+/** A small window for tests: the raw text as the server sent it, per answer. */
+Object.defineProperty(window, "__ssegate", {
+  value: Object.freeze({
+    answers: () =>
+      turns
+        .filter((t) => t.role === "assistant")
+        .map((t) => {
+          const a = /** @type {AssistantTurn} */ (t);
+          return { generationId: a.generationId, state: a.state, text: a.text, thinking: a.thinking, error: a.error };
+        }),
+  }),
+});
+
+start();

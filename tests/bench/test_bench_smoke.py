@@ -1,0 +1,67 @@
+"""Smoke test of the benchmark harness: ``python -m bench.run --quick`` against ssegate only.
+
+Checks that one command builds the C load client, drives every workload (W1–W5) and writes the
+tables, the plot and the raw JSON lines. It asserts shapes and delivery, never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import targets
+
+pytestmark = pytest.mark.skipif(not targets.ssegate_available(), reason="the ssegate server is not installed")
+
+FANOUT_KEYS = {"connections_ok", "events", "events_per_s", "latency_ms", "pub", "delivery_ratio", "server"}
+LATENCY_KEYS = {"n", "p50", "p90", "p99", "p999", "max", "mean"}
+
+
+def _run_quick(out: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
+        cwd=targets.REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    raws = list((out / "raw").glob("*.jsonl"))
+    assert len(raws) == 1
+    return [json.loads(line) for line in raws[0].read_text().splitlines()]
+
+
+@pytest.mark.timeout(180)
+def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Path) -> None:
+    records = _run_quick(tmp_path)
+
+    assert {r["workload"] for r in records} == {"w1", "w2", "w3", "w4", "w5"}
+    assert {r["target"] for r in records} == {"ssegate", "direct"}
+    for record in records:
+        result = record["result"]
+        assert set(result["latency_ms"]) == LATENCY_KEYS
+        assert sum(result["errors"].values()) == 0, record
+        if record["workload"] in ("w1", "w2"):
+            assert set(result) >= FANOUT_KEYS
+            assert result["connections_ok"] == record["params"]["subs"]
+            assert result["delivery_ratio"] == 1.0, record  # every published event reached every subscriber
+        elif record["workload"] == "w3":
+            assert result["connections_ok"] == record["params"]["conns"]
+            assert result["server"]["rss_kb_end"] > 0
+        else:
+            streams = result["streams"]
+            assert streams["completed"] == record["params"]["streams"]
+            assert streams["token_delivery"] == 1.0, record
+            assert set(streams["ttft_ms"]) == LATENCY_KEYS
+
+    markdown = (tmp_path / "results.md").read_text()
+    for heading in ("## Summary", "W1 fan-out", "W2 saturation", "W3 idle", "W4 LLM streams", "W5 TTFT"):
+        assert heading in markdown
+    assert "| ssegate |" in markdown or "| ssegate " in markdown
+    assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,83 @@
+"""Properties: encode then parse gives the event back; how bytes are split never changes the result."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ssegate.codec import Comment, Event, EventStreamParser, Retry, encode_comment, encode_event
+
+Parsed = Event | Comment | Retry
+
+# Text without lone surrogates (UTF-8 cannot carry them), biased towards the characters that matter.
+TRICKY = st.sampled_from(["\n", "\r", "\r\n", "\u2028", "\u0085", "\0", ":", " ", "\ufeff", "🦜", "é"])
+TEXT = st.lists(st.one_of(TRICKY, st.text(st.characters(blacklist_categories=["Cs"]), max_size=5))).map(
+    "".join
+)
+FIELD_TEXT = TEXT.map(lambda s: s.replace("\r", "").replace("\n", "").replace("\0", ""))
+EVENTS = st.builds(
+    Event,
+    data=TEXT,
+    event=st.one_of(st.just("message"), FIELD_TEXT.filter(bool)),
+    id=st.one_of(st.none(), FIELD_TEXT),
+    retry=st.one_of(st.none(), st.integers(min_value=0, max_value=10**12)),
+)
+STREAMS = st.lists(
+    st.sampled_from([b"data", b"id", b"event", b"retry", b":", b" ", b"\r", b"\n", b"\r\n", b"1", b"x"])
+    | st.binary(max_size=4)
+    | st.sampled_from([b"\xef\xbb\xbf", b"\xf0\x9f\xa6\x9c", b"\xe2\x80\xa8", b"\xff", b"\0"])
+).map(b"".join)
+
+
+def _parse(chunks: list[bytes]) -> tuple[list[Parsed], str, int | None]:
+    parser = EventStreamParser()
+    out: list[Parsed] = []
+    for chunk in chunks:
+        out += parser.feed(chunk)
+    out += parser.end()
+    return out, parser.last_event_id, parser.retry
+
+
+def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+
+
+def _as_received(sent: list[Event]) -> list[Event]:
+    """What a WHATWG parser dispatches for ``sent``: line breaks become LF, the id in force carries."""
+    received, last_id = [], ""
+    for event in sent:
+        last_id = last_id if event.id is None else event.id
+        data = event.data.replace("\r\n", "\n").replace("\r", "\n")
+        received.append(Event(data=data, event=event.event, id=last_id))
+    return received
+
+
+@given(st.lists(EVENTS, max_size=8))
+def test_codec_round_trips_any_events(sent: list[Event]) -> None:
+    out, _, retry = _parse([b"".join(encode_event(e) for e in sent)])
+    assert [e for e in out if isinstance(e, Event)] == _as_received(sent)
+    retries = [e.retry for e in sent if e.retry is not None]
+    assert [r.milliseconds for r in out if isinstance(r, Retry)] == retries
+    assert retry == (retries[-1] if retries else None)
+
+
+@given(FIELD_TEXT)
+def test_codec_round_trips_any_comment(text: str) -> None:
+    assert _parse([encode_comment(text)])[0] == [Comment(text)]
+
+
+@given(st.lists(EVENTS, max_size=4), st.lists(st.integers(min_value=0), max_size=12))
+def test_codec_round_trips_events_split_anywhere(sent: list[Event], cuts: list[int]) -> None:
+    stream = b"".join(encode_event(e) for e in sent)
+    assert _parse(_split(stream, cuts)) == _parse([stream])
+
+
+@given(STREAMS, st.lists(st.integers(min_value=0), max_size=12))
+def test_parser_any_split_of_any_bytes_parses_like_the_whole(stream: bytes, cuts: list[int]) -> None:
+    assert _parse(_split(stream, cuts)) == _parse([stream])
+
+
+@given(STREAMS)
+def test_parser_byte_by_byte_parses_like_the_whole(stream: bytes) -> None:
+    assert _parse([stream[i : i + 1] for i in range(len(stream))]) == _parse([stream])

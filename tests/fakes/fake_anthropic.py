@@ -1,0 +1,156 @@
+"""A fake Anthropic Messages API speaking the real streaming wire format, on a real socket.
+
+Wire facts (from Anthropic's "Streaming Messages" documentation): every event is a named SSE event
+whose JSON ``type`` repeats the name; a stream is ``message_start``, then per content block
+``content_block_start`` / ``content_block_delta``... / ``content_block_stop``, then
+``message_delta`` (stop_reason, cumulative output usage) and ``message_stop``; ``ping`` may appear
+anywhere; an ``error`` event (e.g. ``overloaded_error``) may arrive after the 200. Error statuses
+answer ``{"type": "error", "error": {"type", "message"}, "request_id"}``.
+
+Benchmarks run it alone: ``python -m tests.fakes.fake_anthropic --port P --tokens 500 --rate 50``
+streams 500 text deltas per request, all streams paced by one shared 50 Hz clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes._http import FakeRequest
+from tests.fakes._upstream import FakeUpstream, Faults, Frame, SharedClock
+
+# HTTP status -> the error type Anthropic names in the body.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    id: str = "toolu_01FakeWeather"
+    name: str = "get_weather"
+    input_parts: tuple[str, ...] = ('{"location":', ' "Paris, Fr', 'ance"}')
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicScript:
+    text: tuple[str, ...] = ("Hello", ", world", "!")
+    thinking: tuple[str, ...] = ()
+    tool: ToolUse | None = None
+    model: str | None = None  # None: echo the requested model, as the API does
+    input_tokens: int = 21
+    stop_reason: str | None = None  # None: end_turn, or tool_use when there is a tool
+    stream_error_type: str = "overloaded_error"
+    faults: Faults = field(default_factory=Faults)
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class FakeAnthropic(FakeUpstream[AnthropicScript]):
+    def __init__(self, script: AnthropicScript | None = None, *, clock: SharedClock | None = None) -> None:
+        super().__init__(script or AnthropicScript(), clock=clock)
+
+    def faults(self, script: AnthropicScript) -> Faults:
+        return script.faults
+
+    def error_body(self, status: int, script: AnthropicScript) -> dict[str, Any]:
+        kind = ERROR_TYPES.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": f"fake {kind}"}, "request_id": "req_fake"}
+
+    def error_frame(self, script: AnthropicScript) -> bytes:
+        kind = script.stream_error_type
+        return _event("error", {"type": "error", "error": {"type": kind, "message": "Overloaded"}})
+
+    def frames(self, request: FakeRequest, script: AnthropicScript) -> Iterator[Frame]:
+        model = script.model or request.json().get("model", "claude-fake-1")
+        message: dict[str, Any] = {
+            "id": "msg_01Fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": script.input_tokens, "output_tokens": 1},
+        }
+        yield Frame(_event("message_start", {"type": "message_start", "message": message}))
+        yield Frame(_event("ping", {"type": "ping"}))
+        index = 0
+        if script.thinking:
+            yield from self._block(index, {"type": "thinking", "thinking": ""}, script.thinking, "thinking")
+            signature = {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxfake"}
+            yield Frame(
+                _event(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": signature}
+                )
+            )
+            yield Frame(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+            index += 1
+        if script.text:
+            yield from self._block(index, {"type": "text", "text": ""}, script.text, "text")
+            yield Frame(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+            index += 1
+        if script.tool is not None:
+            tool = script.tool
+            start = {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}
+            yield from self._block(index, start, tool.input_parts, "input_json")
+            yield Frame(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        stop_reason = script.stop_reason or ("tool_use" if script.tool else "end_turn")
+        output_tokens = (
+            len(script.thinking) + len(script.text) + (len(script.tool.input_parts) if script.tool else 0)
+        )
+        delta = {"stop_reason": stop_reason, "stop_sequence": None}
+        yield Frame(
+            _event(
+                "message_delta",
+                {"type": "message_delta", "delta": delta, "usage": {"output_tokens": output_tokens}},
+            )
+        )
+        yield Frame(_event("message_stop", {"type": "message_stop"}))
+
+    def _block(self, index: int, start: dict[str, Any], parts: tuple[str, ...], kind: str) -> Iterator[Frame]:
+        yield Frame(
+            _event(
+                "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
+            )
+        )
+        field_name = {"text": "text", "thinking": "thinking", "input_json": "partial_json"}[kind]
+        for part in parts:
+            delta = {"type": f"{kind}_delta", field_name: part}
+            body = {"type": "content_block_delta", "index": index, "delta": delta}
+            yield Frame(_event("content_block_delta", body), is_delta=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A fake Anthropic Messages API for benchmarks.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=500, help="text deltas per answer")
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="deltas per second, one clock for all streams"
+    )
+    args = parser.parse_args()
+    script = AnthropicScript(text=tuple(f" tok{n}" for n in range(args.tokens)))
+
+    async def run() -> None:
+        fake = FakeAnthropic(script, clock=SharedClock(args.rate))
+        print(f"fake anthropic on http://127.0.0.1:{args.port}", flush=True)
+        await fake.serve_forever(args.port)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

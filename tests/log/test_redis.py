@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from ssegate.errors import LogError, StreamNotFound
+from ssegate.log import open_event_log
+from ssegate.log.base import RESET_OTHER_EPOCH
+from ssegate.log.redis import RedisEventLog
+from tests.log.conformance import RETENTION, EventLogConformance, eventually, follow
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+class TestRedisEventLog(EventLogConformance):
+    @pytest.fixture
+    async def log(self, redis_server: str) -> AsyncIterator[RedisEventLog]:
+        async with RedisEventLog(redis_server, block=1.0) as log:
+            yield log
+
+    @pytest.fixture
+    async def other_log(self, redis_server: str) -> AsyncIterator[RedisEventLog]:
+        async with RedisEventLog(redis_server, block=1.0) as log:  # another process
+            yield log
+
+
+@pytest.fixture
+def stream() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+async def test_redis_log_live_read_on_one_instance_sees_appends_of_another(
+    redis_server: str, stream: str
+) -> None:
+    async with RedisEventLog(redis_server) as writer, RedisEventLog(redis_server) as reader:
+        await writer.create(stream, RETENTION)
+        viewer = asyncio.create_task(follow(reader, stream))
+        appended = [await writer.append(stream, "text", str(n)) for n in range(30)]
+        appended.append(await writer.append(stream, "done", "{}", terminal=True))
+
+        assert [entry.id for entry in await viewer] == [entry.id for entry in appended]
+
+
+async def test_redis_log_keeps_one_stream_keys_in_one_cluster_slot(redis_server: str, stream: str) -> None:
+    async with RedisEventLog(redis_server) as log:
+        await log.create(stream, RETENTION)
+        await log.append(stream, "text", "x")
+        await log.set_meta(stream, {"state": "streaming"})
+        await log.heartbeat(stream, "viewer", "p", 30.0)
+
+        inspector = aioredis.Redis.from_url(redis_server, decode_responses=True)
+        try:
+            keys = sorted(await inspector.keys(f"ssegate:{{{stream}}}:*"))
+        finally:
+            await inspector.aclose()  # type: ignore[attr-defined]
+
+    tag = f"ssegate:{{{stream}}}:"
+    assert keys == [f"{tag}log", f"{tag}members:viewer", f"{tag}meta", f"{tag}state"]
+
+
+async def test_redis_log_many_waiting_viewers_share_one_blocking_read(redis_server: str) -> None:
+    streams = [f"test-{uuid.uuid4().hex}" for _ in range(3)]
+    async with RedisEventLog(redis_server) as log:
+        for name in streams:
+            await log.create(name, RETENTION)
+        viewers = [asyncio.create_task(follow(log, name)) for name in streams for _ in range(20)]
+        await asyncio.sleep(0.2)  # let the viewers park on the live end
+
+        inspector = aioredis.Redis.from_url(redis_server, decode_responses=True)
+        try:
+
+            async def blocked_reads() -> list[dict[str, str]]:
+                return [client for client in await inspector.client_list() if client.get("cmd") == "xread"]
+
+            async def someone_blocks() -> bool:
+                return bool(await blocked_reads())
+
+            await eventually(someone_blocks)
+            blocked = await blocked_reads()
+        finally:
+            await inspector.aclose()  # type: ignore[attr-defined]
+        for name in streams:
+            await log.append(name, "done", "{}", terminal=True)
+
+        assert [len(await viewer) for viewer in viewers] == [1] * len(viewers)
+    assert len(blocked) == 1  # not one per viewer
+
+
+async def test_redis_log_restart_without_persistence_never_gives_a_silent_gap(
+    private_redis: RedisServer, stream: str
+) -> None:
+    async with RedisEventLog(private_redis.url) as log:
+        await log.create(stream, RETENTION)
+        seen = [await log.append(stream, "text", str(n)) for n in range(3)]
+
+        private_redis.restart()
+
+        with pytest.raises(StreamNotFound):
+            await log.read(stream, seen[-1].id)
+        await log.create(stream, RETENTION)  # the producer starts the stream again
+        again = [await log.append(stream, "text", str(n)) for n in range(5)]
+        result = await log.read(stream, seen[-1].id)
+
+    assert result.reset == RESET_OTHER_EPOCH
+    assert [entry.id for entry in result.entries] == [entry.id for entry in again]
+
+
+async def test_redis_log_waiting_reader_gets_log_error_when_redis_goes_away(
+    private_redis: RedisServer, stream: str
+) -> None:
+    async with RedisEventLog(private_redis.url) as log:
+        await log.create(stream, RETENTION)
+        entry = await log.append(stream, "text", "x")
+        reader = asyncio.create_task(log.read(stream, entry.id, wait=30.0))
+        await asyncio.sleep(0.1)  # parked on the live end
+
+        private_redis.kill()
+
+        with pytest.raises(LogError):
+            await reader
+        with pytest.raises(LogError):
+            await log.read(stream, entry.id)
+        with pytest.raises(LogError):
+            await log.exists(stream)
+
+
+async def test_redis_log_recovers_when_redis_comes_back(private_redis: RedisServer, stream: str) -> None:
+    async with RedisEventLog(private_redis.url) as log:
+        await log.create(stream, RETENTION)
+        private_redis.kill()
+        with pytest.raises(LogError):
+            await log.append(stream, "text", "lost")
+
+        private_redis.start()
+
+        await log.create(stream, RETENTION)
+        entry = await log.append(stream, "text", "kept")
+        reader = asyncio.create_task(log.read(stream, entry.id, wait=30.0))
+        live = await log.append(stream, "text", "live")
+        assert [e.id for e in (await reader).entries] == [live.id]
+
+
+async def test_open_event_log_redis_url_gives_redis_log(redis_server: str) -> None:
+    log = open_event_log(redis_server)
+    try:
+        assert isinstance(log, RedisEventLog)
+    finally:
+        await log.aclose()
+
+
+async def test_redis_log_follower_picks_up_a_stream_added_while_it_blocks(redis_server: str) -> None:
+    first, second = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
+    # The follower's XREAD blocks for 30 s; only the wake-up lets it notice the second stream sooner.
+    async with RedisEventLog(redis_server, block=30.0) as log, RedisEventLog(redis_server) as writer:
+        for name in (first, second):
+            await writer.create(name, RETENTION)
+        parked = asyncio.create_task(log.read(first, None, wait=25.0))
+        await asyncio.sleep(0.1)  # the follower is now blocked on the first stream alone
+        reader = asyncio.create_task(log.read(second, None, wait=25.0))
+        await asyncio.sleep(0.1)
+
+        appended = await writer.append(second, "text", "live")
+
+        async with asyncio.timeout(5):  # generous; without the wake-up it would take 25 s
+            result = await reader
+        assert [entry.id for entry in result.entries] == [appended.id]
+        await writer.append(first, "done", "{}", terminal=True)
+        assert (await parked).closed

@@ -1,0 +1,305 @@
+"""The Anthropic adapter, driven through the real ``anthropic`` SDK against a fake Messages API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ssegate.providers import ProviderConfig, build_provider
+from ssegate.providers.base import (
+    Finished,
+    ModelInfo,
+    Provider,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from tests.fakes._upstream import Faults
+from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic, ToolUse
+from tests.providers.helpers import ask, collect, of_type, text_of
+from tests.support.servers import free_port
+
+API_KEY = "sk-ant-test-key"
+
+
+@pytest.fixture
+async def provider(fake_anthropic: FakeAnthropic) -> AsyncIterator[Provider]:
+    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url))
+    yield provider
+    await provider.aclose()
+
+
+def anthropic_config(url: str, *, idle_timeout: float = 30.0, max_retries: int = 0) -> ProviderConfig:
+    return ProviderConfig(
+        anthropic_api_key=API_KEY, anthropic_base_url=url, idle_timeout=idle_timeout, max_retries=max_retries
+    )
+
+
+async def test_anthropic_streams_text_model_usage_and_stop(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    events, error = await collect(provider.stream(ask("Say hello", model="claude-test", system="Be brief")))
+
+    assert error is None
+    assert events[0] == ModelInfo("claude-test")
+    assert text_of(events) == "Hello, world!"
+    assert of_type(events, Usage) == [Usage(21, 1), Usage(21, 3)]
+    assert events[-1] == Finished("stop", "claude-test")
+    sent = fake_anthropic.requests[0]
+    assert sent.path == "/v1/messages"
+    # The SDK decides how the key travels (x-api-key, or Bearer in newer versions): it must arrive.
+    assert API_KEY in (
+        sent.headers.get("x-api-key"),
+        sent.headers.get("authorization", "").removeprefix("Bearer "),
+    )
+    assert sent.json() == {
+        "model": "claude-test",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Say hello"}],
+        "system": "Be brief",
+        "stream": True,
+    }
+
+
+async def test_anthropic_uses_the_default_model_when_the_request_names_none(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    events, _ = await collect(provider.stream(ask("hi")))
+
+    assert fake_anthropic.requests[0].json()["model"] == provider.info.default_model
+    assert events[0] == ModelInfo(provider.info.default_model)
+
+
+async def test_anthropic_thinking_comes_first_and_signatures_stay_out(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(thinking=("Let me", " think."), text=("Done.",)))
+
+    events, error = await collect(provider.stream(ask("hard question")))
+
+    assert error is None
+    content = [e for e in events if isinstance(e, TextDelta | ThinkingDelta)]
+    assert content == [ThinkingDelta("Let me"), ThinkingDelta(" think."), TextDelta("Done.")]
+
+
+async def test_anthropic_tool_use_streams_start_partial_json_and_end(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(text=("Checking.",), tool=ToolUse()))
+
+    events, error = await collect(provider.stream(ask("weather in Paris?")))
+
+    assert error is None
+    tool_events = [e for e in events if isinstance(e, ToolCallStart | ToolCallDelta | ToolCallEnd)]
+    assert tool_events[0] == ToolCallStart("toolu_01FakeWeather", "get_weather", 1)
+    assert tool_events[-1] == ToolCallEnd("toolu_01FakeWeather")
+    partial = "".join(e.partial_json for e in of_type(events, ToolCallDelta))
+    assert json.loads(partial) == {"location": "Paris, France"}
+    assert all(e.id == "toolu_01FakeWeather" for e in of_type(events, ToolCallDelta))
+    assert events[-1].finish_reason == "tool_calls"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("stop_sequence", "stop_sequence"),
+        ("refusal", "refusal"),
+    ],
+)
+async def test_anthropic_stop_reason_is_normalised(
+    provider: Provider, fake_anthropic: FakeAnthropic, stop_reason: str, finish_reason: str
+) -> None:
+    fake_anthropic.then(AnthropicScript(stop_reason=stop_reason))
+
+    events, _ = await collect(provider.stream(ask("hi")))
+
+    assert isinstance(events[-1], Finished)
+    assert events[-1].finish_reason == finish_reason
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (400, "upstream_bad_request", False),
+        (401, "upstream_auth", False),
+        (403, "upstream_auth", False),
+        (404, "upstream_bad_request", False),
+        (429, "rate_limited", True),
+        (500, "upstream_unavailable", True),
+        (529, "upstream_overloaded", True),
+    ],
+)
+async def test_anthropic_error_status_before_first_byte_maps_to_code(
+    provider: Provider, fake_anthropic: FakeAnthropic, status: int, code: str, retryable: bool
+) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(status=status)))
+
+    events, error = await collect(provider.stream(ask("hi")))
+
+    assert events == []
+    assert error is not None
+    assert (error.code, error.retryable, error.status) == (code, retryable, status)
+    assert "fake" in error.message  # the vendor's own words reach the user
+
+
+async def test_anthropic_sdk_retries_an_overloaded_status_when_allowed(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(status=529)))
+    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, max_retries=1))
+    try:
+        events, error = await collect(provider.stream(ask("hi")))
+    finally:
+        await provider.aclose()
+
+    assert error is None
+    assert text_of(events) == "Hello, world!"
+    assert len(fake_anthropic.requests) == 2
+
+
+async def test_anthropic_overloaded_error_event_after_200_is_retryable_error(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(error_after=2)))
+
+    events, error = await collect(provider.stream(ask("hi")))
+
+    assert text_of(events) == "Hello, world"
+    assert error is not None
+    assert (error.code, error.retryable) == ("upstream_overloaded", True)
+    assert "overloaded_error" in error.message
+
+
+async def test_anthropic_unknown_error_event_is_a_final_upstream_error(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(stream_error_type="mystery_error", faults=Faults(error_after=1)))
+
+    _, error = await collect(provider.stream(ask("hi")))
+
+    assert error is not None
+    assert (error.code, error.retryable) == ("upstream_error", False)
+
+
+async def test_anthropic_connection_refused_is_unavailable() -> None:
+    provider = build_provider("anthropic", anthropic_config(f"http://127.0.0.1:{free_port()}"))
+    try:
+        events, error = await collect(provider.stream(ask("hi")))
+    finally:
+        await provider.aclose()
+
+    assert events == []
+    assert error is not None
+    assert (error.code, error.retryable) == ("upstream_unavailable", True)
+
+
+async def test_anthropic_stalled_upstream_times_out_and_is_closed(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=1)))
+    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, idle_timeout=0.3))
+    try:
+        events, error = await collect(provider.stream(ask("hi")))
+    finally:
+        await provider.aclose()
+
+    assert text_of(events) == "Hello"
+    assert error is not None
+    assert (error.code, error.retryable) == ("upstream_timeout", True)
+    await fake_anthropic.client_closed_early.wait()
+
+
+async def test_anthropic_idle_timer_ignores_time_the_consumer_spends(fake_anthropic: FakeAnthropic) -> None:
+    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, idle_timeout=0.2))
+    events = []
+    try:
+        async for event in provider.stream(ask("hi")):
+            events.append(event)
+            if len(events) <= 2:  # hold events longer than the idle timeout: a slow consumer
+                await asyncio.sleep(0.3)  # the behaviour under test, not synchronisation
+    finally:
+        await provider.aclose()
+
+    assert events[-1] == Finished("stop", provider.info.default_model)
+
+
+async def test_anthropic_dropped_connection_is_disconnected(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(drop_after=2)))
+
+    events, error = await collect(provider.stream(ask("hi")))
+
+    assert text_of(events) == "Hello, world"
+    assert error is not None
+    assert (error.code, error.retryable) == ("upstream_disconnected", True)
+
+
+async def test_anthropic_body_ending_without_message_stop_is_disconnected(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(end_after=1)))
+
+    events, error = await collect(provider.stream(ask("hi")))
+
+    assert text_of(events) == "Hello"
+    assert error is not None
+    assert error.code == "upstream_disconnected"
+    assert not any(isinstance(e, Finished) for e in events)
+
+
+async def test_anthropic_aclose_mid_stream_closes_the_upstream_connection(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=2)))
+    stream = provider.stream(ask("hi"))
+    received: list[str] = []
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            received.append(event.text)
+            if len(received) == 2:
+                break
+    await stream.aclose()  # type: ignore[attr-defined]
+
+    await fake_anthropic.client_closed_early.wait()
+    assert received == ["Hello", ", world"]
+    assert fake_anthropic.completed == 0
+
+
+async def test_anthropic_cancelling_the_consumer_closes_the_upstream_connection(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=1)))
+    first_text = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in provider.stream(ask("hi")):
+            if isinstance(event, TextDelta):
+                first_text.set()
+
+    task = asyncio.create_task(consume())
+    await first_text.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    await fake_anthropic.client_closed_early.wait()
+    assert fake_anthropic.completed == 0
+
+
+async def test_anthropic_many_deltas_split_across_reads_arrive_whole(fake_anthropic: FakeAnthropic) -> None:
+    words = tuple(f" w{n}" for n in range(300))
+    fake_anthropic.then(AnthropicScript(text=words))
+    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url))
+    try:
+        events, error = await collect(provider.stream(ask("long")))
+    finally:
+        await provider.aclose()
+
+    assert error is None
+    assert text_of(events) == "".join(words)

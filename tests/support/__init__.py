@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: real servers on real sockets, a real browser."""
