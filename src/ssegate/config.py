@@ -33,8 +33,12 @@ class Settings:
     demo_tokens_per_second: float = 40.0
     # Upstream silent this long (s) -> the stream ends with error upstream_timeout.
     upstream_idle_timeout: float = 60.0
+    # The vendor SDK's own retries of a refused start (429, 5xx, connection error), before any token.
+    upstream_max_retries: int = 2
     # Nobody watching anywhere for this long (s) -> the upstream call is closed ("abandoned").
     abandon_grace: float = 10.0
+    # ... and before its first viewer arrives (s); never shorter than abandon_grace.
+    first_viewer_grace: float = 10.0
     # A producer process that stops renewing its lease for this long (s) is taken for dead and its
     # streams end with error upstream_lost. Renewed every lease_ttl / 3.
     lease_ttl: float = 6.0

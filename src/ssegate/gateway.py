@@ -7,8 +7,9 @@ only read the log. Lifecycle, one model for every case::
     pending -> streaming -> done | error | cancelled
 
 - a viewer leaving changes nothing: a reload resumes from the log;
-- nobody watching, in any process, for ``abandon_grace`` s: the upstream call is closed and the
-  stream ends ``done {finish_reason: "cancelled", reason: "abandoned"}`` (unless ``keep_running``);
+- nobody watching, in any process, for ``abandon_grace`` s (``first_viewer_grace`` s from the
+  start if nobody has watched yet): the upstream call is closed and the stream ends
+  ``done {finish_reason: "cancelled", reason: "abandoned"}`` (unless ``keep_running``);
 - ``cancel`` appends that terminal event itself (from any process); the producer stops on its next
   append (``StreamClosed``) or its next lease tick, whichever comes first, and at once when local;
 - a producer renews a lease; if its process dies, whoever watches the stream ends it with
@@ -91,6 +92,9 @@ class _Local:
 
     viewers: int = 0
     unwatched_since: float = field(default_factory=time.monotonic)
+    # Until a first viewer arrives the longer first_viewer_grace applies: the POST's answer still
+    # has to reach the client and its GET come back, on whatever network the user is on.
+    watched: bool = False
     producer: asyncio.Task[None] | None = None
     keep_running: bool = False
 
@@ -108,6 +112,7 @@ class Gateway:
         *,
         retention: Retention,
         abandon_grace: float = 10.0,
+        first_viewer_grace: float = 10.0,
         lease_ttl: float = 6.0,
         process_id: str | None = None,
     ) -> None:
@@ -115,6 +120,7 @@ class Gateway:
         self._providers = providers
         self._retention = retention
         self._abandon_grace = abandon_grace
+        self._first_viewer_grace = max(first_viewer_grace, abandon_grace)
         self._lease_ttl = lease_ttl
         self._process = process_id or process_identity()
         self._local: dict[str, _Local] = {}
@@ -222,6 +228,7 @@ class Gateway:
         key = stream_key(generation_id)
         local = self._local.setdefault(generation_id, _Local())
         local.viewers += 1
+        local.watched = True
         if local.viewers == 1:
             await self.log.heartbeat(key, VIEWER, self._process, self._lease_ttl)
         try:
@@ -339,12 +346,16 @@ class Gateway:
                 await self._check_producer_alive(generation_id)
 
     async def _check_abandoned(self, generation_id: str, local: _Local, now: float) -> None:
-        if local.keep_running or local.viewers or now - local.unwatched_since < self._abandon_grace:
+        unwatched_for = now - local.unwatched_since
+        if local.keep_running or local.viewers or unwatched_for < self._abandon_grace:
             return
         if await self.log.live_members(stream_key(generation_id), VIEWER):
             local.unwatched_since = now  # watched in another process
+            local.watched = True
             return
-        logger.info("generation %s abandoned: nobody watched for %.1f s", generation_id, self._abandon_grace)
+        if not local.watched and unwatched_for < self._first_viewer_grace:
+            return
+        logger.info("generation %s abandoned: nobody watched for %.1f s", generation_id, unwatched_for)
         await self.cancel(generation_id, reason="abandoned")
 
     async def _check_ended_elsewhere(self, generation_id: str, local: _Local) -> None:

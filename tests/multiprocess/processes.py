@@ -27,14 +27,15 @@ _INHERITED_PREFIXES = ("SSEGATE_", "ANTHROPIC_", "OPENAI_", "REDIS_URL")
 class SsegateProcess:
     """One ``python -m ssegate serve`` child; its stderr goes to a file for failure messages."""
 
-    def __init__(self, port: int, redis_url: str, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, port: int, redis_url: str | None, env: Mapping[str, str], log_path: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         clean = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ssegate", "serve", "--port", str(port), "--redis", redis_url],
+                [sys.executable, "-m", "ssegate", "serve", "--port", str(port)]
+                + (["--redis", redis_url] if redis_url else []),
                 env={**clean, **env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -4,9 +4,12 @@ public bind without keys is refused before anything starts."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -134,3 +137,42 @@ def test_serve_refuses_bad_key_configuration_in_one_line() -> None:
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "unknown scope 'flying'" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_stopping_a_single_memory_process_ends_open_streams_cleanly_and_at_once(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # Ctrl-C on `make run` with a browser tab open: the streams end with a clean "reconnect",
+    # the process exits without waiting out a generation nobody can read any more, and without
+    # a traceback.
+    env = {**PACE, "SSEGATE_DEMO_TOKENS_PER_SECOND": "20"}
+    process = SsegateProcess(free_port(), None, env, tmp_path / "serve.log")  # memory log
+    server = process.process
+    try:
+        assert await process.wait_ready(), process.output()
+        created = await start(process, LONG)
+        events: list[Event] = []
+        comments: list[str] = []
+        async with (
+            httpx.AsyncClient(base_url=process.url, timeout=_WAIT) as client,
+            client.stream("GET", created["events_url"]) as response,
+        ):
+            async for item in iter_stream(response):
+                if isinstance(item, Comment):
+                    comments.append(item.text)
+                elif (events := [*events, item]) and len(events) == 3:
+                    signalled_at = time.monotonic()
+                    server.send_signal(signum)
+        ended_after = time.monotonic() - signalled_at
+        # uvicorn re-raises a caught SIGTERM once shut down, so the exit status names the signal.
+        assert server.wait(_WAIT) in (0, -signum)
+        exited_after = time.monotonic() - signalled_at
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert comments[-1] == "server draining; reconnect"
+    assert ended_after < 2.0
+    assert exited_after < 4.0  # uvicorn's graceful-shutdown timeout (5 s) was not needed
+    assert "Traceback" not in process.output()

@@ -32,6 +32,19 @@ async def wait_for_state(client: httpx.AsyncClient, generation_id: str, states: 
     raise AssertionError(f"generation never reached {states}: {described}")
 
 
+async def test_providers_lists_what_can_run_and_the_default(ssegate_server: ServerFactory) -> None:
+    async with ssegate_server() as client:
+        assert (await client.get("/v1/providers")).json() == [
+            {"name": "demo", "default_model": "demo-1", "default": True}
+        ]
+    # An OpenAI-compatible server configured (nothing is called at start): it becomes the default,
+    # with SSEGATE_MODEL as its model.
+    async with ssegate_server(openai_base_url="http://127.0.0.1:9/v1", model="local-llama") as client:
+        listed = (await client.get("/v1/providers")).json()
+    assert {"name": "openai", "default_model": "local-llama", "default": True} in listed
+    assert {"name": "demo", "default_model": "demo-1", "default": False} in listed
+
+
 async def test_create_generation_answers_201_with_links(ssegate_server: ServerFactory) -> None:
     async with ssegate_server() as client:
         response = await client.post("/v1/generations", json=PROMPT)
@@ -169,13 +182,24 @@ async def test_cancel_ends_stream_at_once_and_is_idempotent(ssegate_server: Serv
 
 
 async def test_abandoned_generation_is_cancelled_after_grace(ssegate_server: ServerFactory) -> None:
-    async with ssegate_server(demo_tokens_per_second=20.0, abandon_grace=0.3) as client:
+    graces = {"abandon_grace": 0.3, "first_viewer_grace": 0.3}
+    async with ssegate_server(demo_tokens_per_second=20.0, **graces) as client:
         created = await start(client, {"messages": [{"role": "user", "content": "/long"}]})
         described = await wait_for_state(client, created["id"], {"done", "error", "cancelled"})
         assert described["state"] == "cancelled"
         received = await read_stream(client, "GET", created["events_url"])
         assert received.data("done")[0]["reason"] == "abandoned"
         assert len(received.data("text")) < 100  # stopped long before the ~500-token answer
+
+
+async def test_a_slow_first_viewer_still_finds_the_generation_running(ssegate_server: ServerFactory) -> None:
+    # The POST's answer and the GET that follows can be slow on a bad network: the short grace for
+    # a viewer who left must not apply before anyone has watched.
+    async with ssegate_server(abandon_grace=0.05, first_viewer_grace=30.0) as client:
+        created = await start(client)
+        await asyncio.sleep(0.5)  # ten abandon graces pass before the first viewer comes
+        received = await read_stream(client, "GET", created["events_url"])
+    assert received.data("done")[0]["finish_reason"] == "stop"
 
 
 async def test_viewer_leaving_does_not_stop_and_keep_running_finishes(ssegate_server: ServerFactory) -> None:

@@ -20,7 +20,7 @@ from ssegate.config import Settings
 from ssegate.errors import RequestError, SSEGateError
 from ssegate.gateway import Gateway
 from ssegate.log import open_event_log
-from ssegate.providers import ProviderConfig, ProviderRegistry
+from ssegate.providers import ProviderConfig, ProviderRegistry, available_providers
 from ssegate.providers.base import ConfigurationError
 from ssegate.server import auth, generations, topics
 from ssegate.server.auth import Authenticator
@@ -37,11 +37,16 @@ STATIC_DIR = resources.files("ssegate") / "static"
 
 
 def provider_config(settings: Settings) -> ProviderConfig:
+    # SSEGATE_MODEL names the default provider's model; each request may still name its own.
+    default = settings.default_provider
     return ProviderConfig(
         anthropic_api_key=settings.anthropic_api_key,
         anthropic_base_url=settings.anthropic_base_url,
+        anthropic_model=settings.model if default == "anthropic" else None,
         openai_api_key=settings.openai_api_key,
         openai_base_url=settings.openai_base_url,
+        openai_model=settings.model if default == "openai" else None,
+        max_retries=settings.upstream_max_retries,
         demo_ttft=settings.demo_ttft,
         demo_tokens_per_second=settings.demo_tokens_per_second,
         idle_timeout=settings.upstream_idle_timeout,
@@ -61,11 +66,15 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log = open_event_log(settings.redis_url)
         registry = ProviderRegistry(provider_config(settings))
+        # Build the configured providers now: importing a vendor SDK takes about a second, which
+        # would otherwise stall every open stream when the first generation starts.
+        provider_infos = {name: registry.get(name).info for name in available_providers(registry.config)}
         gateway = Gateway(
             log,
             lambda name: MeasuredProvider(registry.get(name), metrics),
             retention=settings.generation_retention,
             abandon_grace=settings.abandon_grace,
+            first_viewer_grace=settings.first_viewer_grace,
             lease_ttl=settings.lease_ttl,
         )
         gateway.on_terminal = metrics.on_terminal
@@ -84,6 +93,7 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
             metrics=metrics,
             streams=streams,
             starts=StartRate(settings.generation_starts_per_minute, metrics),
+            providers=provider_infos,
         )
         app.state.ssegate = state
         undo_signal = drain_on_sigterm(state.begin_drain) if drain_on_signal else None
@@ -91,9 +101,11 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
             await gateway.__aenter__()
             yield
         finally:
-            # Draining: running generations get drain_timeout to finish (their viewers follow them
-            # from other processes); otherwise they end at once with done {reason: "shutdown"}.
-            await gateway.aclose(drain_timeout=settings.drain_timeout if state.draining else 0.0)
+            # Draining with a shared log: running generations get drain_timeout to finish (their
+            # viewers follow them from other processes). Otherwise nobody could ever read the rest:
+            # they end at once with done {reason: "shutdown"}.
+            shared = settings.redis_url is not None
+            await gateway.aclose(drain_timeout=settings.drain_timeout if state.draining and shared else 0.0)
             if undo_signal is not None:
                 undo_signal()
             await registry.aclose()
@@ -115,7 +127,14 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
         return Response(state.metrics.render(), headers={"content-type": CONTENT_TYPE})
 
     async def providers(request: Request) -> Response:
-        return JSONResponse({"default": settings.default_provider})
+        state: AppState = request.app.state.ssegate
+        default = settings.default_provider
+        return JSONResponse(
+            [
+                {"name": name, "default_model": info.default_model, "default": name == default}
+                for name, info in state.providers.items()
+            ]
+        )
 
     async def index(request: Request) -> Response:
         return FileResponse(str(STATIC_DIR / "index.html"), headers={"cache-control": "no-cache"})
