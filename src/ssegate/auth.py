@@ -81,9 +81,7 @@ class Principal:
             return True
         if scope in TOPIC_SCOPES and topic is not None:
             prefix = scope + ":"
-            return any(
-                g.startswith(prefix) and fnmatch.fnmatchcase(topic, g[len(prefix) :]) for g in self.grants
-            )
+            return any(g.startswith(prefix) and pattern_covers(g[len(prefix) :], topic) for g in self.grants)
         return False
 
     def may_use_generation(self, generation_id: str, owner: str) -> bool:
@@ -100,6 +98,24 @@ class Principal:
 
 
 LOCAL = Principal("local", grants=frozenset({"admin"}))
+
+_WILDCARDS = frozenset("*?[")
+
+
+def pattern_covers(granted: str, wanted: str) -> bool:
+    """Does every topic that ``wanted`` (a topic, or a pattern asked for in a token) matches also
+    match ``granted``?
+
+    Matching a pattern as if it were a topic is not enough: ``news/?`` matches the text ``news/*``,
+    but a token for ``news/*`` would open ``news/anything``. So a pattern is covered only by the same
+    pattern or by a grant ``<prefix>*`` it starts with; anything subtler is refused.
+    """
+    if not _WILDCARDS.intersection(wanted):
+        return fnmatch.fnmatchcase(wanted, granted)
+    if wanted == granted:
+        return True
+    prefix = granted[:-1]
+    return granted.endswith("*") and not _WILDCARDS.intersection(prefix) and wanted.startswith(prefix)
 
 
 def _parse_scopes(name: str, scopes: Iterable[str]) -> frozenset[str]:
