@@ -43,7 +43,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ from ssegate.codec.events import Event
 from ssegate.errors import StreamExists, StreamNotFound
 from ssegate.log.base import (
     EventLog,
+    Handoff,
     LogEntry,
     ReadResult,
     Retention,
@@ -439,13 +440,24 @@ class Subscription:
     def topics(self) -> list[str]:
         return [c.topic for c in self._cursors]
 
-    async def chunks(self, *, keepalive: float) -> AsyncIterator[bytes]:
-        """Yield forever: the opening id, then every event after the cursors, or keep-alives."""
+    async def chunks(self, *, keepalive: float) -> AsyncGenerator[bytes | Handoff, str | None]:
+        """Yield forever: the opening id, then every event after the cursors, or keep-alives.
+
+        One topic: after each write it offers itself to the live fan-out (a :class:`Handoff`); the
+        consumer sends back where the fan-out took it, or ``None``.
+        """
         if self.opening_id is not None:
             yield _id_only(self.opening_id)
         if len(self._cursors) == 1:
-            async for chunk in self._one(self._cursors[0], keepalive):
-                yield chunk
+            one = self._one(self._cursors[0], keepalive)
+            reply: str | None = None
+            try:
+                while True:
+                    reply = yield await one.asend(reply)
+            except StopAsyncIteration:
+                return
+            finally:
+                await one.aclose()
         else:
             async for chunk in self._many(keepalive):
                 yield chunk
@@ -483,10 +495,17 @@ class Subscription:
             self._topics.remember_position(cursor.stream, result.entries[-1].id)
         return steps
 
-    async def _one(self, cursor: _Cursor, keepalive: float) -> AsyncIterator[bytes]:
+    async def _one(self, cursor: _Cursor, keepalive: float) -> AsyncGenerator[bytes | Handoff, str | None]:
         # One topic: the log's own ids, so the entries' shared bytes go out as they are.
         wait = 0.0
         while True:
+            if wait and cursor.pending is None:
+                resumed = yield Handoff(cursor.stream, cursor.after)
+                if resumed is not None:
+                    parsed = parse_id(resumed)
+                    assert parsed is not None
+                    cursor.epoch, cursor.seq = parsed
+                    self._topics.remember_position(cursor.stream, resumed)
             result = await self._read(cursor, wait)
             parts: list[bytes] = []
             for step in await self._steps(cursor, result):

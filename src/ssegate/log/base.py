@@ -88,6 +88,15 @@ RESET_FUTURE = "future_id"  # a position the stream has not reached
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff:
+    """A stream position a viewer's chunk source offers to the live fan-out: "I have sent everything
+    up to ``after``" (see :mod:`ssegate.server.fanout`)."""
+
+    stream: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReadResult:
     """What a cursor sees: the entries after it, and whether more can ever come.
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from ssegate.config import Settings
 from ssegate.errors import RequestError, SSEGateError
@@ -25,6 +26,7 @@ from ssegate.providers.base import ConfigurationError
 from ssegate.server import auth, generations, topics
 from ssegate.server.auth import Authenticator
 from ssegate.server.drain import drain_on_sigterm
+from ssegate.server.fanout import SERVER_SEND, FanOut
 from ssegate.server.http import error_response
 from ssegate.server.limits import OpenStreams, StartRate
 from ssegate.server.metrics import CONTENT_TYPE, MeasuredProvider, Metrics
@@ -51,6 +53,15 @@ def provider_config(settings: Settings) -> ProviderConfig:
         demo_tokens_per_second=settings.demo_tokens_per_second,
         idle_timeout=settings.upstream_idle_timeout,
     )
+
+
+class _App(Starlette):
+    """Starlette, keeping the server's own ``send`` in the scope for the live fan-out (which writes
+    under the middleware; see :mod:`ssegate.server.fanout`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> Starlette:
@@ -94,6 +105,12 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
             streams=streams,
             starts=StartRate(settings.generation_starts_per_minute, metrics),
             providers=provider_infos,
+            fanout=FanOut(
+                log,
+                keepalive=settings.keepalive_interval,
+                coalesce=settings.coalesce_ms / 1000,
+                metrics=metrics,
+            ),
         )
         app.state.ssegate = state
         undo_signal = drain_on_sigterm(state.begin_drain) if drain_on_signal else None
@@ -106,6 +123,7 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
             # they end at once with done {reason: "shutdown"}.
             shared = settings.redis_url is not None
             await gateway.aclose(drain_timeout=settings.drain_timeout if state.draining and shared else 0.0)
+            await state.fanout.aclose()
             if undo_signal is not None:
                 undo_signal()
             await registry.aclose()
@@ -150,7 +168,7 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
         *topics.routes,
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
-    return Starlette(
+    return _App(
         routes=routes,
         lifespan=lifespan,
         middleware=[

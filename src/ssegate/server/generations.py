@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 from ssegate.errors import RequestError
 from ssegate.gateway import Gateway, id_created_at, is_generation_id, stream_key
 from ssegate.providers.base import GenerationRequest, Message
+from ssegate.server.fanout import FanOut
 from ssegate.server.http import last_event_id, read_json_body, wants_event_stream
 from ssegate.server.limits import StreamTicket
 from ssegate.server.state import AppState
@@ -97,7 +98,13 @@ async def create_generation(request: Request) -> Response:
     links = _links(meta["id"])
     if ticket is not None:
         return _StreamGeneration(
-            app.gateway, meta["id"], None, app.settings.keepalive_interval, app.settings.retry_ms, ticket
+            app.gateway,
+            meta["id"],
+            None,
+            app.settings.keepalive_interval,
+            app.settings.retry_ms,
+            ticket,
+            app.fanout,
         )  # type: ignore[return-value]
     body_out = {**links, "state": meta["state"], "model": meta["model"], "provider": meta["provider"]}
     stream_token = app.stream_token(principal, meta["id"])
@@ -117,8 +124,10 @@ class _StreamGeneration:
         keepalive: float,
         retry_ms: int,
         ticket: StreamTicket,
+        fanout: FanOut | None = None,
     ) -> None:
         self.ticket = ticket
+        self.fanout = fanout
         self.gateway = gateway
         self.generation_id = generation_id
         self.after = after
@@ -145,6 +154,7 @@ class _StreamGeneration:
                 retry_ms=self.retry_ms,
                 headers=[("x-generation-id", self.generation_id), ("location", links["events_url"])],
                 ticket=self.ticket,
+                fanout=self.fanout,
             )
             await response(scope, receive, send)
 
@@ -172,7 +182,13 @@ async def generation_events(request: Request) -> Response:
         raise RequestError(410, "expired", f"generation {generation_id} has no events any more")
     ticket = app.open_stream(request)
     return _StreamGeneration(  # type: ignore[return-value]
-        app.gateway, generation_id, after, app.settings.keepalive_interval, app.settings.retry_ms, ticket
+        app.gateway,
+        generation_id,
+        after,
+        app.settings.keepalive_interval,
+        app.settings.retry_ms,
+        ticket,
+        app.fanout,
     )
 
 

@@ -65,6 +65,7 @@ class Metrics:
         self.events_sent = 0
         self.bytes_sent = 0
         self.lagging_viewers = 0
+        self.live_viewers = 0
         self.generations_started = 0
         self.generations_running = 0
         self.generations_finished: Counter[str] = Counter()
@@ -116,6 +117,12 @@ class Metrics:
             "gauge",
             "Viewers whose last wake-up had a large backlog to catch up.",
             [f"ssegate_lagging_viewers {self.lagging_viewers}"],
+        )
+        metric(
+            "ssegate_live_viewers",
+            "gauge",
+            "Caught-up viewers served by their stream's shared fan-out writer.",
+            [f"ssegate_live_viewers {self.live_viewers}"],
         )
         metric(
             "ssegate_generations_started_total",

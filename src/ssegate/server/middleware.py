@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ssegate.server.auth import PRINCIPAL_SCOPE_KEY
+from ssegate.server.fanout import LIVE_BYTES
 from ssegate.server.metrics import Metrics
 
 access_logger = logging.getLogger("ssegate.access")
@@ -153,6 +154,7 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, counting_send)
+            sent += scope.get(LIVE_BYTES, 0)  # written by the fan-out, under this middleware
         except BaseException:
             status = status or 500  # the error page is sent outside this middleware
             raise

@@ -14,6 +14,7 @@ from ssegate.gateway import Gateway
 from ssegate.log.base import EventLog
 from ssegate.providers.base import GenerationRequest, ProviderInfo
 from ssegate.server.auth import Authenticator, forbidden
+from ssegate.server.fanout import FanOut
 from ssegate.server.limits import OpenStreams, StartRate, StreamTicket, check_prompt_size
 from ssegate.server.metrics import Metrics
 
@@ -27,6 +28,7 @@ class AppState:
     metrics: Metrics
     streams: OpenStreams
     starts: StartRate
+    fanout: FanOut
     # The providers this server can run, by name (what /v1/providers lists).
     providers: dict[str, ProviderInfo] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from starlette.types import Message, Receive, Scope, Send
 
 from ssegate.codec.encoder import encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
-from ssegate.log.base import EventLog, ReadResult
+from ssegate.log.base import EventLog, Handoff, ReadResult
+from ssegate.server.fanout import KEEPALIVE, LIVE_BYTES, SERVER_SEND, ChunkedSocket, FanOut
 from ssegate.server.limits import StreamTicket
-
-KEEPALIVE = encode_comment("keep-alive")
 
 # What every event stream answers with. no-transform stops proxies (and compression middleware
 # that honours it) from rewriting; X-Accel-Buffering: no stops nginx from buffering.
@@ -39,11 +38,12 @@ def reset_event(reason: str) -> bytes:
 
 async def follow_log(
     log: EventLog, stream: str, after: str | None, first: ReadResult, *, keepalive: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes | Handoff, str | None]:
     """Yield one chunk of bytes per wake-up: every event after the cursor, or a keep-alive comment.
 
     ``first`` is the result of the read at ``after`` that the caller already made (to answer 204 or
-    404 before the stream opens).
+    404 before the stream opens). After each write it offers itself to the live fan-out (yields a
+    :class:`Handoff`); the response sends back the id the fan-out took it to, or ``None``.
     """
     result = first
     cursor = after
@@ -58,6 +58,10 @@ async def follow_log(
             cursor = result.entries[-1].id
         if result.closed:
             return
+        if cursor is not None:
+            resumed = yield Handoff(stream, cursor)
+            if resumed is not None:
+                cursor = resumed
         result = await log.read(stream, cursor, wait=keepalive)
         if not (result.entries or result.closed or result.reset):
             yield KEEPALIVE
@@ -67,23 +71,27 @@ class EventStreamResponse:
     """An ASGI response that streams ``chunks`` as ``text/event-stream``.
 
     Headers, an opening comment and ``retry:`` are flushed at once so proxies and browsers see
-    the stream open before the first event. A client disconnect cancels the chunk source at once
-    (its ``finally`` blocks run: viewer counts drop, nothing is left running). With a ``ticket``
-    (see :mod:`ssegate.server.limits`) the server may end the stream itself: at the ticket's
-    deadline or on drain, the chunk source is cancelled the same way and the ticket's last words
-    are sent before a clean end, so the client resumes with ``Last-Event-ID``.
+    the stream open before the first event. When the source offers a :class:`Handoff` and the
+    socket allows it, the viewer joins the stream's live ``fanout`` group until the group sends
+    it back (see :mod:`ssegate.server.fanout`). A client disconnect cancels the chunk source at
+    once (its ``finally`` blocks run: viewer counts drop, nothing is left running). With a
+    ``ticket`` (see :mod:`ssegate.server.limits`) the server may end the stream itself: at the
+    ticket's deadline or on drain, the chunk source is cancelled the same way and the ticket's last
+    words are sent before a clean end, so the client resumes with ``Last-Event-ID``.
     """
 
     def __init__(
         self,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncGenerator[bytes | Handoff, str | None],
         *,
         retry_ms: int,
         headers: Sequence[tuple[str, str]] = (),
         ticket: StreamTicket | None = None,
+        fanout: FanOut | None = None,
     ) -> None:
         self.chunks = chunks
         self.ticket = ticket
+        self.fanout = fanout
         self.opening = encode_comment("ssegate") + encode_retry(retry_ms)
         self.headers = STREAM_HEADERS + [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
@@ -112,14 +120,25 @@ class EventStreamResponse:
 
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.opening, "more_body": True})
+        socket = ChunkedSocket.under(scope.get(SERVER_SEND)) if self.fanout is not None else None
         watcher = asyncio.create_task(watch_disconnect())
         try:
             if ticket is not None:
                 ticket.attach(stop)
-            async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            reply: str | None = None
+            while True:
+                try:
+                    item = await self.chunks.asend(reply)
+                except StopAsyncIteration:
+                    break
+                reply = None
+                if isinstance(item, Handoff):
+                    if socket is not None:
+                        reply = await self._live(scope, item, socket)
+                    continue
+                await send({"type": "http.response.body", "body": item, "more_body": True})
                 if ticket is not None:
-                    ticket.sent(chunk)
+                    ticket.sent(item)
             last_words.append(b"")  # the source ended: nothing may stop the stream any more
             watcher.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -138,7 +157,19 @@ class EventStreamResponse:
             if ticket is not None:
                 ticket.close()
             with contextlib.suppress(Exception):
-                await self.chunks.aclose()  # type: ignore[attr-defined]
+                await self.chunks.aclose()
+
+    async def _live(self, scope: Scope, handoff: Handoff, socket: ChunkedSocket) -> str | None:
+        """Ride the stream's fan-out group until it sends this viewer back; where it left off."""
+        assert self.fanout is not None
+        member = self.fanout.join(handoff, socket)
+        if member is None:
+            return None
+        try:
+            return await member.detached
+        finally:
+            self.fanout.leave(member)
+            scope[LIVE_BYTES] = scope.get(LIVE_BYTES, 0) + member.bytes_sent
 
     @staticmethod
     async def _end_with(send: Send, final: bytes) -> None:

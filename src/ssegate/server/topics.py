@@ -109,6 +109,7 @@ async def _subscribe(request: Request, names: list[str]) -> Response:
         retry_ms=app.settings.retry_ms,
         headers=[("x-topics", ",".join(subscription.topics))],
         ticket=app.open_stream(request),
+        fanout=app.fanout,
     )
 
 

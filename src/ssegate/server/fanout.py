@@ -1,0 +1,212 @@
+"""Live fan-out: one reader per stream writes each new batch's shared bytes to every caught-up viewer.
+
+A viewer reads the log with its own cursor (:func:`ssegate.server.streaming.follow_log`) until it
+has caught up. Then it hands itself to its stream's :class:`_Group`, whose single reader writes
+each new batch, framed once, straight to every member's socket: per event and viewer that is one
+``transport.write``, with no task switch, no log read and no ASGI call chain. Anything out of the
+ordinary sends members back to their own cursors: a socket backing up (a slow client keeps
+lagging only itself, with the server's normal backpressure), a ``reset``, the end of the stream,
+or a log error. Those paths are the tested per-viewer ones; the group only ever does the common case.
+
+Writes are coalesced: a batch that arrives within ``coalesce`` seconds of the previous write waits
+out the rest of that budget, so a busy stream costs one write per budget per viewer however many
+events it carries, while a quiet stream's next event goes out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from starlette.types import Send
+
+from ssegate.codec.encoder import encode_comment
+from ssegate.errors import SSEGateError
+from ssegate.log.base import EventLog, Handoff, LogEntry
+from ssegate.server.metrics import Metrics
+
+logger = logging.getLogger("ssegate.fanout")
+
+KEEPALIVE = encode_comment("keep-alive")
+# Scope keys: the server's own ``send`` (under every middleware), and the bytes the fan-out wrote
+# past the middleware (for the access log).
+SERVER_SEND = "ssegate.server_send"
+LIVE_BYTES = "ssegate.live_bytes"
+# Bytes waiting in a socket's buffer beyond which its viewer leaves the group (a slow client).
+SLOW_SOCKET_BYTES = 64 * 1024
+# Entries in the log that are bookkeeping, never sent (see ssegate.topics).
+_HIDDEN_EVENTS = frozenset({"ssegate.opened"})
+
+
+class ChunkedSocket:
+    """The socket under an HTTP/1.1 chunked response, written to without awaiting.
+
+    Only for uvicorn's httptools protocol, whose response state stays consistent because a chunk
+    is all it would have written itself; anything else answers ``None`` and its viewers keep
+    reading on their own.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+
+    @classmethod
+    def under(cls, server_send: Send | None) -> ChunkedSocket | None:
+        cycle: Any = getattr(server_send, "__self__", None)
+        if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+            return None
+        if getattr(cycle, "chunked_encoding", None) is not True or getattr(cycle, "disconnected", True):
+            return None
+        transport = getattr(cycle, "transport", None)
+        return cls(transport) if isinstance(transport, asyncio.WriteTransport) else None
+
+    def write(self, framed: bytes) -> bool:
+        """Write one framed chunk; ``False``: stop writing here (closed, or its buffer is backing up)."""
+        transport = self._transport
+        if transport.is_closing():
+            return False
+        transport.write(framed)
+        return transport.get_write_buffer_size() <= SLOW_SOCKET_BYTES
+
+
+def frame(chunk: bytes) -> bytes:
+    """``chunk`` as one HTTP/1.1 chunk (what uvicorn writes for a body message)."""
+    return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+
+
+class Member:
+    """One viewer in a group. ``detached`` resolves with the id it has everything up to."""
+
+    __slots__ = ("bytes_at_join", "detached", "group", "socket")
+
+    def __init__(self, group: _Group, socket: ChunkedSocket) -> None:
+        self.group = group
+        self.socket = socket
+        self.bytes_at_join = group.bytes_written
+        self.detached: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes the group wrote to this viewer (approximately: for the access log)."""
+        return self.group.bytes_written - self.bytes_at_join
+
+
+class FanOut:
+    """This process's groups, one per stream with caught-up viewers."""
+
+    def __init__(self, log: EventLog, *, keepalive: float, coalesce: float, metrics: Metrics) -> None:
+        self._log = log
+        self._keepalive = keepalive
+        self._coalesce = coalesce
+        self._metrics = metrics
+        self._groups: dict[str, _Group] = {}
+
+    def join(self, handoff: Handoff, socket: ChunkedSocket) -> Member | None:
+        """Add a caught-up viewer; ``None`` if the stream's group is elsewhere in the log (the
+        viewer then reads on its own and offers itself again later)."""
+        group = self._groups.get(handoff.stream)
+        if group is None:
+            group = self._groups[handoff.stream] = _Group(self, handoff.stream, handoff.after)
+        elif group.after != handoff.after:
+            return None
+        member = Member(group, socket)
+        group.members.add(member)
+        self._metrics.live_viewers += 1
+        return member
+
+    def leave(self, member: Member) -> None:
+        """The viewer is gone (or the server ends its stream): no more writes to it."""
+        group = member.group
+        group.members.discard(member)
+        self._metrics.live_viewers -= 1
+        if not member.detached.done():
+            member.detached.set_result(group.after)
+        if not group.members:
+            group.stop()
+
+    async def aclose(self) -> None:
+        groups = list(self._groups.values())
+        for group in groups:
+            group.stop()
+        await asyncio.gather(*(g.task for g in groups), return_exceptions=True)
+
+
+class _Group:
+    __slots__ = ("after", "bytes_written", "fanout", "members", "stream", "task")
+
+    def __init__(self, fanout: FanOut, stream: str, after: str) -> None:
+        self.fanout = fanout
+        self.stream = stream
+        self.after = after  # every member has been sent everything up to here
+        self.members: set[Member] = set()
+        self.bytes_written = 0
+        self.task = asyncio.create_task(self._run(), name=f"ssegate-fanout-{stream}")
+
+    def stop(self) -> None:
+        if self.fanout._groups.get(self.stream) is self:
+            del self.fanout._groups[self.stream]
+        self.task.cancel()
+
+    async def _run(self) -> None:
+        fanout = self.fanout
+        log = fanout._log
+        loop = asyncio.get_running_loop()
+        last_write = 0.0
+        try:
+            while self.members:
+                result = await log.read(self.stream, self.after, wait=fanout._keepalive)
+                if result.reset or (result.closed and not result.entries):
+                    return  # members read on their own: they handle resets and the end
+                if not result.entries:
+                    self._write(KEEPALIVE, 0)
+                    continue
+                entries = result.entries
+                closed = result.closed
+                budget_left = last_write + fanout._coalesce - loop.time()
+                if budget_left > 0 and not closed:
+                    await asyncio.sleep(budget_left)
+                    more = await log.read(self.stream, entries[-1].id)
+                    if not more.reset:
+                        entries = entries + more.entries
+                        closed = more.closed
+                self.after = entries[-1].id
+                self._write(_wire(entries), len(entries))
+                last_write = loop.time()
+                if closed:
+                    return
+        except (SSEGateError, OSError):
+            return  # members read on their own and meet the error there
+        finally:
+            self.stop_members()
+
+    def _write(self, chunk: bytes, events: int) -> None:
+        if not chunk:
+            return  # only hidden entries; an empty HTTP chunk would end the response
+        framed = frame(chunk)
+        dropped: list[Member] = []
+        for member in self.members:
+            if not member.socket.write(framed):
+                dropped.append(member)
+        written = len(self.members)
+        self.bytes_written += len(chunk)
+        metrics = self.fanout._metrics
+        metrics.bytes_sent += len(chunk) * written
+        metrics.events_sent += events * written
+        for member in dropped:  # it has this write's events: it resumes after them
+            self.members.discard(member)
+            if not member.detached.done():
+                member.detached.set_result(self.after)
+
+    def stop_members(self) -> None:
+        if self.fanout._groups.get(self.stream) is self:
+            del self.fanout._groups[self.stream]
+        members, self.members = self.members, set()
+        for member in members:
+            if not member.detached.done():
+                member.detached.set_result(self.after)
+
+
+def _wire(entries: list[LogEntry]) -> bytes:
+    return b"".join(e.wire for e in entries if e.event not in _HIDDEN_EVENTS)

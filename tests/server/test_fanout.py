@@ -1,0 +1,146 @@
+"""The live fan-out over a real server: caught-up viewers share one writer per stream, and every
+viewer still gets every event exactly once, in order, whatever it does (reads slowly, leaves)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import httpx
+
+from ssegate.codec.events import Event
+from ssegate.codec.parser import EventStreamParser
+from tests.server.conftest import ServerFactory
+from tests.topics.helpers import subscribe
+
+VIEWERS = 20
+
+
+async def gauge(client: httpx.AsyncClient, name: str) -> int:
+    page = (await client.get("/metrics")).text
+    line = next(line for line in page.splitlines() if line.startswith(f"{name} "))
+    return int(line.split()[1])
+
+
+async def live_viewers(client: httpx.AsyncClient) -> int:
+    return await gauge(client, "ssegate_live_viewers")
+
+
+async def wait_for_gauge(client: httpx.AsyncClient, name: str, value: int) -> None:
+    for _ in range(400):
+        if await gauge(client, name) == value:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{name} never reached {value}: {await gauge(client, name)}")
+
+
+async def wait_for_live_viewers(client: httpx.AsyncClient, count: int) -> None:
+    await wait_for_gauge(client, "ssegate_live_viewers", count)
+
+
+async def publish(client: httpx.AsyncClient, topic: str, data: object) -> str:
+    response = await client.post(f"/v1/topics/{topic}/events", json={"data": data})
+    assert response.status_code == 201, response.text
+    published: str = response.json()["id"]
+    return published
+
+
+async def test_caught_up_viewers_share_the_fan_out_and_all_get_every_event_in_order(
+    ssegate_server: ServerFactory,
+) -> None:
+    async with ssegate_server() as client, contextlib.AsyncExitStack() as stack:
+        streams = [
+            await stack.enter_async_context(subscribe(client, "/v1/topics/news/events"))
+            for _ in range(VIEWERS)
+        ]
+        await wait_for_live_viewers(client, VIEWERS)  # idle subscribers sit in the fan-out
+        ids = [await publish(client, "news", {"n": n}) for n in range(50)]
+        for stream in streams:
+            events = await stream.events(50)
+            assert [e.id for e in events] == ids
+            assert [json.loads(e.data)["n"] for e in events] == list(range(50))
+    async with ssegate_server() as client:
+        assert await live_viewers(client) == 0
+
+
+async def test_viewers_leaving_the_fan_out_are_counted_out(ssegate_server: ServerFactory) -> None:
+    async with ssegate_server() as client:
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(3):
+                await stack.enter_async_context(subscribe(client, "/v1/topics/news/events"))
+            await wait_for_live_viewers(client, 3)
+        await wait_for_live_viewers(client, 0)
+        # The stream still works for the next viewer after its group went away.
+        async with subscribe(client, "/v1/topics/news/events") as stream:
+            await wait_for_live_viewers(client, 1)
+            published = await publish(client, "news", "again")
+            assert [e.id for e in await stream.events(1)] == [published]
+
+
+@contextlib.asynccontextmanager
+async def raw_subscriber(base_url: str, path: str) -> AsyncIterator[socket.socket]:
+    """A subscriber that does not read: a tiny receive buffer, so the server's writes back up."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def read_events(sock: socket.socket, count: int) -> list[Event]:
+    """Read the raw HTTP response until ``count`` events arrived (chunk framing stripped)."""
+    sock.settimeout(20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    parser = EventStreamParser()
+    events: list[Event] = []
+    pending = b""
+    in_body = False
+    while len(events) < count:
+        data = sock.recv(1 << 20)
+        assert data, f"connection closed after {len(events)} events"
+        pending += data
+        if not in_body:
+            head, sep, pending = pending.partition(b"\r\n\r\n")
+            if not sep:
+                pending = head
+                continue
+            in_body = True
+        while True:  # every complete HTTP chunk goes to the SSE parser
+            size_line, sep, rest = pending.partition(b"\r\n")
+            if not sep or len(rest) < int(size_line, 16) + 2:
+                break
+            size = int(size_line, 16)
+            events += [item for item in parser.feed(rest[:size]) if isinstance(item, Event)]
+            pending = rest[size + 2 :]
+    return events
+
+
+async def test_a_slow_viewer_lags_only_itself_and_still_gets_every_event_once(
+    ssegate_server: ServerFactory,
+) -> None:
+    payload = "x" * 70_000
+    count = 60  # ~4 MB: far past the socket buffers of a viewer that does not read
+    async with ssegate_server() as client:
+        base_url = str(client.base_url).rstrip("/")
+        async with (
+            raw_subscriber(base_url, "/v1/topics/big/events") as slow,
+            subscribe(client, "/v1/topics/big/events") as fast,
+        ):
+            await wait_for_live_viewers(client, 2)
+            ids = [await publish(client, "big", {"n": n, "pad": payload}) for n in range(count)]
+            # The fast viewer has everything while the slow one has not read a byte.
+            assert [e.id for e in await fast.events(count)] == ids
+            # The slow viewer was sent back to its own cursor, where the server's write waits for
+            # its socket (the fan-out never buffers without bound); reading now, it gets each
+            # event once.
+            await wait_for_gauge(client, "ssegate_lagging_viewers", 1)
+            events = await asyncio.to_thread(read_events, slow, count)
+            assert [e.id for e in events] == ids
+            assert [json.loads(e.data)["n"] for e in events] == list(range(count))
