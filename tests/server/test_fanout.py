@@ -8,12 +8,15 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
+from tests.multiprocess.processes import SsegateProcess
 from tests.server.conftest import ServerFactory
+from tests.support.servers import free_port
 from tests.topics.helpers import subscribe
 
 VIEWERS = 20
@@ -144,3 +147,19 @@ async def test_a_slow_viewer_lags_only_itself_and_still_gets_every_event_once(
             events = await asyncio.to_thread(read_events, slow, count)
             assert [e.id for e in events] == ids
             assert [json.loads(e.data)["n"] for e in events] == list(range(count))
+
+
+async def test_the_fan_out_serves_viewers_of_ssegate_serve_on_uvloop(tmp_path: Path) -> None:
+    # `ssegate serve` runs uvloop and httptools, whose transports are not asyncio's classes.
+    process = SsegateProcess(free_port(), None, {}, tmp_path / "serve.log")
+    try:
+        assert await process.wait_ready(), process.output()
+        async with (
+            httpx.AsyncClient(base_url=process.url, timeout=10) as client,
+            subscribe(client, "/v1/topics/news/events") as stream,
+        ):
+            await wait_for_live_viewers(client, 1)
+            published = await publish(client, "news", "hello")
+            assert [e.id for e in await stream.events(1)] == [published]
+    finally:
+        process.stop()

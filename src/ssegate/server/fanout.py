@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from starlette.types import Send
 
@@ -39,6 +39,13 @@ SLOW_SOCKET_BYTES = 64 * 1024
 _HIDDEN_EVENTS = frozenset({"ssegate.opened"})
 
 
+@runtime_checkable
+class _Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+
+
 class ChunkedSocket:
     """The socket under an HTTP/1.1 chunked response, written to without awaiting.
 
@@ -49,7 +56,7 @@ class ChunkedSocket:
 
     __slots__ = ("_transport",)
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
+    def __init__(self, transport: _Transport) -> None:
         self._transport = transport
 
     @classmethod
@@ -60,7 +67,8 @@ class ChunkedSocket:
         if getattr(cycle, "chunked_encoding", None) is not True or getattr(cycle, "disconnected", True):
             return None
         transport = getattr(cycle, "transport", None)
-        return cls(transport) if isinstance(transport, asyncio.WriteTransport) else None
+        # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
+        return cls(transport) if isinstance(transport, _Transport) else None
 
     def write(self, framed: bytes) -> bool:
         """Write one framed chunk; ``False``: stop writing here (closed, or its buffer is backing up)."""
