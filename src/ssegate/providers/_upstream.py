@@ -49,6 +49,20 @@ def disconnected_error(detail: str) -> UpstreamError:
     )
 
 
+def refused_connection(exc: BaseException) -> bool:
+    """True when a "timeout" was really a refused connection.
+
+    httpx-aiohttp (the SDKs' aiohttp transport) reports aiohttp's connect failures as
+    ``ConnectTimeout``; the refusal is still there in the chain of causes.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def unavailable_error(detail: str) -> UpstreamError:
     return UpstreamError("upstream_unavailable", f"cannot reach the upstream: {detail}", retryable=True)
 

@@ -20,6 +20,7 @@ from ssegate.providers._upstream import (
     disconnected_error,
     error_body_summary,
     error_for_status,
+    refused_connection,
     timeout_error,
     unavailable_error,
 )
@@ -70,6 +71,8 @@ class OpenAIProvider:
             base_url=base_url,
             max_retries=max_retries,
             timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
+            # The SDK's aiohttp transport: cheaper per streamed chunk (see the anthropic provider).
+            http_client=openai.DefaultAioHttpClient(timeout=idle_timeout + _SDK_TIMEOUT_MARGIN),
         )
 
     async def aclose(self) -> None:
@@ -97,6 +100,8 @@ class OpenAIProvider:
         except openai.APIStatusError as exc:
             raise error_for_status(exc.status_code, error_body_summary(exc.body, str(exc))[1]) from exc
         except openai.APITimeoutError as exc:
+            if refused_connection(exc):
+                raise unavailable_error(str(exc.__cause__ or exc)) from exc
             raise timeout_error(self._idle_timeout) from exc
         except openai.APIConnectionError as exc:
             raise unavailable_error(str(exc)) from exc

@@ -55,7 +55,8 @@ def serve(
         os.environ["SSEGATE_PROVIDER"] = settings.provider
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # The SDKs' httpx logs a line per upstream request at INFO; the access log already says enough.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):  # the SDKs' HTTP clients (one is vendored under that name)
+        logging.getLogger(name).setLevel(logging.WARNING)
     print(
         f"ssegate: serving on http://{settings.host}:{settings.port} "
         f"(log: {'redis' if settings.redis_url else 'memory'}, "
