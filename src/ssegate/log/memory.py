@@ -33,7 +33,6 @@ class _Stream:
     """One stream's retained entries and the event its waiting readers share."""
 
     __slots__ = (
-        "changed",
         "closed",
         "entries",
         "epoch",
@@ -42,7 +41,9 @@ class _Stream:
         "last_seq",
         "meta",
         "retention",
+        "stale",
         "times",
+        "waiters",
     )
 
     def __init__(self, retention: Retention, now: float) -> None:
@@ -55,7 +56,10 @@ class _Stream:
         self.closed = False
         self.expires_at = now + retention.max_age
         self.meta: dict[str, str] = {}
-        self.changed = asyncio.Event()
+        # Readers waiting for the next append: each a future resolved True on wake-up, False at
+        # its time-out. (Cheaper per wait than asyncio.Event plus asyncio.timeout.)
+        self.waiters: list[asyncio.Future[bool]] = []
+        self.stale = 0  # waiters in that list that timed out or were cancelled
 
     @property
     def first_seq(self) -> int:
@@ -82,8 +86,28 @@ class _Stream:
             self.head = 0
 
     def wake(self) -> None:
-        woken, self.changed = self.changed, asyncio.Event()
-        woken.set()
+        waiters, self.waiters = self.waiters, []
+        self.stale = 0
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+
+    async def wait(self, seconds: float) -> bool:
+        """Until the next append (``True``) or for ``seconds`` (``False``)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self.waiters.append(waiter)
+        timer = loop.call_later(seconds, _time_out, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            if waiter.cancelled() or not waiter.result():
+                # Still listed: drop the dead ones once they are half the list (amortised O(1)).
+                self.stale += 1
+                if self.stale > 32 and self.stale * 2 > len(self.waiters):
+                    self.waiters = [w for w in self.waiters if not w.done()]
+                    self.stale = 0
 
     def read_after(self, after: str | None, now: float, batch: int) -> ReadResult:
         self.drop_old(now)
@@ -93,6 +117,11 @@ class _Stream:
         entries = self.entries[index : index + batch]
         end = entries[-1].seq if entries else start - 1
         return ReadResult(entries, closed=self.closed and end == self.last_seq, reset=reset)
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class MemoryEventLog:
@@ -136,11 +165,7 @@ class MemoryEventLog:
         result = state.read_after(after, now, self._read_batch)
         if result.entries or result.closed or wait <= 0:
             return result
-        changed = state.changed
-        try:
-            async with asyncio.timeout(wait):
-                await changed.wait()
-        except TimeoutError:
+        if not await state.wait(wait):
             return result
         now = self._now()  # raises LogError if aclose() woke us
         current = self._lookup(stream, now)
