@@ -90,6 +90,15 @@ class Principal:
             return f"generation:{generation_id}" in self.token_scopes
         return self.is_admin or owner == self.name
 
+    def token_names_topic(self, topic: str) -> bool:
+        """Is this a stream token whose scopes name ``topic`` exactly (no pattern)?
+
+        Minting such a token needed a key that may read ``topic`` itself (``POST /v1/tokens``
+        checks the topic's privacy then), so the token may open it whoever its subject is: that is
+        how a backend's admin key hands a browser user a token for that user's private topic.
+        """
+        return self.via_token and f"topic:{topic}" in self.token_scopes
+
     def _token_covers_topic(self, topic: str) -> bool:
         return any(
             s.startswith("topic:") and fnmatch.fnmatchcase(topic, s[len("topic:") :])

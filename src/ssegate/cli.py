@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TextIO
 
@@ -22,7 +24,11 @@ EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130  # the shell's convention for "killed by SIGINT"
 # Event types whose JSON ``delta`` is a piece of running text: printed inline, not one per line.
 INLINE_EVENTS = frozenset({"text", "thinking"})
-WATCH_STOP_ON = frozenset({"done", "error"})
+# Terminal only on a generation's stream; on a topic a publisher may use these types for anything.
+GENERATION_TERMINAL_EVENTS = frozenset({"done", "error"})
+# ``/v1/generations/<id>/events`` under any prefix a proxy may add, but not within a topic's name
+# (``/v1/topics/v1/generations/x/events``): the first ``/v1/`` of the path must start it.
+_GENERATION_EVENTS_PATH = re.compile(r"(?:(?!/v1/).)*/v1/generations/[^/]+/events/?")
 
 
 class CommandError(Exception):
@@ -146,6 +152,14 @@ def _watch(args: argparse.Namespace) -> int:
     return _run(_watch_stream(args, headers))
 
 
+def is_generation_stream(url: str) -> bool:
+    """Is ``url`` a generation's event stream, which ends with its ``done`` or ``error`` event?
+
+    Any other stream ends only when the server answers 204 (or the user stops watching).
+    """
+    return _GENERATION_EVENTS_PATH.fullmatch(urllib.parse.urlsplit(url).path) is not None
+
+
 async def _watch_stream(args: argparse.Namespace, headers: dict[str, str]) -> int:
     from ssegate.client import EventSource
 
@@ -156,7 +170,7 @@ async def _watch_stream(args: argparse.Namespace, headers: dict[str, str]) -> in
         last_event_id=args.last_event_id,
         idle_timeout=args.idle_timeout,
         max_retries=args.max_retries,
-        stop_on=WATCH_STOP_ON,
+        stop_on=GENERATION_TERMINAL_EVENTS if is_generation_stream(args.url) else (),
     )
     async with source:
         async for event in source:

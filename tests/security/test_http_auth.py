@@ -208,3 +208,31 @@ async def test_bearer_stream_token_header_is_accepted_too() -> None:
         )
         assert response.status_code == 200
         assert response.json()["id"] == created["id"]
+
+
+async def test_generation_stream_token_watches_and_reads_state_but_cannot_cancel() -> None:
+    # Slow enough that the generation is still running when the token tries to stop it.
+    async with running(auth=True, demo_tokens_per_second=20.0) as server:
+        created = await start(server, "alice", {**LONG_PROMPT, "keep_running": True})
+        token = created["stream_token"]
+        in_url = await server.client.post(created["cancel_url"], params={"token": token})
+        in_header = await server.client.post(
+            created["cancel_url"], headers={"Authorization": f"Bearer {token}"}
+        )
+        for refused in (in_url, in_header):
+            assert refused.status_code == 403, refused.text
+            assert refused.headers["content-type"].startswith("application/json")
+            error = refused.json()["error"]
+            assert error["code"] == "forbidden"
+            assert "cancel" in error["message"]
+            assert "API key" in error["message"]
+        state = await server.client.get(created["url"], params={"token": token})
+        assert state.status_code == 200
+        assert state.json()["state"] in {"pending", "streaming"}
+        # The owner's key cancels; the token still watches, to the end it sees.
+        cancelled = await server.client.post(created["cancel_url"], headers=bearer("alice"))
+        assert cancelled.status_code == 202
+        received = await read_stream(server.client, "GET", f"{created['events_url']}?token={token}")
+        assert received.status == 200
+        assert received.types[-1] == "done"
+        assert received.data("done")[0]["finish_reason"] == "cancelled"

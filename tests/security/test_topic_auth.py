@@ -209,3 +209,57 @@ async def test_topic_stream_token_cannot_reach_beyond_the_minting_keys_grant() -
 )
 def test_pattern_covers_only_what_the_grant_matches(granted: str, wanted: str, covered: bool) -> None:
     assert pattern_covers(granted, wanted) is covered
+
+
+async def test_admin_can_hand_a_user_a_token_for_that_users_exact_private_topic() -> None:
+    async with topic_server() as server:
+        client = server.client
+        # The backend holds an admin key and mints for bob's browser (the token carries "root").
+        token = await minted(client, "root", ["user/bob/inbox"])
+        async with subscribe_as(client, "/v1/topics/user/bob/inbox/events", token=token) as stream:
+            assert (await publish_as(client, "backend", "user/bob/inbox", "for bob")).status_code == 201
+            assert datas(await stream.events(1)) == ["for bob"]
+        async with subscribe_as(
+            client, "/v1/topics/events", topic=["user/bob/inbox"], token=token, history="all"
+        ) as stream:
+            assert datas(await stream.events(1)) == ["for bob"]
+        # Exactly that topic: not bob's other topics, not alice's.
+        for topic in ("user/bob/inbox/more", "user/bob/other", "user/alice/inbox"):
+            assert_forbidden(await client.get(f"/v1/topics/{topic}/events", params={"token": token}))
+
+
+async def test_private_topic_patterns_in_tokens_still_open_only_the_minters_own_topics() -> None:
+    async with topic_server() as server:
+        client = server.client
+        # An admin may mint a pattern, but a pattern is not proof of privacy: the token is "root".
+        for pattern in ("user/bob/*", "user/*", "*"):
+            token = await minted(client, "root", [pattern])
+            response = await client.get("/v1/topics/user/bob/inbox/events", params={"token": token})
+            assert_forbidden(response, "private")
+        # Alice may mint her own patterns, and they open her private topics only.
+        token = await minted(client, "alice", ["*"])
+        assert_forbidden(
+            await client.get("/v1/topics/user/bob/inbox/events", params={"token": token}), "private"
+        )
+        async with subscribe_as(client, "/v1/topics/user/alice/inbox/events", token=token) as stream:
+            await publish_as(client, "backend", "user/alice/inbox", "hers")
+            assert datas(await stream.events(1)) == ["hers"]
+
+
+async def test_only_the_owner_or_an_admin_can_mint_a_token_naming_a_private_topic() -> None:
+    async with topic_server() as server:
+        client = server.client
+        # A plain subscribe key, a publish key and a patterned key: none may mint for bob's inbox.
+        for who in ("alice", "backend", "reader"):
+            assert_forbidden(await mint(client, who, ["user/bob/inbox"]), "user/bob/inbox")
+            assert_forbidden(await mint(client, who, ["news/today", "user/bob/inbox"]))
+        # A wildcard spelling of bob's inbox mints (it is only a pattern) but opens nothing of his.
+        token = await minted(client, "alice", ["[u]ser/bob/inbox"])
+        assert_forbidden(
+            await client.get("/v1/topics/user/bob/inbox/events", params={"token": token}), "private"
+        )
+        # Bob mints for his own inbox with his own key.
+        own = await minted(client, "bob", ["user/bob/inbox"])
+        async with subscribe_as(client, "/v1/topics/user/bob/inbox/events", token=own) as stream:
+            await publish_as(client, "backend", "user/bob/inbox", "his")
+            assert datas(await stream.events(1)) == ["his"]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
+import pytest
+
+from ssegate.cli import is_generation_stream
 from tests.server.conftest import ServerFactory
 from tests.topics.helpers import datas, subscribe
 
@@ -71,3 +75,73 @@ async def test_cli_watch_prints_a_topics_events_as_they_are_published(ssegate_se
             await proc.wait()
     assert (first["event"], first["data"]) == ("alert", {"level": "warn"})
     assert (second["event"], second["data"]) == ("message", "second")
+
+
+async def _line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    """The next JSON line ``ssegate watch --json`` prints (it must still be running to print it)."""
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout=10)
+    assert line, f"watch ended early (exit status {await proc.wait()})"
+    record: dict[str, Any] = json.loads(line)
+    return record
+
+
+async def test_cli_watch_keeps_following_a_topic_past_done_and_error_events(
+    ssegate_server: ServerFactory,
+) -> None:
+    async with ssegate_server() as client:
+        url = f"{str(client.base_url).rstrip('/')}/v1/topics/builds/events?history=all"
+        # On a topic, "done" and "error" are event types a publisher chose, not the end of anything.
+        await client.post("/v1/topics/builds/events", json={"data": {"job": 1}, "event": "done"})
+        await client.post("/v1/topics/builds/events", json={"data": {"job": 2}, "event": "error"})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ssegate", "watch", url, "--json", stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            seen = [await _line(proc), await _line(proc)]
+            await client.post("/v1/topics/builds/events", json={"data": {"job": 3}, "event": "done"})
+            seen.append(await _line(proc))
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            await proc.wait()
+    assert [(r["event"], r["data"]) for r in seen] == [
+        ("done", {"job": 1}),
+        ("error", {"job": 2}),
+        ("done", {"job": 3}),
+    ]
+
+
+async def test_cli_watch_ends_a_generation_stream_at_its_done_event(ssegate_server: ServerFactory) -> None:
+    async with ssegate_server() as client:
+        created = await client.post(
+            "/v1/generations", json={"messages": [{"role": "user", "content": "hello"}]}
+        )
+        assert created.status_code == 201
+        url = f"{str(client.base_url).rstrip('/')}{created.json()['events_url']}"
+        code, out, err = await asyncio.wait_for(run_cli("watch", url, "--json"), timeout=30)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[0]["event"] == "start"
+    assert records[-1]["event"] == "done"
+    assert [r["event"] for r in records].count("done") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "ends_at_done"),
+    [
+        ("http://127.0.0.1:8000/v1/generations/abc123/events", True),
+        ("http://127.0.0.1:8000/v1/generations/abc123/events?token=x&last_event_id=5", True),
+        ("https://app.example/api/v1/generations/abc123/events", True),
+        ("http://127.0.0.1:8000/v1/generations/abc123", False),
+        ("http://127.0.0.1:8000/v1/topics/news/events", False),
+        ("http://127.0.0.1:8000/v1/topics/events?topic=a&topic=b", False),
+        # A topic may be named like a generation path; it is still a topic.
+        ("http://127.0.0.1:8000/v1/topics/v1/generations/abc123/events", False),
+        ("http://127.0.0.1:8000/v1/generations/abc123/events/more", False),
+    ],
+)
+def test_cli_watch_treats_done_and_error_as_the_end_on_generation_streams_only(
+    url: str, ends_at_done: bool
+) -> None:
+    assert is_generation_stream(url) is ends_at_done

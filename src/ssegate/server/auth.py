@@ -141,15 +141,22 @@ class Authenticator:
     def authorize_generation(
         self, request: Request, generation: dict[str, Any], scope: str
     ) -> tuple[Principal, float | None]:
-        """Owners, admins and tokens naming the generation may use it.
+        """Owners, admins and tokens naming the generation may use it; a token only to watch.
 
         Another key gets 404, exactly as for an unknown id, so ids cannot be probed; a token for
-        another generation gets 403 (its holder already knows it is a token problem).
+        another generation gets 403 (its holder already knows it is a token problem). A token sits
+        in URLs a browser shows and logs, so it reads the events and the state (``subscribe``) but
+        cannot cancel (``generate``): 403.
         """
         principal, expires_at = self.identify(request)
         if principal.via_token:
             if not principal.may_use_generation(generation["id"], ""):
                 raise forbidden("this stream token is for another generation")
+            if scope != "subscribe":
+                raise forbidden(
+                    "a stream token may watch this generation and read its state but not cancel it; "
+                    "cancel with an API key"
+                )
             return principal, expires_at
         if not principal.may(scope):
             raise forbidden(f"{principal.name!r} may not {scope}")
@@ -197,6 +204,9 @@ async def create_token(request: Request) -> Response:
     else:
         for pattern in topics:
             # fnmatch of the pattern itself: "news/*" is covered by a grant of "news/*" or "*".
+            # The privacy check here is what lets a token naming an exact private topic open it
+            # for whoever holds it (AppState.may_read_topic): only the topic's owner or an admin
+            # key passes it. ``principal`` is a key here (tokens were refused above).
             if not principal.may("subscribe", pattern) or not app.may_read_topic(principal, pattern):
                 raise forbidden(f"{principal.name!r} may not subscribe to {pattern!r}")
         scopes = [f"topic:{pattern}" for pattern in topics]

@@ -70,7 +70,8 @@ class AppState:
     def authorize_topic(self, request: Request, topic: str, *, scope: str) -> Principal:
         """The principal, if it may act in ``scope`` (``publish``/``subscribe``) on ``topic``.
 
-        ``user/<name>/...`` topics are private to principal ``<name>`` (and admins).
+        ``user/<name>/...`` topics are private to principal ``<name>`` (and admins, and stream
+        tokens naming that exact topic: see :meth:`may_read_topic`).
         """
         principal = self.principal(request, scope=scope, topic=topic)
         if not self.may_read_topic(principal, topic):
@@ -78,9 +79,17 @@ class AppState:
         return principal
 
     def may_read_topic(self, principal: Principal, topic: str) -> bool:
+        """The privacy rule of ``user/<name>/...`` topics, for a key or a stream token.
+
+        A token naming the exact topic passed this rule when it was minted (``POST /v1/tokens``
+        asks it of the minting key), so it is not asked again of the token's subject. A pattern
+        is not enough: ``user/bob/*`` minted by an admin still opens only the admin's own topics.
+        """
         from ssegate.topics import may_read_topic
 
-        return may_read_topic(principal.name, topic, admin=principal.is_admin)
+        return principal.token_names_topic(topic) or may_read_topic(
+            principal.name, topic, admin=principal.is_admin
+        )
 
     def open_stream(self, request: Request) -> StreamTicket:
         """A slot for a stream about to open for this (already authorized) request.
