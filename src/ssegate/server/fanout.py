@@ -70,6 +70,10 @@ class ChunkedSocket:
         # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
         return cls(transport) if isinstance(transport, _Transport) else None
 
+    @property
+    def closing(self) -> bool:
+        return self._transport.is_closing()
+
     def write(self, framed: bytes) -> bool:
         """Write one framed chunk; ``False``: stop writing here (closed, or its buffer is backing up)."""
         transport = self._transport
@@ -87,11 +91,12 @@ def frame(chunk: bytes) -> bytes:
 class Member:
     """One viewer in a group. ``detached`` resolves with the id it has everything up to."""
 
-    __slots__ = ("bytes_at_join", "detached", "group", "socket")
+    __slots__ = ("bytes_at_join", "detached", "group", "slow", "socket")
 
     def __init__(self, group: _Group, socket: ChunkedSocket) -> None:
         self.group = group
         self.socket = socket
+        self.slow = False  # sent back because its socket was backing up (not for a reset or the end)
         self.bytes_at_join = group.bytes_written
         self.detached: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -204,6 +209,7 @@ class _Group:
         metrics.events_sent += events * written
         for member in dropped:  # it has this write's events: it resumes after them
             self.members.discard(member)
+            member.slow = not member.socket.closing  # a closed one just leaves
             if not member.detached.done():
                 member.detached.set_result(self.after)
 

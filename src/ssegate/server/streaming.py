@@ -100,21 +100,24 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        disconnected = asyncio.Event()
+        # A plain flag, not an asyncio.Event: nothing awaits it, and an idle connection is mostly
+        # its small objects (an Event's deque alone is ~0.6 KiB).
+        disconnected = False
         ticket = self.ticket
         # Set when the server itself ends the stream (deadline, drain): the last bytes to send.
         last_words: list[bytes] = []
 
         def stop(final: bytes) -> None:
-            if not last_words and not disconnected.is_set():
+            if not last_words and not disconnected:
                 last_words.append(final)
                 task.cancel()
 
         async def watch_disconnect() -> None:
+            nonlocal disconnected
             while True:
                 message: Message = await receive()
                 if message["type"] == "http.disconnect":
-                    disconnected.set()
+                    disconnected = True
                     task.cancel()
                     return
 
@@ -134,7 +137,7 @@ class EventStreamResponse:
                 reply = None
                 if isinstance(item, Handoff):
                     if socket is not None:
-                        reply = await self._live(scope, item, socket)
+                        reply = await self._live(scope, item, socket, send)
                     continue
                 await send({"type": "http.response.body", "body": item, "more_body": True})
                 if ticket is not None:
@@ -143,7 +146,7 @@ class EventStreamResponse:
             watcher.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if disconnected.is_set():
+            if disconnected:
                 task.uncancel()  # the client left: a normal end for the server, not an error
             elif last_words and last_words[0]:
                 task.uncancel()
@@ -159,17 +162,27 @@ class EventStreamResponse:
             with contextlib.suppress(Exception):
                 await self.chunks.aclose()
 
-    async def _live(self, scope: Scope, handoff: Handoff, socket: ChunkedSocket) -> str | None:
-        """Ride the stream's fan-out group until it sends this viewer back; where it left off."""
+    async def _live(self, scope: Scope, handoff: Handoff, socket: ChunkedSocket, send: Send) -> str | None:
+        """Ride the stream's fan-out group until it sends this viewer back; where it left off.
+
+        Sent back for a slow socket, the viewer waits for it to drain and rejoins if the group is
+        still where it left it; otherwise (a reset, the end, a group that moved on) the chunk
+        source takes over from there.
+        """
         assert self.fanout is not None
-        member = self.fanout.join(handoff, socket)
-        if member is None:
-            return None
-        try:
-            return await member.detached
-        finally:
-            self.fanout.leave(member)
-            scope[LIVE_BYTES] = scope.get(LIVE_BYTES, 0) + member.bytes_sent
+        resumed: str | None = None
+        while (member := self.fanout.join(handoff, socket)) is not None:
+            try:
+                resumed = await member.detached
+            finally:
+                self.fanout.leave(member)
+                scope[LIVE_BYTES] = scope.get(LIVE_BYTES, 0) + member.bytes_sent
+            if not member.slow:
+                break
+            # An empty body message writes nothing but waits for the server's flow control.
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+            handoff = Handoff(handoff.stream, resumed)
+        return resumed
 
     @staticmethod
     async def _end_with(send: Send, final: bytes) -> None:
