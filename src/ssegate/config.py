@@ -108,7 +108,22 @@ class Settings:
         values.setdefault("openai_base_url", env.get("OPENAI_BASE_URL") or None)
         if env.get("SSEGATE_REDIS_URL") is None and env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
+        for kind in ("generation", "topic"):
+            default: Retention = getattr(cls(), f"{kind}_retention")
+            values[f"{kind}_retention"] = _retention(env, kind.upper(), default)
         return cls(**values)
+
+
+def _retention(env: Mapping[str, str], kind: str, default: Retention) -> Retention:
+    """``SSEGATE_<KIND>_MAX_EVENTS`` / ``SSEGATE_<KIND>_MAX_AGE`` (seconds) over ``default``."""
+    max_events, max_age = default.max_events, default.max_age
+    if (raw := env.get(f"SSEGATE_{kind}_MAX_EVENTS")) is not None:
+        max_events = _convert(f"{kind}_max_events".lower(), "int", raw)
+    if (raw := env.get(f"SSEGATE_{kind}_MAX_AGE")) is not None:
+        max_age = _convert(f"{kind}_max_age".lower(), "float", raw)
+    if max_events < 1 or max_age <= 0:
+        raise ValueError(f"SSEGATE_{kind}_MAX_EVENTS must be >= 1 and SSEGATE_{kind}_MAX_AGE > 0")
+    return Retention(max_events, max_age)
 
 
 def _convert(name: str, annotation: Any, raw: str) -> Any:

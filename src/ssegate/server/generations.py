@@ -68,6 +68,20 @@ def _invalid(field: str, message: str) -> RequestError:
     return RequestError(422, "invalid_request", message, extra={"field": field})
 
 
+def _check_model(app: AppState, provider: str, model: str | None) -> None:
+    """400 for a model the provider is known not to have (a provider listing no models takes any
+    name: the upstream itself answers for it, as an ``error`` event)."""
+    info = app.providers.get(provider)
+    if model is None or info is None or not info.models or model in info.models:
+        return
+    raise RequestError(
+        400,
+        "unknown_model",
+        f"provider {provider!r} has no model {model!r}; it has: {', '.join(info.models)}",
+        extra={"field": "model"},
+    )
+
+
 def _state(request: Request) -> AppState:
     state: AppState = request.app.state.ssegate
     return state
@@ -83,11 +97,13 @@ async def create_generation(request: Request) -> Response:
     body = await read_json_body(request, app.settings.max_body_bytes)
     generation, provider, keep_running = parse_generation_body(body, max_tokens_limit=app.settings.max_tokens)
     principal = app.admit_generation(request, generation)
+    provider = provider or app.settings.default_provider
+    _check_model(app, provider, generation.model)
     ticket = app.open_stream(request) if wants_event_stream(request) else None
     try:
         meta = await app.gateway.start(
             generation,
-            provider_name=provider or app.settings.default_provider,
+            provider_name=provider,
             keep_running=keep_running,
             owner=principal,
         )
