@@ -6,10 +6,12 @@ Only the SHA-256 of each key is kept after loading; a presented key is hashed an
 every stored digest by :func:`hmac.compare_digest`, so neither the content nor the position of a
 match shows in the timing.
 
-Scopes: ``generate`` (start, cancel own generations, mint tokens for them), ``publish[:pattern]``,
-``subscribe[:pattern]`` (topic patterns in :mod:`fnmatch` syntax, e.g. ``subscribe:news/*``; no
-pattern means every topic), ``metrics`` (read ``/metrics``) and ``admin`` (everything, including
-other principals' generations).
+Scopes: ``generate`` (start generations; read, follow, resume, cancel and mint tokens for one's
+own), ``publish[:pattern]``, ``subscribe[:pattern]`` (topic patterns in :mod:`fnmatch` syntax, e.g.
+``subscribe:news/*``; no pattern means every topic; the plain form also reads, follows and mints
+tokens for one's own generations, but does not cancel them), ``metrics`` (read ``/metrics``) and
+``admin`` (everything, including other principals' generations). A generation is its owner's (the
+key that started it) and admins': other keys get 404 for it, as for an unknown id.
 
 Stream tokens are HS256 JWTs for ``EventSource`` URLs (``?token=``): short-lived and scoped to
 generations (``generation:<id>``) or topic patterns (``topic:<pattern>``), never to the powers of
@@ -83,6 +85,17 @@ class Principal:
             prefix = scope + ":"
             return any(g.startswith(prefix) and pattern_covers(g[len(prefix) :], topic) for g in self.grants)
         return False
+
+    def may_use_generations(self, scope: str) -> bool:
+        """May this key act in ``scope`` on generations (before asking whose they are)?
+
+        Reading (``subscribe``: state, events, tokens) is also allowed with ``generate``, so the
+        key that started a generation can resume it after a dropped connection. Ownership is
+        still checked by :meth:`may_use_generation`; tokens are checked there alone.
+        """
+        if scope == "subscribe" and self.may("generate"):
+            return True
+        return self.may(scope)
 
     def may_use_generation(self, generation_id: str, owner: str) -> bool:
         """Owners and admins use their generations; a token only the ones it names."""

@@ -24,6 +24,8 @@ KEYS = {
     "alice": ("alice-key-0123456789", "generate,subscribe"),
     "bob": ("bob-key-0123456789", "generate,subscribe"),
     "reader": ("reader-key-0123456789", "subscribe:news/*"),
+    # generate alone: starts generations and, as their owner, reads and resumes them
+    "writer": ("writer-key-0123456789", "generate"),
     "ops": ("ops-key-0123456789", "metrics"),
     "root": ("root-key-0123456789", "admin"),
 }

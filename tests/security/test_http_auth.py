@@ -236,3 +236,48 @@ async def test_generation_stream_token_watches_and_reads_state_but_cannot_cancel
         assert received.status == 200
         assert received.types[-1] == "done"
         assert received.data("done")[0]["finish_reason"] == "cancelled"
+
+
+async def test_generate_only_key_reads_and_resumes_its_own_generation_but_not_others() -> None:
+    async with running(auth=True, abandon_grace=30.0) as server:
+        created = await start(server, "writer", {**LONG_PROMPT, "keep_running": True})
+        # The connection drops after a few events; the same key picks up where it left off.
+        first = await read_stream(
+            server.client, "GET", created["events_url"], headers=bearer("writer"), max_events=3
+        )
+        assert first.status == 200, first.raw
+        assert first.types[0] == "start"
+        state = await server.client.get(created["url"], headers=bearer("writer"))
+        assert state.status_code == 200, state.text
+        assert state.json()["id"] == created["id"]
+        minted = await server.client.post(
+            "/v1/tokens", json={"generation": created["id"]}, headers=bearer("writer")
+        )
+        assert minted.status_code == 201, minted.text
+        assert minted.json()["scopes"] == [f"generation:{created['id']}"]
+        assert (await server.client.post(created["cancel_url"], headers=bearer("writer"))).status_code == 202
+        rest = await read_stream(
+            server.client,
+            "GET",
+            created["events_url"],
+            headers={**bearer("writer"), "Last-Event-ID": first.events[-1].id or ""},
+        )
+        assert rest.status == 200, rest.raw
+        assert rest.types[-1] == "done"
+        via_token = await read_stream(
+            server.client, "GET", f"{created['events_url']}?token={minted.json()['token']}"
+        )
+        assert [e.id for e in first.events + rest.events] == [e.id for e in via_token.events]
+        # Ownership is unchanged: another principal's generation is still 404, whatever the scope.
+        alices = await start(server, "alice")
+        for method, path, body in (
+            ("GET", alices["url"], None),
+            ("GET", alices["events_url"], None),
+            ("POST", "/v1/tokens", {"generation": alices["id"]}),
+        ):
+            refused = await server.client.request(method, path, json=body, headers=bearer("writer"))
+            assert refused.status_code == 404, (path, refused.text)
+            assert refused.json()["error"]["code"] == "not_found"
+        # Without generate or subscribe there is still no reading at all.
+        ops = await server.client.get(created["url"], headers=bearer("ops"))
+        assert ops.status_code == 403

@@ -143,6 +143,9 @@ class Authenticator:
     ) -> tuple[Principal, float | None]:
         """Owners, admins and tokens naming the generation may use it; a token only to watch.
 
+        ``scope`` ``subscribe`` reads it (state, events, a token for it), which a key may do with
+        ``generate`` or ``subscribe``; ``generate`` cancels it.
+
         Another key gets 404, exactly as for an unknown id, so ids cannot be probed; a token for
         another generation gets 403 (its holder already knows it is a token problem). A token sits
         in URLs a browser shows and logs, so it reads the events and the state (``subscribe``) but
@@ -158,8 +161,9 @@ class Authenticator:
                     "cancel with an API key"
                 )
             return principal, expires_at
-        if not principal.may(scope):
-            raise forbidden(f"{principal.name!r} may not {scope}")
+        if not principal.may_use_generations(scope):
+            wanted = "read generations (needs generate or subscribe)" if scope == "subscribe" else scope
+            raise forbidden(f"{principal.name!r} may not {wanted}")
         if not principal.may_use_generation(generation["id"], str(generation.get("owner") or "")):
             raise RequestError(404, "not_found", f"no generation with id {generation['id']!r}")
         return principal, expires_at
