@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -27,7 +27,14 @@ _INHERITED_PREFIXES = ("SSEGATE_", "ANTHROPIC_", "OPENAI_", "REDIS_URL")
 class SsegateProcess:
     """One ``python -m ssegate serve`` child; its stderr goes to a file for failure messages."""
 
-    def __init__(self, port: int, redis_url: str | None, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        redis_url: str | None,
+        env: Mapping[str, str],
+        log_path: Path,
+        args: Sequence[str] = (),
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -35,7 +42,8 @@ class SsegateProcess:
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ssegate", "serve", "--port", str(port)]
-                + (["--redis", redis_url] if redis_url else []),
+                + (["--redis", redis_url] if redis_url else [])
+                + list(args),
                 env={**clean, **env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -79,16 +87,17 @@ class SsegateProcess:
 
 @contextlib.asynccontextmanager
 async def ssegate_processes(
-    count: int, redis_url: str, env: Mapping[str, str]
+    count: int, redis_url: str, env: Mapping[str, str], args: Sequence[str] = ()
 ) -> AsyncIterator[list[SsegateProcess]]:
-    """Start ``count`` servers on one Redis; every one we started is stopped when the block ends."""
+    """Start ``count`` servers on one Redis (``args``: more ``serve`` options); every one we
+    started is stopped when the block ends."""
     started: list[SsegateProcess] = []
     with tempfile.TemporaryDirectory(prefix="ssegate-procs-") as directory:
         try:
             # In parallel: each process spends most of a second importing.
             ready = await asyncio.gather(
                 *(
-                    _start_one(Path(directory) / f"server{i}.log", redis_url, env, started)
+                    _start_one(Path(directory) / f"server{i}.log", redis_url, env, started, args)
                     for i in range(count)
                 )
             )
@@ -101,10 +110,14 @@ async def ssegate_processes(
 
 
 async def _start_one(
-    log_path: Path, redis_url: str, env: Mapping[str, str], started: list[SsegateProcess]
+    log_path: Path,
+    redis_url: str,
+    env: Mapping[str, str],
+    started: list[SsegateProcess],
+    args: Sequence[str] = (),
 ) -> SsegateProcess:
     for _ in range(_START_ATTEMPTS):
-        process = SsegateProcess(free_port(), redis_url, env, log_path)
+        process = SsegateProcess(free_port(), redis_url, env, log_path, args)
         started.append(process)
         if await process.wait_ready():
             return process

@@ -72,6 +72,33 @@ async def test_events_stream_every_event_with_id_then_one_terminal(ssegate_serve
         assert done["usage"]["output_tokens"] > 0
 
 
+async def test_think_tool_prompt_streams_every_event_kind_in_order(ssegate_server: ServerFactory) -> None:
+    async with ssegate_server() as client:
+        created = await start(client, {"messages": [{"role": "user", "content": "/think /tool hi"}]})
+        received = await read_stream(client, "GET", created["events_url"])
+    # Runs of one type collapsed: the order a client's renderer sees the kinds arrive in.
+    kinds = [t for i, t in enumerate(received.types) if i == 0 or received.types[i - 1] != t]
+    assert kinds == ["start", "status", "thinking", "text", "tool_call", "usage", "done"]
+    assert received.data("start")[0] == {"id": created["id"], "model": "demo-1", "provider": "demo"}
+    assert received.data("status") == [{"stage": "model", "model": "demo-1"}]
+    assert "".join(d["delta"] for d in received.data("thinking")).strip()
+    assert received.text == "I will look that up first."
+    calls = received.data("tool_call")
+    assert [c["phase"] for c in calls] == ["start"] + ["delta"] * (len(calls) - 2) + ["end"]
+    assert len(calls) >= 3
+    tool_id = calls[0]["id"]
+    assert tool_id.startswith("toolu_demo_")
+    assert calls[0] == {"phase": "start", "id": tool_id, "name": "search", "index": 0}
+    assert all(set(c) == {"phase", "id", "delta"} and c["id"] == tool_id for c in calls[1:-1])
+    assert calls[-1] == {"phase": "end", "id": tool_id}
+    assert json.loads("".join(c["delta"] for c in calls[1:-1])) == {"query": "hi", "limit": 3}
+    usage = received.data("usage")
+    assert len(usage) == 1
+    assert usage[0]["input_tokens"] > 0
+    assert usage[0]["output_tokens"] > 0
+    assert received.data("done") == [{"finish_reason": "tool_calls", "usage": usage[0]}]
+
+
 async def test_events_headers_and_opening_are_flushed_for_proxies(ssegate_server: ServerFactory) -> None:
     async with ssegate_server(demo_ttft=5.0, abandon_grace=30.0) as client:
         created = await start(client)
@@ -126,6 +153,21 @@ async def test_unresumable_last_event_id_gets_reset_then_whole_stream(ssegate_se
             got = await read_stream(client, "GET", created["events_url"], headers={"Last-Event-ID": bad})
             assert got.types[0] == "reset", bad
             assert got.data("reset")[0]["reason"]
+            assert [e.id for e in got.events[1:]] == [e.id for e in whole.events]
+
+
+async def test_reset_reason_names_a_future_id_and_a_foreign_epoch(ssegate_server: ServerFactory) -> None:
+    async with ssegate_server() as client:
+        created = await start(client)
+        whole = await read_stream(client, "GET", created["events_url"])
+        middle = whole.events[len(whole.events) // 2].id or ""
+        epoch, _, seq = middle.partition(":")
+        foreign = ("1" if epoch[0] != "1" else "2") + epoch[1:]
+        for cursor, reason in ((f"{epoch}:999999", "future_id"), (f"{foreign}:{seq}", "epoch_changed")):
+            got = await read_stream(client, "GET", created["events_url"], headers={"Last-Event-ID": cursor})
+            assert got.status == 200
+            assert got.types[0] == "reset", cursor
+            assert got.data("reset")[0] == {"reason": reason}
             assert [e.id for e in got.events[1:]] == [e.id for e in whole.events]
 
 
@@ -307,6 +349,17 @@ async def test_bad_last_event_id_is_400(ssegate_server: ServerFactory, bad_id: s
         url = httpx.URL(created["events_url"], params={"last_event_id": bad_id})
         response = await client.get(url)
         assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_last_event_id"
+
+
+@pytest.mark.parametrize("bad_id", ["a\tb", "x" * 129])
+async def test_bad_last_event_id_header_is_400(ssegate_server: ServerFactory, bad_id: str) -> None:
+    # A tab is the one control character an HTTP header can carry to the server.
+    async with ssegate_server() as client:
+        created = await start(client)
+        response = await client.get(created["events_url"], headers={"Last-Event-ID": bad_id})
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("application/json")
         assert response.json()["error"]["code"] == "invalid_last_event_id"
 
 
