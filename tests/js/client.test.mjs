@@ -7,6 +7,7 @@ import { afterEach, describe, test } from "node:test";
 import {
   backoffDelay,
   createGatewayClient,
+  explainStreamError,
   GatewayError,
   openEventStream,
   StreamGaveUpError,
@@ -267,6 +268,95 @@ describe("openEventStream", () => {
     assert.equal(seen.length, 3);
   });
 
+  test("a refusal of the request that starts something is not sent again", async () => {
+    const { base, seen } = await serve((_req, res) => {
+      res.writeHead(429, { "Content-Type": "application/json", "Retry-After": "42" });
+      res.end('{"error": {"code": "rate_limited", "message": "slow down", "retry_after": 42}}');
+    });
+    const stream = openEventStream(`${base}/things`, { method: "POST", body: "{}", retryMs: 5, maxAttempts: 4 });
+    await assert.rejects(stream.done, (error) => {
+      assert.ok(error instanceof StreamHTTPError);
+      assert.equal(error.status, 429);
+      assert.equal(error.retryAfterMs, 42000);
+      return true;
+    });
+    assert.equal(seen.length, 1, "a 429 with a long Retry-After is final for a POST");
+  });
+
+  test("a POST refused with 4xx other than 429 is final at once", async () => {
+    const { base, seen } = await serve((_req, res) => {
+      res.writeHead(408);
+      res.end();
+    });
+    const stream = openEventStream(`${base}/things`, { method: "POST", body: "{}", retryMs: 5, maxAttempts: 4 });
+    await assert.rejects(stream.done, (error) => error instanceof StreamHTTPError && error.status === 408);
+    assert.equal(seen.length, 1);
+  });
+
+  test("a POST refused with 429 and a short Retry-After is sent once more, after that wait", async () => {
+    const { base, seen } = await serve((_req, res) => {
+      res.writeHead(429, { "Content-Type": "application/json", "Retry-After": "1" });
+      res.end('{"error": {"code": "too_many_streams", "message": "close one", "retry_after": 1}}');
+    });
+    /** @type {number[]} */
+    const at = [];
+    const stream = openEventStream(`${base}/things`, {
+      method: "POST",
+      body: "{}",
+      retryMs: 5,
+      maxAttempts: 10,
+      onReconnect: () => at.push(performance.now()),
+    });
+    const started = performance.now();
+    await assert.rejects(stream.done, (error) => error instanceof StreamHTTPError && error.status === 429);
+    assert.equal(seen.length, 2, "one more try, not a loop");
+    assert.ok(performance.now() - started >= 990, "the second try waited for Retry-After");
+    assert.equal(at.length, 1);
+  });
+
+  test("a retried read waits at least as long as Retry-After asks", async () => {
+    const { base, seen } = await serve((_req, res, index) => {
+      if (index === 0) {
+        res.writeHead(503, { "Retry-After": "1" });
+        res.end();
+        return;
+      }
+      startStream(res);
+      res.end(frame(1, "end"));
+    });
+    /** @type {number[]} */
+    const delays = [];
+    const started = performance.now();
+    const events = await collect(
+      openEventStream(`${base}/s`, {
+        retryMs: 10,
+        isTerminal: isEnd,
+        onReconnect: ({ delayMs }) => delays.push(delayMs),
+      }),
+    );
+    assert.equal(events.length, 1);
+    assert.equal(seen.length, 2);
+    assert.deepEqual(delays, [1000]);
+    assert.ok(performance.now() - started >= 990);
+  });
+
+  test("giving up keeps the server's last answer, and explainStreamError reads it", async () => {
+    const { base } = await serve((_req, res) => {
+      res.writeHead(503, { "Content-Type": "application/json", "Retry-After": "0" });
+      res.end('{"error": {"code": "draining", "message": "shutting down"}}');
+    });
+    const stream = openEventStream(`${base}/s`, { retryMs: 5, maxAttempts: 2 });
+    const failure = await stream.done.then(
+      () => assert.fail("should give up"),
+      (error) => error,
+    );
+    assert.ok(failure instanceof StreamGaveUpError);
+    const explained = explainStreamError(failure);
+    assert.ok(explained instanceof GatewayError);
+    assert.equal(explained.code, "draining");
+    assert.equal(explained.status, 503);
+  });
+
   test("a response that is not an event stream is an error", async () => {
     const { base } = await serve((_req, res) => {
       res.writeHead(200, { "Content-Type": "text/html" });
@@ -379,6 +469,37 @@ describe("createGatewayClient", () => {
       assert.equal(error.message, "no such generation");
       return true;
     });
+  });
+
+  test("generate() refused by the gateway fails at once with the gateway's code and wait", async () => {
+    const { base, seen } = await serve((_req, res) => {
+      res.writeHead(429, { "Content-Type": "application/json", "Retry-After": "37" });
+      res.end('{"error": {"code": "rate_limited", "message": "more than 1 started", "retry_after": 37}}');
+    });
+    const generation = createGatewayClient({ baseUrl: base }).generate(
+      { messages: [{ role: "user", content: "x" }] },
+      { maxAttempts: 8 },
+    );
+    const failure = await generation.done.then(
+      () => assert.fail("should fail"),
+      (error) => error,
+    );
+    const explained = explainStreamError(failure);
+    assert.ok(explained instanceof GatewayError);
+    assert.equal(explained.code, "rate_limited");
+    assert.equal(explained.retryAfterMs, 37000);
+    assert.equal(seen.length, 1);
+  });
+
+  test("startGeneration returns the stream token the server hands out with auth on", async () => {
+    const { base, seen } = await serve((_req, res) => {
+      res.writeHead(201, { "Content-Type": "application/json", Location: "/v1/generations/g1" });
+      res.end(JSON.stringify({ id: "g1", events_url: "/v1/generations/g1/events", stream_token: "a.b.c" }));
+    });
+    const client = createGatewayClient({ baseUrl: base, headers: { Authorization: "Bearer key" } });
+    const created = await client.startGeneration({ messages: [{ role: "user", content: "x" }] });
+    assert.equal(created.stream_token, "a.b.c");
+    assert.equal(seen[0].headers.authorization, "Bearer key");
   });
 
   test("providers() is optional: a 404 means none listed", async () => {

@@ -7,6 +7,10 @@
  * generation's id in sessionStorage (and the id in the URL hash), and after a reload re-follows that
  * generation from its first event, rebuilding the answer. Within one page life, a dropped connection
  * resumes after the last event id, so text already shown is never sent again.
+ *
+ * API keys: with a key entered (kept in this tab's sessionStorage), every request carries it as
+ * `Authorization: Bearer`, and the answer is started with a JSON POST, whose reply holds a stream
+ * token for that one answer: the watch link carries the token (in its #fragment), not the key.
  */
 
 import { createGatewayClient, explainStreamError, GatewayError, StreamGaveUpError } from "./ssegate.js";
@@ -38,6 +42,7 @@ import { renderMarkdown } from "./markdown.js";
  * @typedef {object} AssistantTurn
  * @property {"assistant"} role
  * @property {string | null} generationId
+ * @property {string} [streamToken]  lets a tab without the key watch this answer (auth on)
  * @property {TurnState} state
  * @property {string} text       the raw text exactly as the server sent it
  * @property {string} thinking
@@ -56,9 +61,10 @@ import { renderMarkdown } from "./markdown.js";
 /** @typedef {UserTurn | AssistantTurn} Turn */
 
 const STORAGE_KEY = "ssegate.chat.v1";
+const API_KEY_STORAGE = "ssegate.apiKey";
 const TERMINAL = new Set(["done", "error", "cancelled"]);
 
-/** Error codes from the gateway, in words a person can act on. */
+/** Error codes of `error` events (the model provider's side, mostly), in words a person can act on. */
 const ERROR_TITLES = /** @type {Record<string, string>} */ ({
   upstream_auth: "The model provider rejected the API key. Check the key the server is configured with.",
   upstream_bad_request: "The model provider refused this request as invalid.",
@@ -72,9 +78,52 @@ const ERROR_TITLES = /** @type {Record<string, string>} */ ({
   internal: "Something went wrong inside ssegate.",
   not_found: "This answer is no longer available: it expired, or the link is wrong.",
   network: "The server cannot be reached. Check your connection, then try again.",
+  token_expired: "The access of this watch link has expired. Open a fresh link from the author's tab.",
 });
 
-const client = createGatewayClient();
+/**
+ * Codes of ssegate's own refusals (an HTTP answer, not an event): why the server said no, and what to
+ * do about it. Some wording depends on the error (how long to wait) or the tab (watching or not).
+ * @type {Record<string, (error: GatewayError) => string>}
+ */
+const REFUSAL_TITLES = {
+  rate_limited: (e) => `You have started too many answers in a short time. Try again ${waitText(e.retryAfterMs)}.`,
+  too_many_streams: () =>
+    "Too many answers are open at once with your access. Close another tab, or wait for an answer to finish.",
+  server_busy: () => "The server is at its limit of open answers. Try again in a few seconds.",
+  draining: () => "The server is restarting. Try again in a moment.",
+  unauthorized: () =>
+    watchId
+      ? "This answer is private. Open the watch link from the author's tab: it carries the access."
+      : "This server needs an API key. Enter it under “API key” below, then send again.",
+  invalid_api_key: () => "The server did not accept this API key. Check it under “API key” below.",
+  invalid_token: () => "This watch link is not valid. Open a fresh one from the author's tab.",
+  token_expired: () => "The access of this watch link has expired. Open a fresh link from the author's tab.",
+  forbidden: () => "Your API key is not allowed to do this. Ask for a key with the right scopes.",
+  prompt_too_large: () => "This conversation is too long for the server. Start a new chat, or send less text.",
+  body_too_large: () => "This conversation is too long for the server. Start a new chat, or send less text.",
+  unknown_model: () => "The server does not offer the model this page asked for.",
+  provider_unavailable: () => "The model provider is not available on this server.",
+  invalid_request: () => "The server refused this request as invalid.",
+  expired: () => "This answer has expired: the server no longer keeps it.",
+};
+
+/** When no code is known (an answer from a proxy, say), the status says enough. */
+const STATUS_TITLES = /** @type {Record<number, string>} */ ({
+  401: "The server needs an API key. Enter it under “API key” below.",
+  403: "You are not allowed to do this.",
+  404: ERROR_TITLES.not_found,
+  408: "The server took too long to read the request. Try again.",
+  413: "This conversation is too long for the server. Start a new chat, or send less text.",
+  429: "The server is receiving too many requests. Wait a moment, then try again.",
+});
+
+/** @param {number | null} ms */
+function waitText(ms) {
+  if (ms === null) return "in a moment";
+  const seconds = Math.max(1, Math.ceil(ms / 1000));
+  return seconds < 90 ? `in ${seconds} s` : `in about ${Math.round(seconds / 60)} min`;
+}
 
 // ------------------------------------------------------------------------------------------------------
 // State
@@ -82,10 +131,23 @@ const client = createGatewayClient();
 
 const params = new URLSearchParams(location.search);
 const watchId = params.get("watch");
+// A watch link from a tab with an API key carries a stream token for that answer (in the fragment, so
+// it is never sent to the server as part of the page's URL).
+const watchToken = watchId ? new URLSearchParams(location.hash.slice(1)).get("token") ?? "" : "";
+
+let apiKey = watchId ? "" : sessionStorage.getItem(API_KEY_STORAGE) ?? "";
+
+/** A gateway client that sends this tab's credential, if any. */
+function makeClient() {
+  const credential = watchId ? watchToken : apiKey;
+  return createGatewayClient({ headers: credential ? { Authorization: `Bearer ${credential}` } : {} });
+}
+
+let client = makeClient();
 
 /** @type {Turn[]} */
 let turns = watchId ? [] : loadTurns();
-/** @type {{turn: AssistantTurn, stream: GenerationStream, stopRequested: boolean} | null} */
+/** @type {{turn: AssistantTurn, reading: AbortController, stopRequested: boolean} | null} */
 let active = null;
 
 /** @returns {Turn[]} */
@@ -108,6 +170,7 @@ function newAssistantTurn(/** @type {string | null} */ generationId) {
   return {
     role: "assistant",
     generationId,
+    streamToken: watchToken,
     state: "connecting",
     text: "",
     thinking: "",
@@ -153,6 +216,11 @@ const stopEl = /** @type {HTMLButtonElement} */ ($("stop"));
 const connEl = $("conn");
 const connTextEl = $("conn-text");
 const newChatEl = $("new-chat");
+const keyPanelEl = /** @type {HTMLDetailsElement} */ ($("key-panel"));
+const keyFormEl = /** @type {HTMLFormElement} */ ($("key-form"));
+const keyInputEl = /** @type {HTMLInputElement} */ ($("api-key"));
+const keyStateEl = $("key-state");
+const keyForgetEl = /** @type {HTMLButtonElement} */ ($("key-forget"));
 
 /**
  * The elements of one assistant answer.
@@ -272,7 +340,8 @@ function paint(turn) {
   view.chip.dataset.state = turn.state;
   view.stats.textContent = statsText(turn);
   if (turn.generationId) {
-    view.watch.href = `/?watch=${encodeURIComponent(turn.generationId)}`;
+    const access = turn.streamToken ? `#token=${encodeURIComponent(turn.streamToken)}` : "";
+    view.watch.href = `/?watch=${encodeURIComponent(turn.generationId)}${access}`;
     view.watch.hidden = TERMINAL.has(turn.state) && !watchId;
   } else {
     view.watch.hidden = true;
@@ -450,25 +519,41 @@ function describeError(code, message) {
 }
 
 /**
- * The stream itself failed (not an `error` event): unreachable server, unknown generation, ...
+ * The request itself failed (not an `error` event): the server refused it (a limit, a missing key, an
+ * unknown generation, ...), or could not be reached at all.
  * @param {unknown} failure
  */
 function describeFailure(failure) {
   const error = explainStreamError(failure);
-  if (error instanceof GatewayError) return describeError(error.code, error.message);
+  if (error instanceof GatewayError) return describeRefusal(error);
   if (error instanceof StreamGaveUpError || error instanceof TypeError) {
     return describeError("network", error.message);
   }
   return describeError("internal", String(error));
 }
 
+/** @param {GatewayError} error */
+function describeRefusal(error) {
+  const title =
+    REFUSAL_TITLES[error.code]?.(error) ??
+    ERROR_TITLES[error.code] ??
+    STATUS_TITLES[error.status] ??
+    (error.status >= 500 ? ERROR_TITLES.internal : "The server refused this request.");
+  const detail = error.message && error.message !== `HTTP ${error.status}` ? `${error.message} (${error.code})` : "";
+  return { title, detail: detail || `HTTP ${error.status} (${error.code})` };
+}
+
 /**
  * Read a generation into `turn` until it ends.
  * @param {AssistantTurn} turn
- * @param {(handlers: import("./ssegate.js").FollowOptions) => GenerationStream} open
+ * @param {(handlers: import("./ssegate.js").FollowOptions) => GenerationStream | Promise<GenerationStream>} open
  */
 async function run(turn, open) {
-  const stream = open({
+  const reading = new AbortController();
+  active = { turn, reading, stopRequested: false };
+  schedule(turn);
+  const handlers = /** @type {import("./ssegate.js").FollowOptions} */ ({
+    signal: reading.signal,
     onGenerationId: (id) => {
       turn.generationId = id;
       rememberGeneration(id);
@@ -487,17 +572,22 @@ async function run(turn, open) {
     },
     maxAttempts: 8,
   });
-  active = { turn, stream, stopRequested: false };
-  schedule(turn);
   try {
+    const stream = await open(handlers);
     const terminal = await stream.done;
     if (!terminal && !TERMINAL.has(turn.state)) {
       // Stopped reading on request, or a 204: the generation ended and its events are no longer kept.
       turn.state = active?.stopRequested ? "cancelled" : "done";
     }
   } catch (failure) {
-    turn.state = "error";
-    turn.error = describeFailure(failure);
+    if (reading.signal.aborted && active?.stopRequested) {
+      turn.state = "cancelled"; // stopped before the server even answered
+    } else {
+      turn.state = "error";
+      turn.error = describeFailure(failure);
+      const refusal = explainStreamError(failure);
+      if (refusal instanceof GatewayError && refusal.status === 401 && !watchId) askForKey();
+    }
   } finally {
     active = null;
     turn.endedAt ??= performance.now();
@@ -513,14 +603,46 @@ function rememberGeneration(id) {
   saveTurns();
 }
 
+/**
+ * The conversation for the model. A message whose answer the server refused (it never started) is left
+ * out: the model never saw it, and the person usually sends it again.
+ * @returns {{role: "user" | "assistant", content: string}[]}
+ */
+function conversation() {
+  /** @type {{role: "user" | "assistant", content: string}[]} */
+  const messages = [];
+  turns.forEach((t, index) => {
+    if (t.role === "user") {
+      const answer = turns[index + 1];
+      if (answer?.role === "assistant" && answer.state === "error" && !answer.generationId) return;
+      messages.push({ role: "user", content: t.content });
+    } else if (t.text !== "") {
+      messages.push({ role: "assistant", content: t.text });
+    }
+  });
+  return messages;
+}
+
+/**
+ * With an API key: start with a JSON POST, whose answer carries a stream token for the watch link,
+ * then read the answer with the key. (Without one, generate() starts and streams in one request.)
+ * @param {AssistantTurn} turn
+ * @param {import("./ssegate.js").GenerationRequest} request
+ * @param {import("./ssegate.js").FollowOptions} handlers
+ */
+async function startAndFollow(turn, request, handlers) {
+  const created = await client.startGeneration(request, { signal: handlers.signal });
+  turn.streamToken = typeof created.stream_token === "string" ? created.stream_token : "";
+  handlers.onGenerationId?.(created.id);
+  return client.follow(created.id, handlers);
+}
+
 /** @param {string} prompt */
 async function send(prompt) {
   /** @type {UserTurn} */
   const userTurn = { role: "user", content: prompt };
   turns.push(userTurn);
-  const messages = turns
-    .filter((t) => t.role === "user" || (t.role === "assistant" && t.text !== ""))
-    .map((t) => ({ role: t.role, content: t.role === "user" ? t.content : t.text }));
+  const messages = conversation();
   const turn = newAssistantTurn(null);
   turn.sentAt = performance.now();
   turns.push(turn);
@@ -530,7 +652,14 @@ async function send(prompt) {
   // The reader just asked: bring the answer into view and keep following it as it grows.
   window.scrollTo({ top: document.documentElement.scrollHeight });
   turn.state = "connecting";
-  await run(turn, (handlers) => client.generate({ messages }, handlers));
+  await run(turn, (handlers) =>
+    apiKey ? startAndFollow(turn, { messages }, handlers) : client.generate({ messages }, handlers),
+  );
+  if (turn.state === "error" && !turn.generationId && promptEl.value === "") {
+    // Refused before it started: give the message back, so sending it again is one keystroke.
+    promptEl.value = prompt;
+    autosize();
+  }
 }
 
 /** Follow an existing generation from its first event, rebuilding the answer. */
@@ -556,7 +685,7 @@ async function stop() {
     await client.cancel(id);
   } catch (failure) {
     // Already finished, or unreachable: stop reading; what was shown stays.
-    if (!(failure instanceof GatewayError && failure.status === 409)) active?.stream.close();
+    if (!(failure instanceof GatewayError && failure.status === 409)) active?.reading.abort();
   }
 }
 
@@ -592,7 +721,7 @@ newChatEl.addEventListener("click", () => {
   if (active) {
     // Nobody will read the rest of this answer: stop paying for it.
     if (active.turn.generationId) client.cancel(active.turn.generationId).catch(() => {});
-    active.stream.close();
+    active.reading.abort();
   }
   turns = [];
   saveTurns();
@@ -600,6 +729,42 @@ newChatEl.addEventListener("click", () => {
   renderAll();
   paintConnection();
   promptEl.focus();
+});
+
+// The API key: kept for this tab only, sent with every request from now on.
+function paintKey() {
+  keyStateEl.textContent = apiKey ? " · set" : "";
+  keyForgetEl.hidden = !apiKey;
+}
+
+/** The server wants a key (401): open the key field and put the cursor in it. */
+function askForKey() {
+  keyPanelEl.open = true;
+  keyInputEl.focus();
+  keyInputEl.select();
+}
+
+/** @param {string} key */
+function useKey(key) {
+  apiKey = key;
+  if (key) sessionStorage.setItem(API_KEY_STORAGE, key);
+  else sessionStorage.removeItem(API_KEY_STORAGE);
+  client = makeClient();
+  paintKey();
+}
+
+keyFormEl.addEventListener("submit", (event) => {
+  event.preventDefault();
+  useKey(keyInputEl.value.trim());
+  keyInputEl.value = "";
+  keyPanelEl.open = false;
+  promptEl.focus();
+});
+
+keyForgetEl.addEventListener("click", () => {
+  useKey("");
+  keyInputEl.value = "";
+  keyInputEl.focus();
 });
 
 document.querySelectorAll("[data-example]").forEach((button) => {
@@ -642,6 +807,7 @@ function start() {
     }
     promptEl.focus();
   }
+  paintKey();
   paintConnection();
 }
 

@@ -6,10 +6,12 @@
  *
  * - `openEventStream(url, options)` reads an event stream over `fetch` (any method, a body, headers such
  *   as Authorization) or over the native `EventSource` (GET only). It resumes after a drop with
- *   `Last-Event-ID` after the server's `retry:` delay, growing with capped exponential backoff and jitter;
- *   stops on 204, on a terminal event, on a fatal HTTP status or when its AbortSignal fires; and notices a
- *   dead connection with an idle timeout that any received byte, keep-alive comments included, resets.
- *   Events arrive through callbacks and through an async iterator.
+ *   `Last-Event-ID` after the server's `retry:` delay, growing with capped exponential backoff and jitter,
+ *   and never sooner than a `Retry-After` asks; stops on 204, on a terminal event, on a fatal HTTP status
+ *   or when its AbortSignal fires. A refused request that would start something (not a GET) is not sent
+ *   again, except once after a 429 with a short `Retry-After`. Over fetch, an idle timeout that any
+ *   received byte (keep-alive comments included) resets notices a dead connection; EventSource hides
+ *   comments, so there it is off unless asked for. Events arrive through callbacks and an async iterator.
  * - `createGatewayClient()` speaks ssegate's `/v1/generations` API: generate, startGeneration, follow,
  *   cancel, state, providers.
  *
@@ -39,7 +41,10 @@ export { createParser };
  * @property {number} [retryMs]                 reconnection delay until the server sends `retry:` (1000)
  * @property {number} [maxRetryMs]              cap of the exponential backoff (30000)
  * @property {number} [maxAttempts]             give up after this many failed reconnects in a row (Infinity)
- * @property {number} [idleTimeoutMs]           reconnect when nothing arrives for this long (45000; 0 = off)
+ * @property {number} [idleTimeoutMs]           reconnect when nothing arrives for this long; 0 = off.
+ *   fetch: default 45000, and any byte resets it, keep-alive comments included. eventsource: default 0,
+ *   because EventSource never shows comments, so only events reset it: set it only for a stream whose
+ *   events come more often than that (keep-alives alone would not keep a quiet stream open)
  * @property {(event: SSEEvent) => boolean} [isTerminal]  an event after which the stream is complete
  * @property {(event: SSEEvent) => void} [onEvent]
  * @property {(info: {response: Response | null, url: string, attempt: number}) => void} [onOpen]
@@ -61,22 +66,31 @@ export { createParser };
  * @property {string} lastEventId
  */
 
-/** An HTTP answer that reconnecting cannot fix (4xx other than 408/429, or not an event stream). */
+/**
+ * An HTTP answer that reconnecting cannot fix: a 4xx other than 408/429 (any 4xx for a request that
+ * starts something), or not an event stream. Also the `cause` of a StreamGaveUpError when the last
+ * attempt got an HTTP error.
+ */
 export class StreamHTTPError extends Error {
   /**
    * @param {string} message
    * @param {number} status
    * @param {unknown} [body]
+   * @param {number | null} [retryAfterMs]  the answer's Retry-After, in ms
    */
-  constructor(message, status, body) {
+  constructor(message, status, body, retryAfterMs = null) {
     super(message);
     this.name = "StreamHTTPError";
     this.status = status;
     this.body = body;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
-/** The stream kept failing: `maxAttempts` reconnects in a row did not deliver anything. */
+/**
+ * The stream kept failing: `maxAttempts` reconnects in a row did not deliver anything. `cause` is the
+ * last attempt's error (a StreamHTTPError when the server answered; see explainStreamError).
+ */
 export class StreamGaveUpError extends Error {
   /**
    * @param {string} message
@@ -98,6 +112,11 @@ class IdleTimeoutError extends Error {
 
 /** Statuses worth retrying: the server or something in between may answer differently later. */
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+/**
+ * A 429 to a request that starts something is sent once more only when the wait is this short; a longer
+ * one (a rate limit counted per minute) is for the person to see, not for the client to sit out.
+ */
+const SHORT_RETRY_AFTER_MS = 5000;
 
 /**
  * An open event stream. Iterate it (`for await (const event of stream)`), or pass callbacks.
@@ -127,6 +146,7 @@ export class EventStream {
     /** @type {unknown} */
     this._error = null;
     this._finished = false;
+    this._resentAfterRefusal = false;
     const signal = options.signal;
     if (signal) {
       if (signal.aborted) this._controller.abort();
@@ -246,7 +266,8 @@ export class EventStream {
       if (failures >= maxAttempts) {
         throw new StreamGaveUpError(`gave up after ${failures} failed attempts`, outcome.error);
       }
-      const delayMs = backoffDelay(retryMs, failures, maxRetryMs, random);
+      // The server's Retry-After is a floor: coming back sooner only earns the same answer.
+      const delayMs = Math.max(backoffDelay(retryMs, failures, maxRetryMs, random), retryAfterOf(outcome.error));
       this._setState("reconnecting");
       options.onReconnect?.({ error: outcome.error, delayMs, attempt: attempt + 1 });
       await sleep(delayMs, signal);
@@ -278,7 +299,9 @@ export class EventStream {
     let terminal = false;
     /** @type {{url: string, method: string, body: string | null} | null} */
     let next = null;
-    const idle = createIdleTimer(options.idleTimeoutMs ?? 45000, () => connection.abort(new IdleTimeoutError()));
+    const idle = createIdleTimer(options.idleTimeoutMs ?? FETCH_IDLE_TIMEOUT_MS, () =>
+      connection.abort(new IdleTimeoutError()),
+    );
     try {
       idle.reset();
       const response = await doFetch(request.url, {
@@ -295,8 +318,9 @@ export class EventStream {
       if (response.status === 204) return { kind: "no-content", error: null, delivered, next };
       if (!response.ok) {
         const body = await readErrorBody(response);
-        const error = new StreamHTTPError(`HTTP ${response.status}`, response.status, body);
-        if (RETRYABLE_STATUS.has(response.status)) return { kind: "dropped", error, delivered, next };
+        const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
+        const error = new StreamHTTPError(`HTTP ${response.status}`, response.status, body, retryAfterMs);
+        if (this._mayRetry(request, response.status, retryAfterMs)) return { kind: "dropped", error, delivered, next };
         throw error;
       }
       const contentType = response.headers.get("content-type") ?? "";
@@ -351,6 +375,24 @@ export class EventStream {
   }
 
   /**
+   * Whether an HTTP error answer is worth another try. A read (GET) is, for the retryable statuses. The
+   * request that starts something is refused for a reason a person should see (a rate limit, a missing
+   * key, a prompt too large): a 4xx is final, except a 429 asking for a short wait, sent once more.
+   * @param {{method: string}} request
+   * @param {number} status
+   * @param {number | null} retryAfterMs
+   * @returns {boolean}
+   */
+  _mayRetry(request, status, retryAfterMs) {
+    if (!RETRYABLE_STATUS.has(status)) return false;
+    if (request.method === "GET" || status >= 500) return true;
+    if (status !== 429 || this._resentAfterRefusal) return false;
+    if (retryAfterMs === null || retryAfterMs > SHORT_RETRY_AFTER_MS) return false;
+    this._resentAfterRefusal = true;
+    return true;
+  }
+
+  /**
    * One native EventSource, read until it closes. The browser reconnects by itself (sending
    * Last-Event-ID) while readyState is CONNECTING; it gives up (CLOSED) on 204 or an HTTP error.
    * @param {string} url
@@ -372,7 +414,9 @@ export class EventStream {
         this._controller.signal.removeEventListener("abort", onAbort);
         resolve(outcome);
       };
-      const idle = createIdleTimer(options.idleTimeoutMs ?? 45000, () =>
+      // Off by default: EventSource never shows keep-alive comments, so a quiet but healthy stream
+      // would look dead (the browser itself reconnects after a drop it can see).
+      const idle = createIdleTimer(options.idleTimeoutMs ?? 0, () =>
         finish({ kind: "dropped", error: new IdleTimeoutError(), delivered, next: null }),
       );
       const onAbort = () => finish({ kind: "dropped", error: null, delivered, next: null });
@@ -449,6 +493,30 @@ function resumeRequest(request, response) {
   const location = response.headers.get("location");
   if (request.method === "GET" || !location) return request;
   return { url: new URL(location, response.url || request.url).href, method: "GET", body: null };
+}
+
+/** Default idle timeout over fetch, where keep-alive comments (every 15 s from ssegate) reset it. */
+const FETCH_IDLE_TIMEOUT_MS = 45000;
+
+/**
+ * A Retry-After header (delay-seconds or an HTTP date) in ms, or null.
+ * @param {string | null} value
+ * @returns {number | null}
+ */
+export function parseRetryAfter(value) {
+  if (value === null) return null;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
+}
+
+/**
+ * @param {unknown} error
+ * @returns {number}
+ */
+function retryAfterOf(error) {
+  return error instanceof StreamHTTPError && error.retryAfterMs !== null ? error.retryAfterMs : 0;
 }
 
 /**
@@ -553,18 +621,25 @@ export const GENERATION_EVENT_TYPES = Object.freeze([
  * @property {"fetch" | "eventsource"} [transport]
  */
 
-/** A gateway answer that is an error (`{error: {code, message}}` with a 4xx/5xx status). */
+/**
+ * A gateway answer that is an error (`{error: {code, message, …}}` with a 4xx/5xx status).
+ * `details` holds the error object's other fields (`retry_after`, `field`, `limit`, …).
+ */
 export class GatewayError extends Error {
   /**
    * @param {string} code
    * @param {string} message
    * @param {number} status
+   * @param {{retryAfterMs?: number | null, details?: Record<string, unknown>}} [extra]
    */
-  constructor(code, message, status) {
+  constructor(code, message, status, extra = {}) {
     super(message);
     this.name = "GatewayError";
     this.code = code;
     this.status = status;
+    /** how long the server asked to wait before trying again (Retry-After), or null */
+    this.retryAfterMs = extra.retryAfterMs ?? null;
+    this.details = extra.details ?? {};
   }
 }
 
@@ -661,7 +736,9 @@ export function createGatewayClient(config = {}) {
     } catch {
       body = text;
     }
-    if (!response.ok) throw gatewayErrorFrom(response.status, body);
+    if (!response.ok) {
+      throw gatewayErrorFrom(response.status, body, parseRetryAfter(response.headers.get("retry-after")));
+    }
     return body;
   }
 
@@ -707,15 +784,19 @@ export function createGatewayClient(config = {}) {
 
   return {
     /**
-     * Create a generation (201): `{id, events_url, cancel_url}`. Read it with follow().
+     * Create a generation (201): `{id, events_url, cancel_url, …}`, plus `stream_token` when the server
+     * has API keys (a token that only watches this generation: for a link or an EventSource URL).
+     * Read it with follow().
      * @param {GenerationRequest} request
-     * @returns {Promise<{id: string, events_url: string, cancel_url: string}>}
+     * @param {{signal?: AbortSignal}} [options]
+     * @returns {Promise<{id: string, events_url: string, cancel_url: string, stream_token?: string}>}
      */
-    startGeneration(request) {
+    startGeneration(request, options = {}) {
       return requestJSON("/v1/generations", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(request),
+        signal: options.signal,
       });
     },
 
@@ -787,24 +868,34 @@ export function createGatewayClient(config = {}) {
 /**
  * @param {number} status
  * @param {any} body
+ * @param {number | null} [retryAfterMs]  from the Retry-After header
  * @returns {GatewayError}
  */
-function gatewayErrorFrom(status, body) {
+function gatewayErrorFrom(status, body, retryAfterMs = null) {
   const error = body && typeof body === "object" ? body.error : null;
   if (error && typeof error === "object") {
-    return new GatewayError(String(error.code ?? "http_error"), String(error.message ?? ""), status);
+    const { code, message, ...details } = error;
+    // The body's retry_after (seconds) says the same as the header, which a CORS page may not see.
+    const wait = typeof details.retry_after === "number" ? details.retry_after * 1000 : retryAfterMs;
+    return new GatewayError(String(code ?? "http_error"), String(message ?? ""), status, {
+      retryAfterMs: wait,
+      details,
+    });
   }
-  return new GatewayError("http_error", `HTTP ${status}`, status);
+  return new GatewayError("http_error", `HTTP ${status}`, status, { retryAfterMs });
 }
 
 /**
- * Turn a StreamHTTPError from a generation stream into a GatewayError when its body says more.
+ * Turn the error a stream failed with into a GatewayError when the server's answer says more: an HTTP
+ * error (StreamHTTPError), also when it is the last attempt behind a StreamGaveUpError. Anything else
+ * (a network failure, an abort) comes back unchanged.
  * @param {unknown} error
  * @returns {unknown}
  */
 export function explainStreamError(error) {
-  if (error instanceof StreamHTTPError && error.body && typeof error.body === "object") {
-    return gatewayErrorFrom(error.status, error.body);
+  const answer = error instanceof StreamGaveUpError && error.cause instanceof StreamHTTPError ? error.cause : error;
+  if (answer instanceof StreamHTTPError && answer.status >= 400) {
+    return gatewayErrorFrom(answer.status, answer.body, answer.retryAfterMs);
   }
   return error;
 }
