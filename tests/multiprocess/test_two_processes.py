@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,7 +19,6 @@ from tests.deploy.nginx import nginx_in_front_of
 from tests.fakes._upstream import Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic
 from tests.multiprocess.processes import SsegateProcess, ssegate_processes
-from tests.support.redis_server import RedisServer
 from tests.support.sse import Received, iter_stream, read_stream
 
 pytestmark = pytest.mark.redis
@@ -37,15 +36,6 @@ LONG = {"messages": [{"role": "user", "content": "/long"}]}  # ~500 demo tokens:
 UPSTREAM_TEXT = tuple(f" tok{n}" for n in range(400))
 _WAIT = 15.0
 TERMINAL = {"done", "error"}
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer()
-    try:
-        yield server.url
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,6 @@ import pytest
 
 from ssegate.codec.events import Event
 from tests.multiprocess.processes import SsegateProcess, ssegate_processes
-from tests.support.redis_server import RedisServer
 from tests.support.sse import Received, iter_stream
 
 pytestmark = [
@@ -38,15 +37,6 @@ ENV = {
 LONG = {"messages": [{"role": "user", "content": "/long"}], "keep_running": True}
 PART = 60  # events per request before the client hangs up and resumes
 _WAIT = 20.0
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer()
-    try:
-        yield server.url
-    finally:
-        server.close()
 
 
 def _stat(pid: int) -> list[str] | None:

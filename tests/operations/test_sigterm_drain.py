@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 
 from ssegate.codec.events import Comment, Event
 from tests.multiprocess.processes import SsegateProcess, ssegate_processes
-from tests.support.redis_server import RedisServer
 from tests.support.servers import free_port
 from tests.support.sse import iter_stream, read_stream
 
@@ -26,15 +24,6 @@ pytestmark = pytest.mark.redis
 PACE = {"SSEGATE_DEMO_TTFT": "0.05", "SSEGATE_DEMO_TOKENS_PER_SECOND": "100", "SSEGATE_RETRY_MS": "50"}
 LONG = {"messages": [{"role": "user", "content": "/long"}]}  # ~500 tokens: ~5 s at 100/s
 _WAIT = 30.0
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer()
-    try:
-        yield server.url
-    finally:
-        server.close()
 
 
 async def start(process: SsegateProcess, body: dict[str, Any]) -> dict[str, Any]:

@@ -103,6 +103,16 @@ def redis_server() -> Iterator[str]:
         server.close()
 
 
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """URL of a redis-server for one test module that starts ssegate processes against it."""
+    server = RedisServer()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test alone, which the test may kill and restart."""
