@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
 from ssegate.codec import Event, EventStreamParser
 from tests.browser.test_chat_page import (
@@ -64,7 +64,10 @@ async def use_key(page: Page, key: str) -> None:
 
 
 async def error_text(page: Page) -> str:
-    return await page.locator(".msg.assistant .error").last.text_content() or ""
+    # The last answer's explanation, once painted (the state flips a frame earlier).
+    error = page.locator(".msg.assistant").last.locator(".error")
+    await expect(error).not_to_be_empty(timeout=5000)
+    return await error.text_content() or ""
 
 
 async def test_chat_page_asks_for_the_key_and_explains_a_wrong_one(browser: Browser) -> None:

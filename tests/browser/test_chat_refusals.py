@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, expect
 
 from tests.browser.test_chat_page import LAST_ANSWER, browser, open_chat, send, ssegate, wait_for_end
 
@@ -30,9 +30,10 @@ async def test_chat_page_explains_its_own_rate_limit_at_once(browser: Browser) -
         await send(page, "and again")
         # Within a few seconds, not after a minute of retries.
         await page.wait_for_function(f"{LAST_ANSWER}.state === 'error'", timeout=5000)
-        error = page.locator(".msg.assistant .error").last
+        error = page.locator(".msg.assistant").last.locator(".error")
+        # The state flips before the explanation is painted (next frame): wait for the words.
+        await expect(error).to_contain_text("too many answers in a short time", timeout=5000)
         text = await error.text_content() or ""
-        assert "too many answers in a short time" in text
         assert re.search(r"Try again in \d+ s\.", text), text  # the wait the server asked for
         assert "rate_limited" in text
         assert "cannot be reached" not in text
@@ -50,6 +51,7 @@ async def test_chat_page_explains_a_prompt_over_the_limit(browser: Browser) -> N
         answer = await wait_for_end(page)
 
         assert answer["state"] == "error"
-        text = await page.locator(".msg.assistant .error").text_content() or ""
-        assert "too long" in text
+        error = page.locator(".msg.assistant").last.locator(".error")
+        await expect(error).to_contain_text("too long", timeout=5000)
+        text = await error.text_content() or ""
         assert "prompt_too_large" in text
