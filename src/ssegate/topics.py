@@ -47,7 +47,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ssegate.codec.encoder import encode_comment, encode_event
+from ssegate.codec.encoder import KEEPALIVE, encode_event
 from ssegate.codec.events import Event
 from ssegate.errors import StreamExists, StreamNotFound
 from ssegate.log.base import (
@@ -93,7 +93,6 @@ _KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 MARKER_EVENT = "ssegate.opened"
 RESERVED_EVENT_TYPES = frozenset({"reset"})
 _STREAM_PREFIX = "topic:"
-KEEPALIVE = encode_comment("keep-alive")
 # Positions a stream's log can never have made: resuming from them makes the log say why (reset).
 _FOREIGN_EPOCH_CURSOR = "x:0"
 _UNKNOWN_CURSOR = "?"

@@ -34,10 +34,16 @@ async def start(process: SsegateProcess, body: dict[str, Any]) -> dict[str, Any]
     return created
 
 
-async def watch_until_the_server_ends_it(process: SsegateProcess, url: str) -> tuple[list[Event], list[str]]:
-    """Read from ``process`` and SIGTERM it after a few events; return what arrived before it closed."""
+async def watch_until_the_server_ends_it(
+    process: SsegateProcess, url: str, *, signum: int = signal.SIGTERM, after: int = 10
+) -> tuple[list[Event], list[str], float]:
+    """Read from ``process`` and send it ``signum`` after ``after`` events (to the PID we started).
+
+    Returns what arrived before the stream closed, and the time the signal was sent.
+    """
     events: list[Event] = []
     comments: list[str] = []
+    signalled_at = 0.0
     async with (
         httpx.AsyncClient(base_url=process.url, timeout=_WAIT) as client,
         client.stream("GET", url) as response,
@@ -48,9 +54,10 @@ async def watch_until_the_server_ends_it(process: SsegateProcess, url: str) -> t
                 comments.append(item.text)
                 continue
             events.append(item)
-            if len(events) == 10:
-                process.terminate()  # SIGTERM to the PID we started
-    return events, comments
+            if len(events) == after:
+                signalled_at = time.monotonic()
+                process.process.send_signal(signum)
+    return events, comments, signalled_at
 
 
 async def readiness_until_gone(process: SsegateProcess) -> list[int]:
@@ -68,7 +75,7 @@ async def test_sigterm_hands_the_viewer_to_another_process_without_losing_an_eve
     env = {**PACE, "SSEGATE_DRAIN_TIMEOUT": "30"}
     async with ssegate_processes(2, redis_url, env) as (a, b):
         created = await start(a, LONG)
-        before, comments = await watch_until_the_server_ends_it(a, created["events_url"])
+        before, comments, _ = await watch_until_the_server_ends_it(a, created["events_url"])
         # The draining process ended the stream itself, cleanly, long before the answer was done.
         assert comments[-1] == "server draining; reconnect"
         assert "done" not in [e.event for e in before]
@@ -141,18 +148,9 @@ async def test_stopping_a_single_memory_process_ends_open_streams_cleanly_and_at
     try:
         assert await process.wait_ready(), process.output()
         created = await start(process, LONG)
-        events: list[Event] = []
-        comments: list[str] = []
-        async with (
-            httpx.AsyncClient(base_url=process.url, timeout=_WAIT) as client,
-            client.stream("GET", created["events_url"]) as response,
-        ):
-            async for item in iter_stream(response):
-                if isinstance(item, Comment):
-                    comments.append(item.text)
-                elif (events := [*events, item]) and len(events) == 3:
-                    signalled_at = time.monotonic()
-                    server.send_signal(signum)
+        _, comments, signalled_at = await watch_until_the_server_ends_it(
+            process, created["events_url"], signum=signum, after=3
+        )
         ended_after = time.monotonic() - signalled_at
         # uvicorn re-raises a caught SIGTERM once shut down, so the exit status names the signal.
         assert server.wait(_WAIT) in (0, -signum)

@@ -109,3 +109,7 @@ def _utf8(text: str, what: str) -> bytes:
         return text.encode()
     except UnicodeEncodeError as exc:
         raise LocalProtocolError(f"{what} is not encodable as UTF-8: {exc.reason} at {exc.start}") from exc
+
+
+# The comment ssegate writes to an idle stream so proxies and clients see it is alive.
+KEEPALIVE = encode_comment("keep-alive")

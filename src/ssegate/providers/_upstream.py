@@ -49,8 +49,8 @@ def disconnected_error(detail: str) -> UpstreamError:
     )
 
 
-def refused_connection(exc: BaseException) -> bool:
-    """True when a "timeout" was really a refused connection.
+def start_timeout_error(exc: BaseException, idle_timeout: float) -> UpstreamError:
+    """What an SDK's timeout while starting the call means: a timeout, or a refused connection.
 
     httpx-aiohttp (the SDKs' aiohttp transport) reports aiohttp's connect failures as
     ``ConnectTimeout``; the refusal is still there in the chain of causes.
@@ -58,9 +58,9 @@ def refused_connection(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ConnectionRefusedError):
-            return True
+            return unavailable_error(str(exc.__cause__ or exc))
         seen = seen.__cause__ or seen.__context__
-    return False
+    return timeout_error(idle_timeout)
 
 
 def unavailable_error(detail: str) -> UpstreamError:

@@ -21,8 +21,7 @@ from ssegate.providers._upstream import (
     disconnected_error,
     error_body_summary,
     error_for_status,
-    refused_connection,
-    timeout_error,
+    start_timeout_error,
     unavailable_error,
 )
 from ssegate.providers.base import (
@@ -103,9 +102,7 @@ class AnthropicProvider:
         except anthropic.APIStatusError as exc:
             raise _status_error(exc) from exc
         except anthropic.APITimeoutError as exc:
-            if refused_connection(exc):
-                raise unavailable_error(str(exc.__cause__ or exc)) from exc
-            raise timeout_error(self._idle_timeout) from exc
+            raise start_timeout_error(exc, self._idle_timeout) from exc
         except anthropic.APIConnectionError as exc:
             raise unavailable_error(str(exc)) from exc
         # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.

@@ -16,27 +16,22 @@ events it carries, while a quiet stream's next event goes out at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Protocol, runtime_checkable
 
 from starlette.types import Send
 
-from ssegate.codec.encoder import encode_comment
+from ssegate.codec.encoder import KEEPALIVE
 from ssegate.errors import SSEGateError
 from ssegate.log.base import EventLog, Handoff, LogEntry
 from ssegate.server.metrics import Metrics
+from ssegate.topics import MARKER_EVENT
 
-logger = logging.getLogger("ssegate.fanout")
-
-KEEPALIVE = encode_comment("keep-alive")
 # Scope keys: the server's own ``send`` (under every middleware), and the bytes the fan-out wrote
 # past the middleware (for the access log).
 SERVER_SEND = "ssegate.server_send"
 LIVE_BYTES = "ssegate.live_bytes"
 # Bytes waiting in a socket's buffer beyond which its viewer leaves the group (a slow client).
 SLOW_SOCKET_BYTES = 64 * 1024
-# Entries in the log that are bookkeeping, never sent (see ssegate.topics).
-_HIDDEN_EVENTS = frozenset({"ssegate.opened"})
 
 
 @runtime_checkable
@@ -158,9 +153,12 @@ class _Group:
         self.task = asyncio.create_task(self._run(), name=f"ssegate-fanout-{stream}")
 
     def stop(self) -> None:
+        self._unregister()
+        self.task.cancel()
+
+    def _unregister(self) -> None:
         if self.fanout._groups.get(self.stream) is self:
             del self.fanout._groups[self.stream]
-        self.task.cancel()
 
     async def _run(self) -> None:
         fanout = self.fanout
@@ -214,8 +212,7 @@ class _Group:
                 member.detached.set_result(self.after)
 
     def stop_members(self) -> None:
-        if self.fanout._groups.get(self.stream) is self:
-            del self.fanout._groups[self.stream]
+        self._unregister()
         members, self.members = self.members, set()
         for member in members:
             if not member.detached.done():
@@ -223,4 +220,4 @@ class _Group:
 
 
 def _wire(entries: list[LogEntry]) -> bytes:
-    return b"".join(e.wire for e in entries if e.event not in _HIDDEN_EVENTS)
+    return b"".join(e.wire for e in entries if e.event != MARKER_EVENT)

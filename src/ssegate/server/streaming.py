@@ -14,10 +14,10 @@ from collections.abc import AsyncGenerator, Sequence
 
 from starlette.types import Message, Receive, Scope, Send
 
-from ssegate.codec.encoder import encode_comment, encode_event, encode_retry
+from ssegate.codec.encoder import KEEPALIVE, encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
 from ssegate.log.base import EventLog, Handoff, ReadResult
-from ssegate.server.fanout import KEEPALIVE, LIVE_BYTES, SERVER_SEND, ChunkedSocket, FanOut
+from ssegate.server.fanout import LIVE_BYTES, SERVER_SEND, ChunkedSocket, FanOut
 from ssegate.server.limits import StreamTicket
 
 # What every event stream answers with. no-transform stops proxies (and compression middleware
