@@ -33,6 +33,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ssegate.errors import StreamClosed, StreamNotFound
 from ssegate.log.base import EventLog, LogEntry, Retention
 from ssegate.providers.base import (
@@ -82,12 +84,9 @@ def process_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-# One encoder for every event: json.dumps with non-default options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 def _json(value: dict[str, Any]) -> str:
-    return _ENCODER.encode(value)
+    # orjson: compact, UTF-8 as is; about a third of json's cost on the per-token path.
+    return orjson.dumps(value).decode()
 
 
 @dataclass(slots=True)

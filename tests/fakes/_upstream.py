@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
@@ -35,6 +36,7 @@ class Faults:
     drop_after: int | None = None  # then cut the connection (truncated chunked body)
     end_after: int | None = None  # then end the body cleanly, without the vendor's final event
     interval: float = 0.0  # seconds between deltas, when no shared clock paces them
+    gzip: bool = False  # send the body gzip-compressed (content-encoding: gzip), flushed per event
 
 
 class SharedClock:
@@ -119,7 +121,10 @@ class FakeUpstream(Generic[ScriptT]):
             headers = {"request-id": "req_fake", "retry-after-ms": "1"}
             await responder.json(faults.status, self.error_body(faults.status, script), headers)
             return
-        await responder.start(200, {**SSE_HEADERS, "request-id": "req_fake"})
+        headers = {**SSE_HEADERS, "request-id": "req_fake"}
+        if faults.gzip:
+            headers["content-encoding"] = "gzip"
+        await responder.start(200, headers)
         if await self._stream(request, script, faults, responder):
             await responder.end()
             self.completed += 1
@@ -132,6 +137,7 @@ class FakeUpstream(Generic[ScriptT]):
         """Send the frames; False when the answer did not end normally."""
         deltas = 0
         checked = -1
+        compressor = zlib.compressobj(wbits=31) if faults.gzip else None
         for frame in self.frames(request, script):
             if frame.is_delta or deltas != checked:
                 checked = deltas
@@ -153,8 +159,13 @@ class FakeUpstream(Generic[ScriptT]):
                 deltas += 1
             if responder.client_gone.is_set():
                 return False
-            await responder.send(frame.data)
+            data = frame.data
+            if compressor is not None:
+                data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            await responder.send(data)
             self.stream_started.set()
+        if compressor is not None:
+            await responder.send(compressor.flush())
         return True
 
     async def _pace(self, faults: Faults, responder: Responder) -> bool:

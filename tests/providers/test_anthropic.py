@@ -6,9 +6,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
+import anthropic
 import pytest
 
 from ssegate.providers import ProviderConfig, build_provider
+from ssegate.providers._upstream import body_reader
 from ssegate.providers.base import (
     Finished,
     ModelInfo,
@@ -303,3 +306,36 @@ async def test_anthropic_many_deltas_split_across_reads_arrive_whole(fake_anthro
 
     assert error is None
     assert text_of(events) == "".join(words)
+
+
+async def test_anthropic_gzip_compressed_stream_is_decoded(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    # A proxy may compress the event stream; the fast raw read must not hand over gzip bytes.
+    fake_anthropic.then(AnthropicScript(faults=Faults(gzip=True)))
+
+    events, error = await collect(provider.stream(ask("hi")))
+
+    assert error is None
+    assert text_of(events) == "Hello, world!"
+    assert events[-1] == Finished("stop", provider.info.default_model)
+
+
+async def test_anthropic_sdk_body_is_read_from_aiohttp_buffer(fake_anthropic: FakeAnthropic) -> None:
+    # The per-token fast path depends on the SDK's aiohttp transport internals: if an SDK upgrade
+    # moves them, this fails instead of the gateway silently getting slower.
+    client = anthropic.AsyncAnthropic(
+        api_key=API_KEY, base_url=fake_anthropic.url, http_client=anthropic.DefaultAioHttpClient()
+    )
+    try:
+        async with client.messages.with_streaming_response.create(
+            model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}], stream=True
+        ) as response:
+            read = body_reader(response.http_response)
+            assert isinstance(getattr(read, "__self__", None), aiohttp.StreamReader)
+            body = b""
+            while chunk := await read():
+                body += chunk
+    finally:
+        await client.close()
+    assert b"event: message_stop" in body

@@ -275,3 +275,12 @@ async def test_openai_cancelling_the_consumer_closes_the_upstream_connection(
 
     await fake_openai.client_closed_early.wait()
     assert fake_openai.completed == 0
+
+
+async def test_openai_gzip_compressed_stream_is_decoded(provider: Provider, fake_openai: FakeOpenAI) -> None:
+    fake_openai.then(OpenAIScript(faults=Faults(gzip=True)))
+
+    events, error = await collect(provider.stream(ask("hi")))
+
+    assert error is None
+    assert text_of(events) == "Hello, world!"

@@ -7,17 +7,18 @@ fraction of the SDK's typed event models on the per-token path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
+import orjson
 from anthropic.types import MessageParam
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
     IdleReader,
+    body_reader,
     disconnected_error,
     error_body_summary,
     error_for_status,
@@ -108,7 +109,7 @@ class AnthropicProvider:
         # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
         parser = EventStreamParser()
         mapper = _EventMapper()
-        reader = IdleReader(response.http_response.aiter_bytes(), self._idle_timeout)
+        reader = IdleReader(body_reader(response.http_response), self._idle_timeout)
         try:
             while True:
                 try:
@@ -146,7 +147,7 @@ class _EventMapper:
         kind = sse.event
         if kind == "ping":
             return []
-        data: dict[str, Any] = json.loads(sse.data)
+        data: dict[str, Any] = orjson.loads(sse.data)
         if kind == "content_block_delta":
             return self._delta(data)
         if kind == "content_block_start":

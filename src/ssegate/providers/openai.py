@@ -6,17 +6,18 @@ the request and maps status errors, and the body's ``chat.completion.chunk`` lin
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+import orjson
 from openai.types.chat import ChatCompletionMessageParam
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
     IdleReader,
+    body_reader,
     disconnected_error,
     error_body_summary,
     error_for_status,
@@ -105,7 +106,7 @@ class OpenAIProvider:
         # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
         parser = EventStreamParser()
         mapper = _ChunkMapper()
-        reader = IdleReader(response.http_response.aiter_bytes(), self._idle_timeout)
+        reader = IdleReader(body_reader(response.http_response), self._idle_timeout)
         try:
             while True:
                 try:
@@ -149,7 +150,7 @@ class _ChunkMapper:
         return Finished(self.finish_reason or "stop", self.model)
 
     def map(self, sse: Event) -> list[ProviderEvent]:
-        data: dict[str, Any] = json.loads(sse.data)
+        data: dict[str, Any] = orjson.loads(sse.data)
         events: list[ProviderEvent] = []
         if data.get("error"):
             raise _stream_error(data["error"])
