@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from ssegate.errors import StreamNotFound
 from ssegate.log import open_event_log
 from ssegate.log.base import EventLog, Retention
 from ssegate.log.memory import MemoryEventLog
@@ -44,3 +45,33 @@ async def test_open_event_log_defaults_to_memory(url: str | None) -> None:
 def test_open_event_log_rejects_unknown_url() -> None:
     with pytest.raises(ValueError, match="unknown event log URL"):
         open_event_log("postgres://localhost/db")
+
+
+async def test_memory_log_listener_hears_appends_and_the_stream_going_away() -> None:
+    async with MemoryEventLog() as log:
+        await log.create("s", RETENTION)
+        heard: list[int] = []
+        stop = log.listen("s", lambda: heard.append(len(heard)))
+        first = await log.append("s", "message", "a")
+        await log.append("s", "message", "b")
+        assert len(heard) == 2
+        # What the listener reads: everything after its cursor, at once.
+        assert [e.data for e in log.read_now("s", first.id).entries] == ["b"]
+
+        await log.expire("s", 0)  # dropped: the listener hears it and its next read fails
+        assert len(heard) == 3
+        with pytest.raises(StreamNotFound):
+            log.read_now("s", first.id)
+
+        await log.create("t", RETENTION)
+        stop_t = log.listen("t", lambda: heard.append(-1))
+        stop_t()
+        stop()
+        await log.append("t", "message", "c")
+        assert -1 not in heard
+
+
+async def test_memory_log_listen_to_unknown_stream_is_refused() -> None:
+    async with MemoryEventLog() as log:
+        with pytest.raises(StreamNotFound):
+            log.listen("nope", lambda: None)

@@ -163,3 +163,25 @@ async def test_the_fan_out_serves_viewers_of_ssegate_serve_on_uvloop(tmp_path: P
             assert [e.id for e in await stream.events(1)] == [published]
     finally:
         process.stop()
+
+
+async def test_a_live_viewer_of_a_quiet_stream_gets_keep_alive_comments(
+    ssegate_server: ServerFactory,
+) -> None:
+    # A viewer in the fan-out does not read the log itself: the group must keep its socket alive.
+    async with (
+        ssegate_server(keepalive_interval=0.1) as client,
+        client.stream("GET", "/v1/topics/quiet/events") as response,
+    ):
+        await wait_for_live_viewers(client, 1)
+        chunks = response.aiter_bytes()
+        seen = b""
+        while seen.count(b": keep-alive\n") < 3:
+            seen += await anext(chunks)
+        assert await live_viewers(client) == 1  # still riding the fan-out, not on its own
+        published = await publish(client, "quiet", "after the quiet")
+        async for chunk in chunks:
+            seen += chunk
+            if published.encode() in seen:
+                break
+        assert b"after the quiet" in seen

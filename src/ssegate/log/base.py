@@ -15,8 +15,9 @@ retained event — never a silent gap.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ssegate.codec.encoder import encode_event
 from ssegate.codec.events import Event
@@ -24,6 +25,7 @@ from ssegate.errors import StreamClosed, StreamExists, StreamNotFound
 
 __all__ = [
     "EventLog",
+    "ListenableLog",
     "LogEntry",
     "ReadResult",
     "Retention",
@@ -112,6 +114,16 @@ class ReadResult:
     @property
     def last_id(self) -> str | None:
         return self.entries[-1].id if self.entries else None
+
+
+@runtime_checkable
+class ListenableLog(Protocol):
+    """A log in this process that calls back on append (the embedded one): the live fan-out then
+    flushes from that callback instead of keeping a reader task per stream."""
+
+    def listen(self, stream: str, listener: Callable[[], None]) -> Callable[[], None]: ...
+
+    def read_now(self, stream: str, after: str | None) -> ReadResult: ...
 
 
 class EventLog(Protocol):

@@ -15,7 +15,10 @@ Memory stays bounded: a stream keeps at most ``Retention.max_events`` entries, n
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import time
+from collections.abc import Callable
 
 from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
 from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry
@@ -39,6 +42,7 @@ class _Stream:
         "expires_at",
         "head",
         "last_seq",
+        "listeners",
         "meta",
         "retention",
         "stale",
@@ -60,6 +64,8 @@ class _Stream:
         # its time-out. (Cheaper per wait than asyncio.Event plus asyncio.timeout.)
         self.waiters: list[asyncio.Future[bool]] = []
         self.stale = 0  # waiters in that list that timed out or were cancelled
+        # Called after every append, and when the stream is dropped (see MemoryEventLog.listen).
+        self.listeners: list[Callable[[], None]] = []
 
     @property
     def first_seq(self) -> int:
@@ -91,6 +97,8 @@ class _Stream:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(True)
+        for listener in self.listeners:
+            listener()
 
     async def wait(self, seconds: float) -> bool:
         """Until the next append (``True``) or for ``seconds`` (``False``)."""
@@ -172,6 +180,29 @@ class MemoryEventLog:
         if current is None:
             return ReadResult([])  # expired while we waited; the next read says StreamNotFound
         return current.read_after(after, now, self._read_batch)
+
+    def listen(self, stream: str, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after every append to ``stream``, and once more when the stream is
+        dropped or the log closes; returns the function that stops it.
+
+        The live fan-out's way to learn of new entries without a task waiting per stream. The
+        listener runs inside ``append``, so it may only schedule work: read with :meth:`read_now`.
+        Raises :class:`~ssegate.errors.StreamNotFound` if the stream is unknown.
+        """
+        state = self._require(stream, self._now())
+        state.listeners.append(listener)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                state.listeners.remove(listener)
+
+        return stop
+
+    def read_now(self, stream: str, after: str | None) -> ReadResult:
+        """Every retained entry after ``after``, without waiting (:meth:`read` minus the batch
+        limit: a caught-up reader only ever has the last few appends to take)."""
+        now = self._now()
+        return self._require(stream, now).read_after(after, now, sys.maxsize)
 
     async def expire(self, stream: str, after_seconds: float) -> None:
         now = self._now()

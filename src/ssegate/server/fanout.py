@@ -11,18 +11,23 @@ or a log error. Those paths are the tested per-viewer ones; the group only ever 
 Writes are coalesced: a batch that arrives within ``coalesce`` seconds of the previous write waits
 out the rest of that budget, so a busy stream costs one write per budget per viewer however many
 events it carries, while a quiet stream's next event goes out at once.
+
+Over the embedded log the group has no task at all: the log calls it back on append and it flushes
+from a loop callback (one keep-alive timer per group). Over Redis one task per group reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from starlette.types import Send
 
 from ssegate.codec.encoder import KEEPALIVE
 from ssegate.errors import SSEGateError
-from ssegate.log.base import EventLog, Handoff, LogEntry
+from ssegate.log.base import EventLog, Handoff, ListenableLog, LogEntry
 from ssegate.server.metrics import Metrics
 from ssegate.topics import MARKER_EVENT
 
@@ -137,12 +142,34 @@ class FanOut:
     async def aclose(self) -> None:
         groups = list(self._groups.values())
         for group in groups:
+            group.stop_members()
             group.stop()
-        await asyncio.gather(*(g.task for g in groups), return_exceptions=True)
+        await asyncio.gather(*(g.task for g in groups if g.task is not None), return_exceptions=True)
 
 
 class _Group:
-    __slots__ = ("after", "bytes_written", "fanout", "members", "stream", "task")
+    """The caught-up viewers of one stream and the one reader that writes to them.
+
+    Over the embedded log (a :class:`~ssegate.log.base.ListenableLog`) there is no reader task: the
+    log calls :meth:`_changed` on each append and the group flushes from a loop callback, which per
+    event saves a task switch, a wait future and its timer. Over Redis a task reads as before.
+    """
+
+    __slots__ = (
+        "after",
+        "bytes_written",
+        "fanout",
+        "flush_handle",
+        "keepalive_handle",
+        "last_write",
+        "live_log",
+        "loop",
+        "members",
+        "stopped",
+        "stream",
+        "task",
+        "unlisten",
+    )
 
     def __init__(self, fanout: FanOut, stream: str, after: str) -> None:
         self.fanout = fanout
@@ -150,21 +177,93 @@ class _Group:
         self.after = after  # every member has been sent everything up to here
         self.members: set[Member] = set()
         self.bytes_written = 0
-        self.task = asyncio.create_task(self._run(), name=f"ssegate-fanout-{stream}")
+        self.loop = asyncio.get_running_loop()
+        self.last_write = 0.0
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+        self.flush_handle: asyncio.Handle | None = None
+        self.keepalive_handle: asyncio.TimerHandle | None = None
+        self.unlisten: Callable[[], None] | None = None
+        log = fanout._log
+        self.live_log = log if isinstance(log, ListenableLog) else None
+        if self.live_log is None:
+            self.task = asyncio.create_task(self._run(), name=f"ssegate-fanout-{stream}")
+            return
+        # A stream gone already: the first flush finds out and sends the members back to meet it.
+        with contextlib.suppress(SSEGateError):
+            self.unlisten = self.live_log.listen(stream, self._changed)
+        # Entries may have landed between the viewer's last read and its joining: look at once.
+        self.flush_handle = self.loop.call_soon(self._flush)
+        self.keepalive_handle = self.loop.call_at(self.loop.time() + fanout._keepalive, self._keepalive)
 
     def stop(self) -> None:
         self._unregister()
-        self.task.cancel()
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
+        if self.unlisten is not None:
+            self.unlisten()
+            self.unlisten = None
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        if self.keepalive_handle is not None:
+            self.keepalive_handle.cancel()
+            self.keepalive_handle = None
 
     def _unregister(self) -> None:
         if self.fanout._groups.get(self.stream) is self:
             del self.fanout._groups[self.stream]
 
+    # -- push: the embedded log calls back -------------------------------------------------------
+
+    def _changed(self) -> None:
+        """The log appended to (or dropped) the stream: flush now, or when the write budget ends."""
+        if self.flush_handle is not None or self.stopped:
+            return
+        due = self.last_write + self.fanout._coalesce
+        if due <= self.loop.time():
+            self.flush_handle = self.loop.call_soon(self._flush)
+        else:
+            self.flush_handle = self.loop.call_at(due, self._flush)
+
+    def _flush(self) -> None:
+        self.flush_handle = None
+        assert self.live_log is not None
+        if not self.members:
+            self.stop()  # its last members were sent back (slow sockets); they start a new one
+            return
+        try:
+            result = self.live_log.read_now(self.stream, self.after)
+        except SSEGateError:
+            self.stop_members()  # members read on their own and meet the error there
+            return
+        if result.reset or (result.closed and not result.entries):
+            self.stop_members()  # members read on their own: they handle resets and the end
+            return
+        if result.entries:
+            self.after = result.entries[-1].id
+            self._write(_wire(result.entries), len(result.entries))
+            self.last_write = self.loop.time()
+        if result.closed:
+            self.stop_members()
+
+    def _keepalive(self) -> None:
+        # One timer per group, moved forward lazily: writes only update last_write.
+        now = self.loop.time()
+        due = self.last_write + self.fanout._keepalive
+        if due <= now:
+            self._write(KEEPALIVE, 0)
+            self.last_write = now
+            due = now + self.fanout._keepalive
+        self.keepalive_handle = self.loop.call_at(due, self._keepalive)
+
+    # -- pull: a reader task (the Redis log) ----------------------------------------------------
+
     async def _run(self) -> None:
         fanout = self.fanout
         log = fanout._log
-        loop = asyncio.get_running_loop()
-        last_write = 0.0
+        loop = self.loop
         try:
             while self.members:
                 result = await log.read(self.stream, self.after, wait=fanout._keepalive)
@@ -175,7 +274,7 @@ class _Group:
                     continue
                 entries = result.entries
                 closed = result.closed
-                budget_left = last_write + fanout._coalesce - loop.time()
+                budget_left = self.last_write + fanout._coalesce - loop.time()
                 if budget_left > 0 and not closed:
                     await asyncio.sleep(budget_left)
                     more = await log.read(self.stream, entries[-1].id)
@@ -184,13 +283,15 @@ class _Group:
                         closed = more.closed
                 self.after = entries[-1].id
                 self._write(_wire(entries), len(entries))
-                last_write = loop.time()
+                self.last_write = loop.time()
                 if closed:
                     return
         except (SSEGateError, OSError):
             return  # members read on their own and meet the error there
         finally:
             self.stop_members()
+
+    # -- both ------------------------------------------------------------------------------------
 
     def _write(self, chunk: bytes, events: int) -> None:
         if not chunk:
@@ -212,7 +313,10 @@ class _Group:
                 member.detached.set_result(self.after)
 
     def stop_members(self) -> None:
-        self._unregister()
+        if self.task is None:
+            self.stop()  # push mode: no task whose end would do it
+        else:
+            self._unregister()
         members, self.members = self.members, set()
         for member in members:
             if not member.detached.done():
