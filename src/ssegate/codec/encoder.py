@@ -40,14 +40,21 @@ def encode_event(event: Event) -> bytes:
     CR, LF or NUL, an empty type, a retry that is not a non-negative ``int``, or data that is not
     encodable as UTF-8 (a lone surrogate).
     """
-    head = b""
-    if event.id is not None:
-        head = _id_line(event.id)
+    if event.retry is None:
+        return encode_fields(event.id, event.event, event.data)
+    head = b"" if event.id is None else _id_line(event.id)
     if event.event != "message":
         head += _event_line(event.event)
-    if event.retry is not None:
-        head += encode_retry(event.retry)
-    return head + _DATA + _data_body(event.data) + _END_OF_EVENT
+    return head + encode_retry(event.retry) + _DATA + _data_body(event.data) + _END_OF_EVENT
+
+
+def encode_fields(event_id: str | None, event_type: str, data: str) -> bytes:
+    """``encode_event(Event(data, event_type, event_id))`` without building the ``Event``: the
+    event log encodes every appended event with it (same rules, same errors)."""
+    head = b"" if event_id is None else _id_line(event_id)
+    if event_type != "message":
+        head += _event_line(event_type)
+    return head + _DATA + _data_body(data) + _END_OF_EVENT
 
 
 def encode_comment(text: str = "") -> bytes:

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ssegate.codec.encoder import encode_event
-from ssegate.codec.events import Event
+from ssegate.codec.encoder import encode_fields
 from ssegate.errors import StreamClosed, StreamExists, StreamNotFound
 
 __all__ = [
@@ -77,9 +76,9 @@ class LogEntry:
 
 
 def make_entry(epoch: str, seq: int, event: str, data: str, *, terminal: bool = False) -> LogEntry:
-    entry_id = format_id(epoch, seq)
-    wire = encode_event(Event(data=data, event=event, id=entry_id))
-    return LogEntry(id=entry_id, seq=seq, event=event, data=data, terminal=terminal, wire=wire)
+    entry_id = f"{epoch}:{seq}"  # format_id, inlined: this runs for every event of every stream
+    # Positional: a frozen dataclass's __init__ takes keywords at nearly twice the cost.
+    return LogEntry(entry_id, seq, event, data, terminal, encode_fields(entry_id, event, data))
 
 
 # Why a cursor could not resume exactly (the ``reason`` of the ``reset`` event viewers receive).

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from ssegate.providers.base import UpstreamError
 
@@ -87,6 +88,11 @@ def body_reader(http_response: Any) -> ChunkReader:
     content = getattr(aiohttp_response, "content", None)
     encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
     if isinstance(content, aiohttp.StreamReader) and encoding == "identity":
+        protocol = getattr(getattr(aiohttp_response, "connection", None), "protocol", None)
+        if isinstance(protocol, ResponseHandler):
+            # The IdleReader times the body; aiohttp's own read timer would be re-armed (a new
+            # timer handle) for every chunk that arrives.
+            protocol.read_timeout = None
         return content.readany
     chunks = http_response.aiter_bytes()
 
