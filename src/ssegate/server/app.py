@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ssegate.config import Settings
 from ssegate.errors import RequestError, SSEGateError
@@ -26,6 +26,7 @@ from ssegate.providers import ProviderConfig, ProviderRegistry, available_provid
 from ssegate.providers.base import ConfigurationError
 from ssegate.server import auth, generations, topics
 from ssegate.server.auth import Authenticator
+from ssegate.server.dispatch import HeldStreams, StreamEndpoint
 from ssegate.server.drain import drain_on_sigterm
 from ssegate.server.fanout import SERVER_SEND, FanOut
 from ssegate.server.http import error_response
@@ -57,12 +58,26 @@ def provider_config(settings: Settings) -> ProviderConfig:
 
 
 class _App(Starlette):
-    """Starlette, keeping the server's own ``send`` in the scope for the live fan-out (which writes
-    under the middleware; see :mod:`ssegate.server.fanout`)."""
+    """Starlette, plus: the server's own ``send`` kept in the scope for the live fan-out (which
+    writes under the middleware; see :mod:`ssegate.server.fanout`), and the event-stream routes
+    served on the short path of :mod:`ssegate.server.dispatch`."""
+
+    stream_routes: Sequence[Route] = ()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        handlers = {k: v for k, v in self.exception_handlers.items() if isinstance(k, type)}
+        short: ASGIApp = StreamEndpoint(handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            short = cls(short, *args, **kwargs)
+        return HeldStreams(super().build_middleware_stack(), short, self.stream_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette.__call__'s work, inlined: one frame less on every held connection.
+        scope["app"] = self
         scope[SERVER_SEND] = send
-        await super().__call__(scope, receive, send)
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> Starlette:
@@ -173,7 +188,7 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
         *topics.routes,
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
-    return _App(
+    app = _App(
         routes=routes,
         lifespan=lifespan,
         middleware=[
@@ -188,6 +203,8 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
             Exception: _unexpected_error,
         },
     )
+    app.stream_routes = [*generations.stream_routes, *topics.stream_routes]
+    return app
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,28 +57,26 @@ class CORSMiddleware:
         self.any_origin = "*" in origins
         self.origins = origins - {"*"}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function handing over the next layer's coroutine: no frame of this layer stays
+        # alive for as long as a stream is held.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         origin = _header(scope, b"origin")
         if origin is None:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         allowed = self._allow_headers(origin)
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method") is not None:
-            await self._preflight(allowed, send)
-            return
+            return self._preflight(allowed, send)
         if not allowed:
-            await self.app(scope, receive, send)  # no CORS headers: the browser hides the answer
-            return
+            return self.app(scope, receive, send)  # no CORS headers: the browser hides the answer
 
-        async def send_with_cors(message: Message) -> None:
+        def send_with_cors(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *allowed]
-            await send(message)
+            return send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        return self.app(scope, receive, send_with_cors)
 
     def _allow_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
         vary = (b"vary", b"Origin")

@@ -135,9 +135,13 @@ def _topic_from_path(request: Request) -> str:
     return _checked_topic(request.path_params["topic"])
 
 
-routes = [
-    # Before the {topic:path} routes, which would not match it anyway (they need a "/" before "events").
+# The held streams (served on the short path, see ssegate.server.dispatch).
+stream_routes = [
+    # Before the {topic:path} route, which would not match it anyway (it needs a "/" before "events").
     Route("/v1/topics/events", many_topic_events, methods=["GET"]),
-    Route("/v1/topics/{topic:path}/events", publish_event, methods=["POST"]),
     Route("/v1/topics/{topic:path}/events", topic_events, methods=["GET"]),
+]
+routes = [
+    *stream_routes,
+    Route("/v1/topics/{topic:path}/events", publish_event, methods=["POST"]),
 ]
