@@ -89,16 +89,30 @@ def frame(chunk: bytes) -> bytes:
 
 
 class Member:
-    """One viewer in a group. ``detached`` resolves with the id it has everything up to."""
+    """One viewer in a group, held by its response task while it waits for the client to hang up.
 
-    __slots__ = ("bytes_at_join", "detached", "group", "slow", "socket")
+    The group sends it back with :meth:`detach`: ``resumed`` is then the id it has everything up to,
+    and its task is woken (cancelled with ``woken`` set) if it is waiting.
+    """
 
-    def __init__(self, group: _Group, socket: ChunkedSocket) -> None:
+    __slots__ = ("bytes_at_join", "group", "resumed", "slow", "socket", "task", "woken")
+
+    def __init__(self, group: _Group, socket: ChunkedSocket, task: asyncio.Task[Any] | None) -> None:
         self.group = group
         self.socket = socket
+        self.task = task
         self.slow = False  # sent back because its socket was backing up (not for a reset or the end)
+        self.woken = False
+        self.resumed: str | None = None
         self.bytes_at_join = group.bytes_written
-        self.detached: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def detach(self, after: str) -> None:
+        if self.resumed is not None:
+            return
+        self.resumed = after
+        if self.task is not None:
+            self.woken = True
+            self.task.cancel()
 
     @property
     def bytes_sent(self) -> int:
@@ -116,15 +130,18 @@ class FanOut:
         self._metrics = metrics
         self._groups: dict[str, _Group] = {}
 
-    def join(self, handoff: Handoff, socket: ChunkedSocket) -> Member | None:
-        """Add a caught-up viewer; ``None`` if the stream's group is elsewhere in the log (the
-        viewer then reads on its own and offers itself again later)."""
+    def join(
+        self, handoff: Handoff, socket: ChunkedSocket, task: asyncio.Task[Any] | None = None
+    ) -> Member | None:
+        """Add a caught-up viewer (``task``: the one to wake when it is sent back); ``None`` if the
+        stream's group is elsewhere in the log (the viewer then reads on its own and offers itself
+        again later)."""
         group = self._groups.get(handoff.stream)
         if group is None:
             group = self._groups[handoff.stream] = _Group(self, handoff.stream, handoff.after)
         elif group.after != handoff.after:
             return None
-        member = Member(group, socket)
+        member = Member(group, socket, task)
         group.members.add(member)
         self._metrics.live_viewers += 1
         return member
@@ -134,8 +151,8 @@ class FanOut:
         group = member.group
         group.members.discard(member)
         self._metrics.live_viewers -= 1
-        if not member.detached.done():
-            member.detached.set_result(group.after)
+        member.task = None  # leaving by itself: nothing to wake
+        member.detach(group.after)
         if not group.members:
             group.stop()
 
@@ -309,8 +326,7 @@ class _Group:
         for member in dropped:  # it has this write's events: it resumes after them
             self.members.discard(member)
             member.slow = not member.socket.closing  # a closed one just leaves
-            if not member.detached.done():
-                member.detached.set_result(self.after)
+            member.detach(self.after)
 
     def stop_members(self) -> None:
         if self.task is None:
@@ -319,8 +335,7 @@ class _Group:
             self._unregister()
         members, self.members = self.members, set()
         for member in members:
-            if not member.detached.done():
-                member.detached.set_result(self.after)
+            member.detach(self.after)
 
 
 def _wire(entries: list[LogEntry]) -> bytes:

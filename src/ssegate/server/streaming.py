@@ -124,7 +124,7 @@ class EventStreamResponse:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.opening, "more_body": True})
         socket = ChunkedSocket.under(scope.get(SERVER_SEND)) if self.fanout is not None else None
-        watcher = asyncio.create_task(watch_disconnect())
+        watcher: asyncio.Task[None] | None = asyncio.create_task(watch_disconnect())
         try:
             if ticket is not None:
                 ticket.attach(stop)
@@ -137,14 +137,24 @@ class EventStreamResponse:
                 reply = None
                 if isinstance(item, Handoff):
                     if socket is not None:
-                        reply = await self._live(scope, item, socket, send)
+                        # While live this task waits for the hang-up itself: no watcher task
+                        # (about 1 KiB) for each of the many idle subscribers.
+                        if watcher is not None:
+                            watcher.cancel()
+                            watcher = None  # a finished task still holds its memory
+                        reply, disconnected = await self._live(scope, item, socket, send, receive)
+                        if disconnected:
+                            break
+                        watcher = asyncio.create_task(watch_disconnect())
                     continue
                 await send({"type": "http.response.body", "body": item, "more_body": True})
                 if ticket is not None:
                     ticket.sent(item)
             last_words.append(b"")  # the source ended: nothing may stop the stream any more
-            watcher.cancel()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if watcher is not None:
+                watcher.cancel()
+            if not disconnected:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if disconnected:
                 task.uncancel()  # the client left: a normal end for the server, not an error
@@ -156,33 +166,49 @@ class EventStreamResponse:
         except OSError:
             pass  # the socket died under us; same as a disconnect
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             if ticket is not None:
                 ticket.close()
             with contextlib.suppress(Exception):
                 await self.chunks.aclose()
 
-    async def _live(self, scope: Scope, handoff: Handoff, socket: ChunkedSocket, send: Send) -> str | None:
-        """Ride the stream's fan-out group until it sends this viewer back; where it left off.
+    async def _live(
+        self, scope: Scope, handoff: Handoff, socket: ChunkedSocket, send: Send, receive: Receive
+    ) -> tuple[str | None, bool]:
+        """Ride the stream's fan-out group until it sends this viewer back: ``(where it left off,
+        whether the client hung up meanwhile)``.
 
+        Meanwhile this task waits on ``receive`` for the hang-up; the group wakes it by cancelling
+        it (see :meth:`Member.detach`), a cancel told apart from any other by ``member.woken``.
         Sent back for a slow socket, the viewer waits for it to drain and rejoins if the group is
         still where it left it; otherwise (a reset, the end, a group that moved on) the chunk
         source takes over from there.
         """
         assert self.fanout is not None
+        task = asyncio.current_task()
         resumed: str | None = None
-        while (member := self.fanout.join(handoff, socket)) is not None:
+        while (member := self.fanout.join(handoff, socket, task)) is not None:
             try:
-                resumed = await member.detached
+                while member.resumed is None:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return member.resumed, True
+            except asyncio.CancelledError:
+                # Ours if the group woke us and nobody else asked to cancel as well.
+                if not member.woken or task is None or task.uncancel() > 0:
+                    raise
             finally:
                 self.fanout.leave(member)
                 scope[LIVE_BYTES] = scope.get(LIVE_BYTES, 0) + member.bytes_sent
+            resumed = member.resumed
             if not member.slow:
                 break
             # An empty body message writes nothing but waits for the server's flow control.
             await send({"type": "http.response.body", "body": b"", "more_body": True})
+            assert resumed is not None
             handoff = Handoff(handoff.stream, resumed)
-        return resumed
+        return resumed, False
 
     @staticmethod
     async def _end_with(send: Send, final: bytes) -> None:
