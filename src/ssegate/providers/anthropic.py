@@ -81,6 +81,10 @@ class AnthropicProvider:
             http_client=anthropic.DefaultAioHttpClient(timeout=idle_timeout + _SDK_TIMEOUT_MARGIN),
         )
 
+        # Resolved once, now: the SDK builds its resource objects lazily, on first access, and
+        # the app moves what exists at start-up out of the garbage collector's full passes.
+        self._create = self._client.messages.with_streaming_response.create
+
     async def aclose(self) -> None:
         await self._client.close()
 
@@ -92,7 +96,7 @@ class AnthropicProvider:
             for m in request.messages
         ]
         try:
-            context = self._client.messages.with_streaming_response.create(
+            context = self._create(
                 model=request.model or self.info.default_model,
                 max_tokens=request.max_tokens,
                 messages=messages,

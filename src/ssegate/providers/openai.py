@@ -75,6 +75,10 @@ class OpenAIProvider:
             http_client=openai.DefaultAioHttpClient(timeout=idle_timeout + _SDK_TIMEOUT_MARGIN),
         )
 
+        # Resolved once, now: the SDK builds its resource objects lazily, on first access, and
+        # the app moves what exists at start-up out of the garbage collector's full passes.
+        self._create = self._client.chat.completions.with_streaming_response.create
+
     async def aclose(self) -> None:
         await self._client.close()
 
@@ -88,7 +92,7 @@ class OpenAIProvider:
             else:
                 messages.append({"role": "assistant", "content": m.content})
         try:
-            context = self._client.chat.completions.with_streaming_response.create(
+            context = self._create(
                 model=request.model or self.info.default_model,
                 messages=messages,
                 # max_tokens, not max_completion_tokens: every compatible server understands it.
