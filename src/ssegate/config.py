@@ -44,9 +44,10 @@ class Settings:
     lease_ttl: float = 6.0
     # Keep-alive comment after this many idle seconds; proxies usually time out at 60 s.
     keepalive_interval: float = 15.0
-    # Events arriving within this many ms of a viewer's previous write wait out the rest of it, so
-    # a busy stream costs one write per viewer per interval; a quiet stream's events go out at once.
-    coalesce_ms: float = 5.0
+    # The most (ms) a stream's next write waits after the previous one to batch events. The wait is
+    # twice what the previous write took (a syscall per live viewer), so only streams with many
+    # viewers batch; a quiet stream's events go out at once.
+    coalesce_ms: float = 10.0
     # The reconnection delay (ms) announced to EventSource at the start of every stream.
     retry_ms: int = 1000
     # Largest request body accepted (bytes); a larger one is answered 413.

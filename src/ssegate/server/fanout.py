@@ -8,9 +8,10 @@ ordinary sends members back to their own cursors: a socket backing up (a slow cl
 lagging only itself, with the server's normal backpressure), a ``reset``, the end of the stream,
 or a log error. Those paths are the tested per-viewer ones; the group only ever does the common case.
 
-Writes are coalesced: a batch that arrives within ``coalesce`` seconds of the previous write waits
-out the rest of that budget, so a busy stream costs one write per budget per viewer however many
-events it carries, while a quiet stream's next event goes out at once.
+Writes are coalesced where it pays: after a write, the next waits twice as long as that write
+took, at most ``coalesce`` seconds. A stream with a thousand viewers (a write of milliseconds)
+then costs one write per budget per viewer however many events it carries; a stream with a few
+viewers writes each event at once; a quiet stream's next event always goes out at once.
 
 Over the embedded log the group has no task at all: the log calls it back on append and it flushes
 from a loop callback (one keep-alive timer per group). Over Redis one task per group reads.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -174,6 +176,7 @@ class _Group:
 
     __slots__ = (
         "after",
+        "budget",
         "bytes_written",
         "fanout",
         "flush_handle",
@@ -196,6 +199,7 @@ class _Group:
         self.bytes_written = 0
         self.loop = asyncio.get_running_loop()
         self.last_write = 0.0
+        self.budget = 0.0  # how long after a write the next one waits to batch (see _timed_write)
         self.stopped = False
         self.task: asyncio.Task[None] | None = None
         self.flush_handle: asyncio.Handle | None = None
@@ -238,7 +242,7 @@ class _Group:
         """The log appended to (or dropped) the stream: flush now, or when the write budget ends."""
         if self.flush_handle is not None or self.stopped:
             return
-        due = self.last_write + self.fanout._coalesce
+        due = self.last_write + self.budget
         if due <= self.loop.time():
             self.flush_handle = self.loop.call_soon(self._flush)
         else:
@@ -260,8 +264,7 @@ class _Group:
             return
         if result.entries:
             self.after = result.entries[-1].id
-            self._write(_wire(result.entries), len(result.entries))
-            self.last_write = self.loop.time()
+            self._timed_write(_wire(result.entries), len(result.entries))
         if result.closed:
             self.stop_members()
 
@@ -291,7 +294,7 @@ class _Group:
                     continue
                 entries = result.entries
                 closed = result.closed
-                budget_left = self.last_write + fanout._coalesce - loop.time()
+                budget_left = self.last_write + self.budget - loop.time()
                 if budget_left > 0 and not closed:
                     await asyncio.sleep(budget_left)
                     more = await log.read(self.stream, entries[-1].id)
@@ -299,8 +302,7 @@ class _Group:
                         entries = entries + more.entries
                         closed = more.closed
                 self.after = entries[-1].id
-                self._write(_wire(entries), len(entries))
-                self.last_write = loop.time()
+                self._timed_write(_wire(entries), len(entries))
                 if closed:
                     return
         except (SSEGateError, OSError):
@@ -309,6 +311,16 @@ class _Group:
             self.stop_members()
 
     # -- both ------------------------------------------------------------------------------------
+
+    def _timed_write(self, chunk: bytes, events: int) -> None:
+        """Write, then set how long the next write waits to batch: twice what this one took, at
+        most ``coalesce``. A large group's write is a syscall per member and takes milliseconds,
+        so it batches and writing stays under about a third of the loop; a small group's write
+        takes microseconds, so its next event (an LLM's first token) goes out at once."""
+        started = time.perf_counter()  # not loop.time(): uvloop's is the loop iteration's start
+        self._write(chunk, events)
+        self.budget = min(2 * (time.perf_counter() - started), self.fanout._coalesce)
+        self.last_write = self.loop.time()
 
     def _write(self, chunk: bytes, events: int) -> None:
         if not chunk:
