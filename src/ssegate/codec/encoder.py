@@ -40,21 +40,24 @@ def encode_event(event: Event) -> bytes:
     CR, LF or NUL, an empty type, a retry that is not a non-negative ``int``, or data that is not
     encodable as UTF-8 (a lone surrogate).
     """
-    if event.retry is None:
-        return encode_fields(event.id, event.event, event.data)
-    head = b"" if event.id is None else _id_line(event.id)
-    if event.event != "message":
-        head += _event_line(event.event)
-    return head + encode_retry(event.retry) + _DATA + _data_body(event.data) + _END_OF_EVENT
+    head = _head(event.id, event.event)
+    if event.retry is not None:
+        head += encode_retry(event.retry)
+    return head + _DATA + _data_body(event.data) + _END_OF_EVENT
 
 
 def encode_fields(event_id: str | None, event_type: str, data: str) -> bytes:
     """``encode_event(Event(data, event_type, event_id))`` without building the ``Event``: the
     event log encodes every appended event with it (same rules, same errors)."""
+    return _head(event_id, event_type) + _DATA + _data_body(data) + _END_OF_EVENT
+
+
+def _head(event_id: str | None, event_type: str) -> bytes:
+    """The ``id:`` and ``event:`` lines (none for no id and the default type)."""
     head = b"" if event_id is None else _id_line(event_id)
     if event_type != "message":
         head += _event_line(event_type)
-    return head + _DATA + _data_body(data) + _END_OF_EVENT
+    return head
 
 
 def encode_comment(text: str = "") -> bytes:

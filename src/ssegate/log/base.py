@@ -77,7 +77,7 @@ class LogEntry(NamedTuple):
 
 
 def make_entry(epoch: str, seq: int, event: str, data: str, *, terminal: bool = False) -> LogEntry:
-    entry_id = f"{epoch}:{seq}"  # format_id, inlined: this runs for every event of every stream
+    entry_id = format_id(epoch, seq)
     return LogEntry(entry_id, seq, event, data, terminal, encode_fields(entry_id, event, data))
 
 

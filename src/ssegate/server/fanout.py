@@ -185,7 +185,6 @@ class _Group:
         "live_log",
         "loop",
         "members",
-        "stopped",
         "stream",
         "task",
         "unlisten",
@@ -200,7 +199,6 @@ class _Group:
         self.loop = asyncio.get_running_loop()
         self.last_write = 0.0
         self.budget = 0.0  # how long after a write the next one waits to batch (see _timed_write)
-        self.stopped = False
         self.task: asyncio.Task[None] | None = None
         self.flush_handle: asyncio.Handle | None = None
         self.keepalive_handle: asyncio.TimerHandle | None = None
@@ -219,7 +217,6 @@ class _Group:
 
     def stop(self) -> None:
         self._unregister()
-        self.stopped = True
         if self.task is not None:
             self.task.cancel()
         if self.unlisten is not None:
@@ -239,8 +236,10 @@ class _Group:
     # -- push: the embedded log calls back -------------------------------------------------------
 
     def _changed(self) -> None:
-        """The log appended to (or dropped) the stream: flush now, or when the write budget ends."""
-        if self.flush_handle is not None or self.stopped:
+        """The log appended to (or dropped) the stream: flush now, or when the write budget ends.
+
+        Never called once the group stopped: stopping removes the listener."""
+        if self.flush_handle is not None:
             return
         due = self.last_write + self.budget
         if due <= self.loop.time():

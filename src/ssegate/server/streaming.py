@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -142,7 +143,7 @@ class EventStreamResponse:
                         if watcher is not None:
                             watcher.cancel()
                             watcher = None  # a finished task still holds its memory
-                        reply, disconnected = await self._live(scope, item, socket, send, receive)
+                        reply, disconnected = await self._live(scope, item, socket, send, receive, task)
                         if disconnected:
                             break
                         watcher = asyncio.create_task(watch_disconnect())
@@ -174,19 +175,25 @@ class EventStreamResponse:
                 await self.chunks.aclose()
 
     async def _live(
-        self, scope: Scope, handoff: Handoff, socket: ChunkedSocket, send: Send, receive: Receive
+        self,
+        scope: Scope,
+        handoff: Handoff,
+        socket: ChunkedSocket,
+        send: Send,
+        receive: Receive,
+        task: asyncio.Task[Any],
     ) -> tuple[str | None, bool]:
         """Ride the stream's fan-out group until it sends this viewer back: ``(where it left off,
         whether the client hung up meanwhile)``.
 
-        Meanwhile this task waits on ``receive`` for the hang-up; the group wakes it by cancelling
-        it (see :meth:`Member.detach`), a cancel told apart from any other by ``member.woken``.
+        Meanwhile ``task`` (this one) waits on ``receive`` for the hang-up; the group wakes it by
+        cancelling it (see :meth:`Member.detach`), a cancel told apart from any other by
+        ``member.woken``.
         Sent back for a slow socket, the viewer waits for it to drain and rejoins if the group is
         still where it left it; otherwise (a reset, the end, a group that moved on) the chunk
         source takes over from there.
         """
         assert self.fanout is not None
-        task = asyncio.current_task()
         resumed: str | None = None
         while (member := self.fanout.join(handoff, socket, task)) is not None:
             try:
@@ -196,7 +203,7 @@ class EventStreamResponse:
                         return member.resumed, True
             except asyncio.CancelledError:
                 # Ours if the group woke us and nobody else asked to cancel as well.
-                if not member.woken or task is None or task.uncancel() > 0:
+                if not member.woken or task.uncancel() > 0:
                     raise
             finally:
                 self.fanout.leave(member)
