@@ -84,6 +84,18 @@ class CuttableProxy:
             writer.transport.abort()
 
 
+HELLO = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+async def start_generation(base_url: str) -> dict[str, Any]:
+    """Start a generation over plain HTTP (no page); its description (id, events_url, ...)."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        response = await client.post("/v1/generations", json=HELLO)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
 async def server_events(base_url: str, generation_id: str) -> list[Event]:
     """The whole generation as the server's log holds it (a late joiner gets it from the start)."""
     parser = EventStreamParser()
@@ -332,10 +344,7 @@ async def test_chat_page_fits_a_phone_screen(browser: Browser) -> None:
 @pytest.mark.parametrize("transport", ["fetch", "eventsource"])
 async def test_js_client_follows_generation_in_browser(browser: Browser, transport: str) -> None:
     async with ssegate() as base_url:
-        async with httpx.AsyncClient(base_url=base_url) as client:
-            created = (
-                await client.post("/v1/generations", json={"messages": [{"role": "user", "content": "hi"}]})
-            ).json()
+        created = await start_generation(base_url)
         page = await open_chat(browser, base_url)
         received = await page.evaluate(
             """async ([id, transport]) => {

@@ -23,6 +23,7 @@ from tests.browser.test_chat_page import (
     send,
     server_text,
     ssegate,
+    start_generation,
     wait_for_end,
     wait_for_text,
 )
@@ -99,10 +100,7 @@ async def test_chat_page_rebuilds_the_answer_once_after_a_reset(browser: Browser
 @pytest.mark.parametrize("transport", ["fetch", "eventsource"])
 async def test_js_client_delivers_reset_before_the_replay(browser: Browser, transport: str) -> None:
     async with ssegate() as base_url:
-        async with httpx.AsyncClient(base_url=base_url) as client:
-            created = (
-                await client.post("/v1/generations", json={"messages": [{"role": "user", "content": "hi"}]})
-            ).json()
+        created = await start_generation(base_url)
         whole = await server_text(base_url, created["id"])
         page = await open_chat(browser, base_url)
         received = await page.evaluate(

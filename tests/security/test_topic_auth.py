@@ -62,6 +62,14 @@ async def minted(client: httpx.AsyncClient, who: str, topics: list[str]) -> str:
     return str(response.json()["token"])
 
 
+async def assert_token_receives(client: httpx.AsyncClient, token: str, topic: str, data: str) -> None:
+    """A subscriber holding only ``token`` (in the URL, as an EventSource would) gets what the
+    backend publishes to ``topic``."""
+    async with subscribe_as(client, f"/v1/topics/{topic}/events", token=token) as stream:
+        assert (await publish_as(client, "backend", topic, data)).status_code == 201
+        assert datas(await stream.events(1)) == [data]
+
+
 def assert_forbidden(response: httpx.Response, *words: str) -> None:
     assert response.status_code == 403, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -143,9 +151,7 @@ async def test_topic_stream_token_in_the_url_opens_only_its_topics() -> None:
         client = server.client
         token = await minted(client, "alice", ["news/*"])
         # No Authorization header: only what an EventSource URL can carry.
-        async with subscribe_as(client, "/v1/topics/news/today/events", token=token) as stream:
-            assert (await publish_as(client, "backend", "news/today", "via token")).status_code == 201
-            assert datas(await stream.events(1)) == ["via token"]
+        await assert_token_receives(client, token, "news/today", "via token")
         assert_forbidden(await client.get("/v1/topics/sport/today/events", params={"token": token}), "token")
         several = await client.get(
             "/v1/topics/events", params={"topic": ["news/today", "sport/today"], "token": token}
@@ -163,9 +169,7 @@ async def test_topic_stream_token_for_a_private_topic_opens_that_topic_only() ->
     async with topic_server() as server:
         client = server.client
         token = await minted(client, "alice", ["user/alice/inbox"])
-        async with subscribe_as(client, "/v1/topics/user/alice/inbox/events", token=token) as stream:
-            await publish_as(client, "backend", "user/alice/inbox", "private note")
-            assert datas(await stream.events(1)) == ["private note"]
+        await assert_token_receives(client, token, "user/alice/inbox", "private note")
         for topic in ("user/alice/other", "user/bob/inbox"):
             assert_forbidden(await client.get(f"/v1/topics/{topic}/events", params={"token": token}))
 
@@ -179,15 +183,11 @@ async def test_topic_stream_token_cannot_reach_beyond_the_minting_keys_grant() -
         assert_forbidden(await mint(client, "letters", ["news/*"]), "news/*")
         assert_forbidden(await mint(client, "letters", ["news/[a-z]*"]))
         same = await minted(client, "letters", ["news/?"])
-        async with subscribe_as(client, "/v1/topics/news/b/events", token=same) as stream:
-            await publish_as(client, "backend", "news/b", "one letter")
-            assert datas(await stream.events(1)) == ["one letter"]
+        await assert_token_receives(client, same, "news/b", "one letter")
         assert_forbidden(await client.get("/v1/topics/news/long-name/events", params={"token": same}))
         # Narrower patterns under a "prefix*" grant are fine.
         narrower = await minted(client, "reader", ["news/sport/*", "news/today"])
-        async with subscribe_as(client, "/v1/topics/news/sport/final/events", token=narrower) as stream:
-            await publish_as(client, "backend", "news/sport/final", "2-1")
-            assert datas(await stream.events(1)) == ["2-1"]
+        await assert_token_receives(client, narrower, "news/sport/final", "2-1")
 
 
 @pytest.mark.parametrize(
@@ -216,9 +216,7 @@ async def test_admin_can_hand_a_user_a_token_for_that_users_exact_private_topic(
         client = server.client
         # The backend holds an admin key and mints for bob's browser (the token carries "root").
         token = await minted(client, "root", ["user/bob/inbox"])
-        async with subscribe_as(client, "/v1/topics/user/bob/inbox/events", token=token) as stream:
-            assert (await publish_as(client, "backend", "user/bob/inbox", "for bob")).status_code == 201
-            assert datas(await stream.events(1)) == ["for bob"]
+        await assert_token_receives(client, token, "user/bob/inbox", "for bob")
         async with subscribe_as(
             client, "/v1/topics/events", topic=["user/bob/inbox"], token=token, history="all"
         ) as stream:
@@ -241,9 +239,7 @@ async def test_private_topic_patterns_in_tokens_still_open_only_the_minters_own_
         assert_forbidden(
             await client.get("/v1/topics/user/bob/inbox/events", params={"token": token}), "private"
         )
-        async with subscribe_as(client, "/v1/topics/user/alice/inbox/events", token=token) as stream:
-            await publish_as(client, "backend", "user/alice/inbox", "hers")
-            assert datas(await stream.events(1)) == ["hers"]
+        await assert_token_receives(client, token, "user/alice/inbox", "hers")
 
 
 async def test_only_the_owner_or_an_admin_can_mint_a_token_naming_a_private_topic() -> None:
@@ -260,6 +256,4 @@ async def test_only_the_owner_or_an_admin_can_mint_a_token_naming_a_private_topi
         )
         # Bob mints for his own inbox with his own key.
         own = await minted(client, "bob", ["user/bob/inbox"])
-        async with subscribe_as(client, "/v1/topics/user/bob/inbox/events", token=own) as stream:
-            await publish_as(client, "backend", "user/bob/inbox", "his")
-            assert datas(await stream.events(1)) == ["his"]
+        await assert_token_receives(client, own, "user/bob/inbox", "his")
