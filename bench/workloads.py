@@ -61,9 +61,9 @@ class Plan:
     w3_hold: float = 4
     w4_steps: dict[str, tuple[int, ...]] = field(
         default_factory=lambda: {
-            "ssegate": (25, 50, 75, 100, 150, 200, 300, 400, 600, 800, 1200, 1600),
-            "express-sdk": (50, 100, 150, 200, 300, 400),
-            "starlette-sdk": (25, 50, 75, 100, 150),
+            "ssegate": (25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 800, 1200, 1600),
+            "express-sdk": (50, 100, 150, 200, 300, 400, 500, 600),
+            "starlette-sdk": (25, 50, 75, 100, 150, 200, 300),
         }
     )
     w4_tokens: int = 500
