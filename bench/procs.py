@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import resource
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 8.0
+# After the first worker answers, the others may still be importing (about a second here).
+WORKER_SETTLE_S = 1.5
 
 
 def free_port() -> int:
@@ -60,6 +63,32 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = REA
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def wait_for_workers(
+    proc: subprocess.Popen[bytes], port: int, workers: int, timeout: float = READY_TIMEOUT_S
+) -> None:
+    """A multi-process server listens before its workers run: wait until ``workers`` child
+    processes exist and ``/readyz`` answers 200, then give their start-up time to finish."""
+    deadline = time.monotonic() + timeout
+    while len(descendants(proc.pid)) < 1 + workers or not _answers(port, "/readyz"):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} while its workers started")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{workers} workers not ready on 127.0.0.1:{port} after {timeout:.0f} s")
+        time.sleep(0.1)
+    time.sleep(WORKER_SETTLE_S)
+
+
+def _answers(port: int, path: str) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

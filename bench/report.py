@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.workloads import Record, by, median
 
-GOALS = {"w1": 50.0, "w2": 300_000.0, "w3": 10.0, "w5_p50": 2.0, "w5_p99": 10.0}
+GOALS = {"w1": 50.0, "w2": 300_000.0, "w3": 10.0, "w4": 600, "w5_p50": 2.0, "w5_p99": 10.0}
 # The issue's figures for the peers on this machine, shown beside ours for cross-checking.
 ISSUE_FIGURES = {
     "nchan": {"w1": "10", "w2": "300,000", "w3": "10"},
@@ -186,7 +186,15 @@ def _summarize_w4(w4: list[Record]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ markdown
 
-_FANOUT_ORDER = ["ssegate", "nchan", "express", "bettersse", "starlette"]
+_FANOUT_ORDER = [
+    "ssegate",
+    "ssegate-redis-1w",
+    "ssegate-redis-2w",
+    "nchan",
+    "express",
+    "bettersse",
+    "starlette",
+]
 _LLM_ORDER = ["ssegate", "express-sdk", "starlette-sdk", "direct"]
 
 
@@ -248,7 +256,7 @@ def render_markdown(
                 f"{_fmt(s[n]['w2']['ev_s'])} (at {s[n]['w2']['best_rate'] or 0:g}/s)" if "w2" in s[n] else "–"
                 for n in fan
             ]
-            + ["≥ 300,000", met.get("w2", "–")]
+            + ["≥ 300,000 and ≥ Nchan", met.get("w2", "–")]
         )
     if any("w3" in s[n] for n in fan):
         rows.append(
@@ -274,7 +282,7 @@ def render_markdown(
                     else "–"
                     for n in llm
                 ]
-                + ["above every peer", met.get("w4", "–")]
+                + ["≥ 600, above every peer", met.get("w4", "–")]
             )
         if any("w5" in s[n] for n in llm):
             rows.append(
@@ -307,12 +315,15 @@ def goals_met(s: dict[str, dict[str, Any]]) -> dict[str, str]:
         # "all delivered" also means every due publish went out: back-pressure would hide lost load
         out["w1"] = _yes(w1["p99"] <= GOALS["w1"] and w1["delivery"] >= 0.9999 and w1["backpressure"] <= 0.02)
     if "w2" in ours:
-        out["w2"] = _yes(ours["w2"]["ev_s"] >= GOALS["w2"])
+        # "≥ 1.0× Nchan": at least Nchan's figure from the same run, when it ran
+        nchan = s.get("nchan", {}).get("w2", {}).get("ev_s", 0.0)
+        out["w2"] = _yes(ours["w2"]["ev_s"] >= max(GOALS["w2"], nchan))
     if "w3" in ours:
         out["w3"] = _yes(ours["w3"]["kib"] <= GOALS["w3"])
     if "w4" in ours:
         peers = [d["w4"]["best_n"] or 0 for n, d in s.items() if n != "ssegate" and "w4" in d]
-        out["w4"] = _yes((ours["w4"]["best_n"] or 0) > max(peers, default=0))
+        best = ours["w4"]["best_n"] or 0
+        out["w4"] = _yes(best >= GOALS["w4"] and best > max(peers, default=0))
     w5 = ours.get("w5", {})
     if "overhead_p50" in w5:
         out["w5"] = _yes(w5["overhead_p50"] <= GOALS["w5_p50"] and w5["overhead_p99"] <= GOALS["w5_p99"])
@@ -495,22 +506,22 @@ def render_png(records: list[Record], path: Path) -> None:
     panels: list[tuple[str, list[str], list[float], float | None, str]] = [
         (
             "W1 fan-out p99 latency (ms, lower is better)",
-            fan,
-            [s[n].get("w1", {}).get("p99", 0.0) for n in fan],
+            [n for n in fan if "w1" in s[n]],
+            [s[n]["w1"]["p99"] for n in fan if "w1" in s[n]],
             GOALS["w1"],
             "goal ≤ 50 ms",
         ),
         (
             "W2 delivered events/s at highest sustained rate",
-            fan,
-            [s[n].get("w2", {}).get("ev_s", 0.0) for n in fan],
+            [n for n in fan if "w2" in s[n]],
+            [s[n]["w2"]["ev_s"] for n in fan if "w2" in s[n]],
             GOALS["w2"],
             "goal ≥ 300k",
         ),
         (
             "W3 idle memory per connection (KiB, lower is better)",
-            fan,
-            [s[n].get("w3", {}).get("kib", 0.0) for n in fan],
+            [n for n in fan if "w3" in s[n]],
+            [s[n]["w3"]["kib"] for n in fan if "w3" in s[n]],
             GOALS["w3"],
             "goal ≤ 10 KiB",
         ),
@@ -525,7 +536,10 @@ def render_png(records: list[Record], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     for ax, (title, names, values, goal, goal_label) in zip(axes.flat, panels, strict=True):
         labels = [s[n]["title"] for n in names]
-        colors = ["#d62728" if n == "ssegate" else "#7f7f7f" for n in names]
+        colors = [
+            "#d62728" if n == "ssegate" else "#ff9896" if n.startswith("ssegate") else "#7f7f7f"
+            for n in names
+        ]
         bars = ax.bar(range(len(names)), values, color=colors)
         ax.set_xticks(range(len(names)), labels, rotation=20, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
@@ -540,7 +554,10 @@ def render_png(records: list[Record], path: Path) -> None:
         if goal is not None:
             ax.axhline(goal, color="#1f77b4", linestyle="--", linewidth=1, label=goal_label)
             ax.legend(fontsize=8)
-    fig.suptitle("ssegate vs. peers — one server process, loopback, 2-core machine (medians)", fontsize=11)
+    fig.suptitle(
+        "ssegate vs. peers — one server process (but the 2-worker bars), loopback, 2-core machine (medians)",
+        fontsize=11,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -42,6 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default docs/benchmarks)")
     parser.add_argument("--no-ssegate", action="store_true", help="measure the peers only")
+    parser.add_argument(
+        "--no-scale",
+        action="store_true",
+        help="skip ssegate over Redis with 1 and 2 workers (W1/W2; needs redis-server)",
+    )
     parser.add_argument(
         "--from-raw",
         type=Path,
@@ -117,6 +123,10 @@ def plan_text(plan: Plan) -> str:
         " anthropic` with SSEGATE_ANTHROPIC_BASE_URL pointing at the fake) with its per-client stream and"
         " generation-start limits lifted and its access log off (the peers log no requests either):"
         " " + ", ".join(f"`{k}={v}`" for k, v in targets.SSEGATE_BENCH_ENV.items()) + ".",
+        "*ssegate, Redis, 1 / 2 workers* (W1 and W2 only): the same server with `--redis` pointing at a"
+        " `redis-server` the bench starts (no persistence) and `--workers 1` or `--workers 2`. Publishes"
+        " reach either worker and every worker fans each event out to its own subscribers; server CPU"
+        " and memory there include Redis's.",
     ]
     return "\n".join(f"- {item}" for item in items)
 
@@ -209,9 +219,18 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append(
             "ssegate: the server is not installed yet (no src/ssegate/server or .venv/bin/ssegate)."
         )
+    scale: list[targets.FanoutTarget] = []
     if with_ssegate and {"w1", "w2", "w3"} & set(args.only):
         if ssegate_has_topics(logs):
             fanout.insert(0, targets.SSEGATE)
+            if args.no_scale:
+                pass
+            elif shutil.which("redis-server") is None:
+                skipped.append(
+                    "ssegate over Redis: no redis-server on PATH (scripts/setup.sh test installs it)."
+                )
+            else:
+                scale = list(targets.SSEGATE_SCALE)
         else:
             skipped.append(
                 "ssegate: POST /v1/topics/{topic}/events is not answered with 2xx yet; W1–W3 skipped."
@@ -220,11 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         llm.insert(0, targets.LLM_SSEGATE)
 
     for workload in args.only:
-        if workload == "w5":
-            gateways = [t for t in llm if t.name == "ssegate"]
+        chosen: list[targets.FanoutTarget] | list[targets.LlmTarget]
+        if workload in ("w1", "w2"):
+            chosen = fanout[:1] + scale + fanout[1:] if fanout[:1] == [targets.SSEGATE] else fanout
+        elif workload == "w3":
+            chosen = fanout
+        elif workload == "w4":
+            chosen = llm
         else:
-            gateways = llm if workload == "w4" else []
-        for target in fanout if workload in ("w1", "w2", "w3") else gateways:
+            chosen = [t for t in llm if t.name == "ssegate"]
+        for target in chosen:
             say(f"--- {workload} {target.name}")
             try:
                 getattr(runner, workload)(target)

@@ -42,6 +42,9 @@ class FanoutTarget:
     pub_path: str
     # "raw": the publish body is the event; "data": ssegate's {"data": <event>} envelope
     pub_format: str = "raw"
+    # ssegate only: its log in a Redis the bench starts (else the embedded one), and its processes
+    redis: bool = False
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,19 @@ class LlmTarget:
 
 SSEGATE = FanoutTarget(
     "ssegate", "ssegate", f"/v1/topics/{TOPIC}/events", f"/v1/topics/{TOPIC}/events", pub_format="data"
+)
+# Scaling out: the same server over Redis Streams, in one process and in two (W1/W2 only).
+SSEGATE_SCALE = tuple(
+    FanoutTarget(
+        f"ssegate-redis-{n}w",
+        f"ssegate, Redis, {n} worker{'s' if n > 1 else ''}",
+        SSEGATE.sub_path,
+        SSEGATE.pub_path,
+        pub_format="data",
+        redis=True,
+        workers=n,
+    )
+    for n in (1, 2)
 )
 FANOUT_PEERS = (
     FanoutTarget("nchan", "Nchan (nginx, C)", "/sub", "/pub"),
@@ -169,11 +185,11 @@ def start_fanout(target: FanoutTarget, logs: Path) -> Iterator[tuple[int, list[i
     port = procs.free_port()
     log = logs / f"{target.name}.log"
     env: dict[str, str] = {}
-    if target.name == "ssegate":
-        # no keys: local mode; keep-alive as the peers' (15 s), so W3 measures idle connections
-        argv = [str(VENV_BIN / "ssegate"), "serve", "--port", str(port)]
-        env = {**SSEGATE_BENCH_ENV, "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""}
-    elif target.name == "nchan":
+    if target.name.startswith("ssegate"):
+        with _ssegate_fanout(target, port, log) as pids:
+            yield port, pids
+        return
+    if target.name == "nchan":
         argv = _nchan_argv(port, SCRATCH / f"nchan-{port}")
     elif target.name == "starlette":
         argv = [str(PEER_VENV / "bin/python"), str(PEERS_DIR / "starlette_app.py"), str(port)]
@@ -184,6 +200,41 @@ def start_fanout(target: FanoutTarget, logs: Path) -> Iterator[tuple[int, list[i
         raise ValueError(target.name)
     with procs.running(argv, port, env=env, log=log) as proc:
         yield port, procs.descendants(proc.pid)
+
+
+@contextlib.contextmanager
+def _ssegate_fanout(target: FanoutTarget, port: int, log: Path) -> Iterator[list[int]]:
+    # no keys: local mode; keep-alive as the peers' (15 s), so W3 measures idle connections
+    argv = [str(VENV_BIN / "ssegate"), "serve", "--port", str(port)]
+    env = {**SSEGATE_BENCH_ENV, "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""}
+    with contextlib.ExitStack() as stack:
+        redis_pids: list[int] = []
+        if target.redis:
+            redis_port = procs.free_port()
+            redis = stack.enter_context(
+                procs.running(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    redis_port,
+                    log=log.with_name(f"{target.name}-redis.log"),
+                )
+            )
+            redis_pids = [redis.pid]
+            argv += ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--workers", str(target.workers)]
+        proc = stack.enter_context(procs.running(argv, port, env=env, log=log))
+        if target.workers > 1:
+            procs.wait_for_workers(proc, port, target.workers)
+        # Redis is part of the deployment: its CPU and memory count with the server's.
+        yield procs.descendants(proc.pid) + redis_pids
 
 
 @contextlib.contextmanager

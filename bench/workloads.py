@@ -54,7 +54,7 @@ class Plan:
     w1_warmup: float = 2
     w1_window: float = 8
     w2_subs: int = 1000
-    w2_rates: tuple[float, ...] = (10, 25, 50, 100, 150, 200, 300, 400, 500, 700, 1000)
+    w2_rates: tuple[float, ...] = (10, 25, 50, 100, 150, 200, 300, 400, 500, 700, 1000, 1500, 2000, 3000)
     w2_warmup: float = 1
     w2_window: float = 4
     w3_conns: int = 10_000

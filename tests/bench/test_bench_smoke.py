@@ -1,7 +1,8 @@
 """Smoke test of the benchmark harness: ``python -m bench.run --quick`` against ssegate only.
 
-Checks that one command builds the C load client, drives every workload (W1–W5) and writes the
-tables, the plot and the raw JSON lines. It asserts shapes and delivery, never timings.
+Checks that one command builds the C load client, drives every workload (W1–W5, and W1/W2 over
+Redis with one and two workers) and writes the tables, the plot and the raw JSON lines. It asserts
+shapes and delivery, never timings.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Pa
     records = _run_quick(tmp_path)
 
     assert {r["workload"] for r in records} == {"w1", "w2", "w3", "w4", "w5"}
-    assert {r["target"] for r in records} == {"ssegate", "direct"}
+    assert {r["target"] for r in records} == {"ssegate", "ssegate-redis-1w", "ssegate-redis-2w", "direct"}
+    # Scaling out: two workers over Redis still deliver every event to every subscriber (checked below).
+    for name in ("ssegate-redis-1w", "ssegate-redis-2w"):
+        assert {r["workload"] for r in records if r["target"] == name} == {"w1", "w2"}
     for record in records:
         result = record["result"]
         assert set(result["latency_ms"]) == LATENCY_KEYS
@@ -64,4 +68,5 @@ def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Pa
     for heading in ("## Summary", "W1 fan-out", "W2 saturation", "W3 idle", "W4 LLM streams", "W5 TTFT"):
         assert heading in markdown
     assert "| ssegate |" in markdown or "| ssegate " in markdown
+    assert "ssegate, Redis, 2 workers" in markdown
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
