@@ -14,11 +14,18 @@ from ssegate.log.base import RESET_FUTURE, RESET_OTHER_EPOCH, RESET_TRIMMED, RES
 _EPOCH_ALPHABET = string.digits + string.ascii_lowercase
 # 10 base-36 characters: ~52 bits, so two lives of one stream practically never share an epoch.
 _EPOCH_LENGTH = 10
+_EPOCH_SPACE = len(_EPOCH_ALPHABET) ** _EPOCH_LENGTH
 
 
 def new_epoch() -> str:
     """A fresh random epoch word for a newly created stream."""
-    return "".join(secrets.choice(_EPOCH_ALPHABET) for _ in range(_EPOCH_LENGTH))
+    # One draw from the OS for the whole word, not one per character (secrets.choice each time).
+    number = secrets.randbelow(_EPOCH_SPACE)
+    digits = []
+    for _ in range(_EPOCH_LENGTH):
+        number, digit = divmod(number, len(_EPOCH_ALPHABET))
+        digits.append(_EPOCH_ALPHABET[digit])
+    return "".join(digits)
 
 
 def resolve_cursor(after: str | None, epoch: str, first_seq: int, last_seq: int) -> tuple[int, str | None]:

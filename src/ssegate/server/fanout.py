@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from starlette.types import Send
 
@@ -69,8 +69,7 @@ class ChunkedSocket:
         if getattr(cycle, "chunked_encoding", None) is not True or getattr(cycle, "disconnected", True):
             return None
         transport = getattr(cycle, "transport", None)
-        # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
-        return cls(transport) if isinstance(transport, _Transport) else None
+        return cls(transport) if _is_transport(transport) else None
 
     @property
     def closing(self) -> bool:
@@ -83,6 +82,19 @@ class ChunkedSocket:
             return False
         transport.write(framed)
         return transport.get_write_buffer_size() <= SLOW_SOCKET_BYTES
+
+
+# Duck-typed (uvloop's transports are not asyncio.WriteTransport subclasses), and answered once
+# per class: isinstance() against a runtime-checkable Protocol walks its members on every call.
+_transport_classes: dict[type, bool] = {}
+
+
+def _is_transport(obj: object) -> TypeGuard[_Transport]:
+    cls = type(obj)
+    known = _transport_classes.get(cls)
+    if known is None:
+        known = _transport_classes[cls] = isinstance(obj, _Transport)
+    return known
 
 
 def frame(chunk: bytes) -> bytes:
@@ -127,6 +139,9 @@ class FanOut:
 
     def __init__(self, log: EventLog, *, keepalive: float, coalesce: float, metrics: Metrics) -> None:
         self._log = log
+        # Asked once: isinstance() against a runtime-checkable Protocol is slow (per stream, it was
+        # a few per cent of a generation's start under bench W4).
+        self._live_log = log if isinstance(log, ListenableLog) else None
         self._keepalive = keepalive
         self._coalesce = coalesce
         self._metrics = metrics
@@ -203,8 +218,7 @@ class _Group:
         self.flush_handle: asyncio.Handle | None = None
         self.keepalive_handle: asyncio.TimerHandle | None = None
         self.unlisten: Callable[[], None] | None = None
-        log = fanout._log
-        self.live_log = log if isinstance(log, ListenableLog) else None
+        self.live_log = fanout._live_log
         if self.live_log is None:
             self.task = asyncio.create_task(self._run(), name=f"ssegate-fanout-{stream}")
             return
