@@ -43,7 +43,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -439,27 +439,17 @@ class Subscription:
     def topics(self) -> list[str]:
         return [c.topic for c in self._cursors]
 
-    async def chunks(self, *, keepalive: float) -> AsyncGenerator[bytes | Handoff, str | None]:
-        """Yield forever: the opening id, then every event after the cursors, or keep-alives.
+    def chunks(self, *, keepalive: float) -> AsyncGenerator[bytes | Handoff, str | None]:
+        """A generator that yields forever: the opening id, then every event after the cursors, or
+        keep-alives.
 
         One topic: after each write it offers itself to the live fan-out (a :class:`Handoff`); the
-        consumer sends back where the fan-out took it, or ``None``.
+        consumer sends back where the fan-out took it, or ``None``. (The generator is returned,
+        not wrapped: a held subscription keeps one generator frame, not two.)
         """
-        if self.opening_id is not None:
-            yield _id_only(self.opening_id)
         if len(self._cursors) == 1:
-            one = self._one(self._cursors[0], keepalive)
-            reply: str | None = None
-            try:
-                while True:
-                    reply = yield await one.asend(reply)
-            except StopAsyncIteration:
-                return
-            finally:
-                await one.aclose()
-        else:
-            async for chunk in self._many(keepalive):
-                yield chunk
+            return self._one(self._cursors[0], keepalive)
+        return self._many(keepalive)
 
     async def _read(self, cursor: _Cursor, wait: float) -> ReadResult:
         try:
@@ -496,6 +486,8 @@ class Subscription:
 
     async def _one(self, cursor: _Cursor, keepalive: float) -> AsyncGenerator[bytes | Handoff, str | None]:
         # One topic: the log's own ids, so the entries' shared bytes go out as they are.
+        if self.opening_id is not None:
+            yield _id_only(self.opening_id)
         wait = 0.0
         while True:
             if wait and cursor.pending is None:
@@ -519,9 +511,11 @@ class Subscription:
                 yield KEEPALIVE
             wait = keepalive
 
-    async def _many(self, keepalive: float) -> AsyncIterator[bytes]:
+    async def _many(self, keepalive: float) -> AsyncGenerator[bytes, str | None]:
         # Several topics: one read waits per topic; whatever has arrived is sent in one write, each
         # event with an id naming every topic's position on this connection after it.
+        if self.opening_id is not None:
+            yield _id_only(self.opening_id)
         reads: dict[asyncio.Task[ReadResult], _Cursor] = {}
         names = self.topics
         check_for: tuple[str, ...] = ()

@@ -64,6 +64,7 @@ class StreamEndpoint:
             response = await endpoint(request)
         except Exception as exc:
             response = await self._handler(exc)(request, exc)
+        del request  # the response needs none of it, and the stream may be held for hours
         # Errors from here on happen after the response started: nothing can be answered any
         # more, so they go to the server, which closes the connection (as under Starlette).
         await response(scope, receive, send)

@@ -127,6 +127,25 @@ def redact_query(query: str) -> str:
     return urlencode([(k, REDACTED if k in _SECRET_PARAMS else v) for k, v in pairs], safe="/:*")
 
 
+class _CountingSend:
+    """``send`` that notes the status and counts body bytes (a slotted object, not a closure with
+    its cells: it lives as long as a held connection)."""
+
+    __slots__ = ("send", "sent", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 0
+        self.sent = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        elif message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class AccessLogMiddleware:
     """One JSON line per request; also counts responses by status for ``/metrics``."""
 
@@ -140,27 +159,17 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
-        status = 0
-        sent = 0
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            elif message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        counting = _CountingSend(send)
         try:
-            await self.app(scope, receive, counting_send)
-            sent += scope.get(LIVE_BYTES, 0)  # written by the fan-out, under this middleware
+            await self.app(scope, receive, counting)
+            counting.sent += scope.get(LIVE_BYTES, 0)  # written by the fan-out, under this middleware
         except BaseException:
-            status = status or 500  # the error page is sent outside this middleware
+            counting.status = counting.status or 500  # the error page is sent outside this middleware
             raise
         finally:
-            self.metrics.requests[status] += 1
+            self.metrics.requests[counting.status] += 1
             if self.log and access_logger.isEnabledFor(logging.INFO):
-                self._write(scope, status, sent, time.monotonic() - started)
+                self._write(scope, counting.status, counting.sent, time.monotonic() - started)
 
     @staticmethod
     def _write(scope: Scope, status: int, sent: int, duration: float) -> None:
