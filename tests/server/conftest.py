@@ -9,7 +9,10 @@ import pytest
 
 from ssegate.config import Settings
 from ssegate.server.app import create_app
+from tests.support.redis_server import redis_server
 from tests.support.servers import serve_asgi
+
+__all__ = ["redis_server"]  # a real Redis for the fan-out's pull mode
 
 # Fast, deterministic demo pacing so streams take a fraction of a second.
 FAST = {"demo_ttft": 0.01, "demo_tokens_per_second": 400.0}

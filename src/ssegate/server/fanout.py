@@ -212,7 +212,7 @@ class _Group:
         self.members: set[Member] = set()
         self.bytes_written = 0
         self.loop = asyncio.get_running_loop()
-        self.last_write = 0.0
+        self.last_write = self.loop.time()  # members join caught up: no keep-alive due yet
         self.budget = 0.0  # how long after a write the next one waits to batch (see _timed_write)
         self.task: asyncio.Task[None] | None = None
         self.flush_handle: asyncio.Handle | None = None
@@ -303,7 +303,13 @@ class _Group:
                 if result.reset or (result.closed and not result.entries):
                     return  # members read on their own: they handle resets and the end
                 if not result.entries:
-                    self._write(KEEPALIVE, 0)
+                    # Empty: the keep-alive time passed, or the log's shared reader woke us for
+                    # entries this group had already taken from Redis itself (the read after the
+                    # write budget can run ahead of it). Only the first calls for a keep-alive; the
+                    # second, under steady load, was a comment written to every member per batch.
+                    if loop.time() - self.last_write >= fanout._keepalive / 2:
+                        self._write(KEEPALIVE, 0)
+                        self.last_write = loop.time()
                     continue
                 entries = result.entries
                 closed = result.closed
