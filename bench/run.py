@@ -223,13 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     if with_ssegate and {"w1", "w2", "w3"} & set(args.only):
         if ssegate_has_topics(logs):
             fanout.insert(0, targets.SSEGATE)
-            if args.no_scale:
-                pass
-            elif shutil.which("redis-server") is None:
+            if not args.no_scale and shutil.which("redis-server") is None:
                 skipped.append(
                     "ssegate over Redis: no redis-server on PATH (scripts/setup.sh test installs it)."
                 )
-            else:
+            elif not args.no_scale:
                 scale = list(targets.SSEGATE_SCALE)
         else:
             skipped.append(
@@ -241,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     for workload in args.only:
         chosen: list[targets.FanoutTarget] | list[targets.LlmTarget]
         if workload in ("w1", "w2"):
-            chosen = fanout[:1] + scale + fanout[1:] if fanout[:1] == [targets.SSEGATE] else fanout
+            chosen = fanout[:1] + scale + fanout[1:]  # scale is set only when ssegate leads fanout
         elif workload == "w3":
             chosen = fanout
         elif workload == "w4":
