@@ -14,6 +14,9 @@ from typing import Any
 
 import uvicorn
 
+from ssegate.server.app import App
+from ssegate.server.main import UVICORN_OPTIONS, ServedApp
+
 
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -35,9 +38,15 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serve_asgi(app: Any, **config: Any) -> AsyncIterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
+    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``).
+
+    ssegate's own app is served as ``ssegate serve`` serves it (see ssegate.server.main).
+    """
     sock = bound_socket()
     port = sock.getsockname()[1]
+    if isinstance(app, App):
+        app = ServedApp(app)
+        config = {**UVICORN_OPTIONS, **config}
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **config)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -57,7 +57,7 @@ def provider_config(settings: Settings) -> ProviderConfig:
     )
 
 
-class _App(Starlette):
+class App(Starlette):
     """Starlette, plus: the server's own ``send`` kept in the scope for the live fan-out (which
     writes under the middleware; see :mod:`ssegate.server.fanout`), and the event-stream routes
     served on the short path of :mod:`ssegate.server.dispatch`."""
@@ -71,16 +71,20 @@ class _App(Starlette):
             short = cls(short, *args, **kwargs)
         return HeldStreams(super().build_middleware_stack(), short, self.stream_routes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Starlette.__call__'s work, inlined: one frame less on every held connection.
+    def dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Starlette.__call__'s work as a plain function: a server that calls this directly
+        (``ssegate serve``) keeps no frame of this layer on a held connection."""
         scope["app"] = self
         scope[SERVER_SEND] = send
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
-        await self.middleware_stack(scope, receive, send)
+        return self.middleware_stack(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.dispatch(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> Starlette:
+def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> App:
     """The app. ``drain_on_signal``: SIGTERM drains (set by ``ssegate serve``, not in tests).
 
     Raises :class:`ssegate.auth.AuthConfigError` for a malformed API key configuration.
@@ -188,7 +192,7 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
         *topics.routes,
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
-    app = _App(
+    app = App(
         routes=routes,
         lifespan=lifespan,
         middleware=[
