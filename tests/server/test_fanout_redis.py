@@ -10,22 +10,7 @@ from ssegate.log.base import Handoff, Retention
 from ssegate.log.redis import RedisEventLog
 from ssegate.server.fanout import ChunkedSocket, FanOut, frame
 from ssegate.server.metrics import Metrics
-
-
-class RecordingTransport:
-    """A client socket that keeps what the fan-out writes (the three calls the group makes)."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
+from tests.support.transports import RecordingTransport
 
 
 async def test_a_wake_up_for_entries_the_group_already_has_writes_no_keep_alive(redis_server: str) -> None:

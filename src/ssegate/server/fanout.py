@@ -11,7 +11,10 @@ or a log error. Those paths are the tested per-viewer ones; the group only ever 
 Writes are coalesced where it pays: after a write, the next waits twice as long as that write
 took, at most ``coalesce`` seconds. A stream with a thousand viewers (a write of milliseconds)
 then costs one write per budget per viewer however many events it carries; a stream with a few
-viewers writes each event at once; a quiet stream's next event always goes out at once.
+viewers writes each event at once; a quiet stream's next event always goes out at once. A batch
+for more than ``WRITE_SLICE`` viewers is written that many sockets per turn of the event loop,
+so the requests that arrive meanwhile (publishes, new viewers) are served between slices instead
+of after the whole batch.
 
 Over the embedded log the group has no task at all: the log calls it back on append and it flushes
 from a loop callback (one keep-alive timer per group). Over Redis one task per group reads.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from starlette.types import Send
@@ -39,6 +42,10 @@ SERVER_SEND = "ssegate.server_send"
 LIVE_BYTES = "ssegate.live_bytes"
 # Bytes waiting in a socket's buffer beyond which its viewer leaves the group (a slow client).
 SLOW_SOCKET_BYTES = 64 * 1024
+# Sockets a group writes per turn of the event loop. A batch for a larger group is written over
+# several turns, so requests that arrive meanwhile (publishes) wait for one slice of syscalls, not
+# for a thousand.
+WRITE_SLICE = 128
 
 
 @runtime_checkable
@@ -167,6 +174,7 @@ class FanOut:
         """The viewer is gone (or the server ends its stream): no more writes to it."""
         group = member.group
         group.members.discard(member)
+        group.write_pending_to(member)  # before it resumes after this batch on its own
         self._metrics.live_viewers -= 1
         member.task = None  # leaving by itself: nothing to wake
         member.detach(group.after)
@@ -200,9 +208,12 @@ class _Group:
         "live_log",
         "loop",
         "members",
+        "pending",
+        "pending_handle",
         "stream",
         "task",
         "unlisten",
+        "writing_time",
     )
 
     def __init__(self, fanout: FanOut, stream: str, after: str) -> None:
@@ -218,6 +229,10 @@ class _Group:
         self.flush_handle: asyncio.Handle | None = None
         self.keepalive_handle: asyncio.TimerHandle | None = None
         self.unlisten: Callable[[], None] | None = None
+        # A batch being written in slices: its framed bytes and the members still to write it to.
+        self.pending: tuple[bytes, list[Member]] | None = None
+        self.pending_handle: asyncio.Handle | None = None
+        self.writing_time = 0.0  # spent on the batch in progress's slices so far
         self.live_log = fanout._live_log
         if self.live_log is None:
             self.task = asyncio.create_task(self._run(), name=f"ssegate-fanout-{stream}")
@@ -230,6 +245,7 @@ class _Group:
         self.keepalive_handle = self.loop.call_at(self.loop.time() + fanout._keepalive, self._keepalive)
 
     def stop(self) -> None:
+        self._finish_pending()
         self._unregister()
         if self.task is not None:
             self.task.cancel()
@@ -253,8 +269,8 @@ class _Group:
         """The log appended to (or dropped) the stream: flush now, or when the write budget ends.
 
         Never called once the group stopped: stopping removes the listener."""
-        if self.flush_handle is not None:
-            return
+        if self.flush_handle is not None or self.pending is not None:
+            return  # a batch still being written calls back here when it is done
         due = self.last_write + self.budget
         if due <= self.loop.time():
             self.flush_handle = self.loop.call_soon(self._flush)
@@ -277,7 +293,10 @@ class _Group:
             return
         if result.entries:
             self.after = result.entries[-1].id
-            self._timed_write(_wire(result.entries), len(result.entries))
+            if result.closed or len(self.members) <= WRITE_SLICE:
+                self._timed_write(_wire(result.entries), len(result.entries))
+            else:
+                self._write_in_slices(_wire(result.entries), len(result.entries))
         if result.closed:
             self.stop_members()
 
@@ -286,10 +305,67 @@ class _Group:
         now = self.loop.time()
         due = self.last_write + self.fanout._keepalive
         if due <= now:
-            self._write(KEEPALIVE, 0)
-            self.last_write = now
+            if self.pending is None:  # else a batch is being written: nothing is idle
+                self._write(KEEPALIVE, 0)
+                self.last_write = now
             due = now + self.fanout._keepalive
         self.keepalive_handle = self.loop.call_at(due, self._keepalive)
+
+    def _write_in_slices(self, chunk: bytes, events: int) -> None:
+        """Push mode: write ``chunk`` to the members, a slice per loop turn (see _begin_batch)."""
+        self._begin_batch(chunk, events)
+        self._next_slice()
+
+    def _next_slice(self) -> None:
+        self.pending_handle = None
+        if self._write_slice():
+            self.pending_handle = self.loop.call_soon(self._next_slice)
+        else:
+            self._changed()  # entries appended meanwhile
+
+    def _begin_batch(self, chunk: bytes, events: int) -> None:
+        """Start writing ``chunk`` to the members as they are now; :meth:`_write_slice` goes on.
+
+        Until it is done no other write starts (the next flush and keep-alive wait for it), and
+        a member that leaves or is sent back first gets its copy at once: every member still
+        receives every batch once and in order, and leaves with everything up to ``after``.
+        """
+        self._count_write(chunk, events, len(self.members))
+        self.pending = (frame(chunk), list(self.members))
+        self.writing_time = 0.0
+
+    def _write_slice(self) -> bool:
+        """Write the batch in progress to the next ``WRITE_SLICE`` members; ``False`` once every
+        member has it (the write budget is then set as for one write of the whole batch)."""
+        if self.pending is None:
+            return False  # finished early: the group stopped or had to write something else
+        framed, remaining = self.pending
+        started = time.perf_counter()
+        batch, remaining[:WRITE_SLICE] = remaining[:WRITE_SLICE], []
+        self._write_framed(framed, batch)
+        self.writing_time += time.perf_counter() - started
+        if remaining:
+            return True
+        self.pending = None
+        self.budget = min(2 * self.writing_time, self.fanout._coalesce)
+        self.last_write = self.loop.time()
+        return False
+
+    def _finish_pending(self) -> None:
+        """Write the batch in progress to everyone still waiting for it, now."""
+        if self.pending is not None:
+            framed, remaining = self.pending
+            self.pending = None
+            if self.pending_handle is not None:
+                self.pending_handle.cancel()
+                self.pending_handle = None
+            self._write_framed(framed, remaining)
+
+    def write_pending_to(self, member: Member) -> None:
+        """``member`` leaves: give it the batch in progress first if its slice is still to come."""
+        if self.pending is not None and member in self.pending[1]:
+            self.pending[1].remove(member)
+            member.socket.write(self.pending[0])
 
     # -- pull: a reader task (the Redis log) ----------------------------------------------------
 
@@ -321,7 +397,14 @@ class _Group:
                         entries = entries + more.entries
                         closed = more.closed
                 self.after = entries[-1].id
-                self._timed_write(_wire(entries), len(entries))
+                if closed or len(self.members) <= WRITE_SLICE:
+                    self._timed_write(_wire(entries), len(entries))
+                else:
+                    self._begin_batch(_wire(entries), len(entries))
+                    slices_left = self._write_slice()
+                    while slices_left:
+                        await asyncio.sleep(0)  # what arrived meanwhile (publishes) goes first
+                        slices_left = self._write_slice()
                 if closed:
                     return
         except (SSEGateError, OSError):
@@ -342,24 +425,27 @@ class _Group:
         self.last_write = self.loop.time()
 
     def _write(self, chunk: bytes, events: int) -> None:
+        self._finish_pending()
         if not chunk:
             return  # only hidden entries; an empty HTTP chunk would end the response
-        framed = frame(chunk)
-        dropped: list[Member] = []
-        for member in self.members:
-            if not member.socket.write(framed):
-                dropped.append(member)
-        written = len(self.members)
+        self._count_write(chunk, events, len(self.members))
+        self._write_framed(frame(chunk), self.members)
+
+    def _count_write(self, chunk: bytes, events: int, members: int) -> None:
         self.bytes_written += len(chunk)
         metrics = self.fanout._metrics
-        metrics.bytes_sent += len(chunk) * written
-        metrics.events_sent += events * written
+        metrics.bytes_sent += len(chunk) * members
+        metrics.events_sent += events * members
+
+    def _write_framed(self, framed: bytes, members: Iterable[Member]) -> None:
+        dropped = [member for member in members if not member.socket.write(framed)]
         for member in dropped:  # it has this write's events: it resumes after them
             self.members.discard(member)
             member.slow = not member.socket.closing  # a closed one just leaves
             member.detach(self.after)
 
     def stop_members(self) -> None:
+        self._finish_pending()
         if self.task is None:
             self.stop()  # push mode: no task whose end would do it
         else:

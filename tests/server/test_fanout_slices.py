@@ -1,0 +1,143 @@
+"""A batch for a large group is written a slice of sockets per turn of the event loop, so requests
+that arrive meanwhile (publishes) are not held behind a thousand syscalls; every member still gets
+every batch once and in order, and one that leaves mid-batch gets its copy before it goes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from ssegate.log.base import Handoff, LogEntry, Retention
+from ssegate.log.memory import MemoryEventLog
+from ssegate.log.redis import RedisEventLog
+from ssegate.server import fanout as fanout_module
+from ssegate.server.fanout import ChunkedSocket, FanOut, Member, frame
+from ssegate.server.metrics import Metrics
+from tests.support.transports import RecordingTransport
+
+
+@asynccontextmanager
+async def live_group(
+    size: int,
+) -> AsyncIterator[tuple[MemoryEventLog, FanOut, list[Member], list[RecordingTransport]]]:
+    log = MemoryEventLog()
+    await log.create("news", Retention(max_events=100, max_age=60.0))
+    opening = await log.append("news", "message", "0")
+    # No write budget: each append is flushed on the next loop turn, which keeps the steps exact.
+    fanout = FanOut(log, keepalive=30.0, coalesce=0.0, metrics=Metrics())
+    transports = [RecordingTransport() for _ in range(size)]
+    members = []
+    for transport in transports:
+        member = fanout.join(Handoff("news", opening.id), ChunkedSocket(transport))
+        assert member is not None
+        members.append(member)
+    await asyncio.sleep(0)  # the group's first look at the log: nothing new
+    try:
+        yield log, fanout, members, transports
+    finally:
+        await fanout.aclose()
+        await log.aclose()
+
+
+def have(transports: list[RecordingTransport], entry: LogEntry) -> int:
+    return sum(entry.id.encode() in t.written for t in transports)
+
+
+async def test_a_large_group_s_batch_is_written_over_several_loop_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 2)
+    async with live_group(5) as (log, _, _, transports):
+        entry = await log.append("news", "message", "1")
+        counts = []
+        while not counts or counts[-1] < 5:
+            await asyncio.sleep(0)  # one turn of the loop
+            counts.append(have(transports, entry))
+            assert len(counts) < 20
+    assert counts[-3:] == [2, 4, 5]  # two sockets, two more, the last: three turns
+    assert all(bytes(t.written) == frame(entry.wire) for t in transports)
+
+
+async def test_a_group_no_larger_than_a_slice_is_written_in_one_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 5)
+    async with live_group(5) as (log, _, _, transports):
+        entry = await log.append("news", "message", "1")
+        await asyncio.sleep(0)
+        assert have(transports, entry) == 5
+
+
+async def test_events_appended_during_a_sliced_write_follow_it_to_every_member_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 2)
+    async with live_group(5) as (log, _, _, transports):
+        first = await log.append("news", "message", "1")
+        await asyncio.sleep(0)
+        assert have(transports, first) == 2  # mid-batch
+        second = await log.append("news", "message", "2")
+        third = await log.append("news", "message", "3")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert have(transports, third) == 5
+    expected = frame(first.wire) + frame(second.wire + third.wire)
+    assert [bytes(t.written) for t in transports] == [expected] * 5
+
+
+async def test_a_member_leaving_mid_batch_gets_its_copy_first_and_only_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 1)
+    async with live_group(3) as (log, fanout, members, transports):
+        entry = await log.append("news", "message", "1")
+        await asyncio.sleep(0)
+        assert have(transports, entry) == 1
+        waiting = next(m for m, t in zip(members, transports, strict=True) if not t.written)
+        fanout.leave(waiting)  # e.g. the server ends its stream: it resumes on its own after this
+        assert waiting.resumed == entry.id
+        assert bytes(transports[members.index(waiting)].written) == frame(entry.wire)
+        for _ in range(10):
+            await asyncio.sleep(0)
+    assert all(bytes(t.written) == frame(entry.wire) for t in transports)
+
+
+async def test_over_redis_a_sliced_group_gives_every_member_every_event_once_in_order(
+    monkeypatch: pytest.MonkeyPatch, redis_server: str
+) -> None:
+    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 2)
+    stream = f"sliced-{uuid.uuid4().hex}"  # the Redis server is shared with other tests
+    async with RedisEventLog(redis_server) as log:
+        await log.create(stream, Retention(max_events=100, max_age=60.0))
+        opening = await log.append(stream, "message", "0")
+        fanout = FanOut(log, keepalive=30.0, coalesce=0.0, metrics=Metrics())
+        transports = [RecordingTransport() for _ in range(5)]
+        members = [fanout.join(Handoff(stream, opening.id), ChunkedSocket(t)) for t in transports]
+        try:
+            entries = [await log.append(stream, "message", str(n)) for n in range(1, 30)]
+            for _ in range(500):
+                if have(transports, entries[-1]) == 5:
+                    break
+                await asyncio.sleep(0.01)
+            # Each member's bytes are exactly the events after its join, each once, in order.
+            expected = b"".join(e.wire for e in entries)
+            for transport in transports:
+                assert _unframed(bytes(transport.written)) == expected
+        finally:
+            for member in members:
+                if member is not None:
+                    fanout.leave(member)
+            await fanout.aclose()
+
+
+def _unframed(written: bytes) -> bytes:
+    """The payload of a run of HTTP/1.1 chunks."""
+    out = bytearray()
+    while written:
+        size_line, _, rest = written.partition(b"\r\n")
+        size = int(size_line, 16)
+        out += rest[:size]
+        written = rest[size + 2 :]
+    return bytes(out)
