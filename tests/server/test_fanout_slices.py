@@ -22,8 +22,10 @@ from tests.support.transports import RecordingTransport
 
 @asynccontextmanager
 async def live_group(
-    size: int,
+    monkeypatch: pytest.MonkeyPatch, size: int, *, slice_size: int
 ) -> AsyncIterator[tuple[MemoryEventLog, FanOut, list[Member], list[RecordingTransport]]]:
+    """``size`` caught-up viewers of one stream, the group writing ``slice_size`` sockets a turn."""
+    monkeypatch.setattr(fanout_module, "WRITE_SLICE", slice_size)
     log = MemoryEventLog()
     await log.create("news", Retention(max_events=100, max_age=60.0))
     opening = await log.append("news", "message", "0")
@@ -47,37 +49,39 @@ def have(transports: list[RecordingTransport], entry: LogEntry) -> int:
     return sum(entry.id.encode() in t.written for t in transports)
 
 
+async def publish_and_turn(log: MemoryEventLog, transports: list[RecordingTransport]) -> tuple[LogEntry, int]:
+    """Append an event and let the loop turn once: the entry, and how many viewers have it."""
+    entry = await log.append("news", "message", "1")
+    await asyncio.sleep(0)
+    return entry, have(transports, entry)
+
+
 async def test_a_large_group_s_batch_is_written_over_several_loop_turns(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 2)
-    async with live_group(5) as (log, _, _, transports):
-        entry = await log.append("news", "message", "1")
-        counts = []
-        while not counts or counts[-1] < 5:
+    async with live_group(monkeypatch, 5, slice_size=2) as (log, _, _, transports):
+        entry, written = await publish_and_turn(log, transports)
+        counts = [written]
+        while counts[-1] < 5:
             await asyncio.sleep(0)  # one turn of the loop
             counts.append(have(transports, entry))
             assert len(counts) < 20
-    assert counts[-3:] == [2, 4, 5]  # two sockets, two more, the last: three turns
+    assert counts == [2, 4, 5]  # two sockets, two more, the last: three turns
     assert all(bytes(t.written) == frame(entry.wire) for t in transports)
 
 
 async def test_a_group_no_larger_than_a_slice_is_written_in_one_turn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 5)
-    async with live_group(5) as (log, _, _, transports):
-        entry = await log.append("news", "message", "1")
-        await asyncio.sleep(0)
-        assert have(transports, entry) == 5
+    async with live_group(monkeypatch, 5, slice_size=5) as (log, _, _, transports):
+        _, written = await publish_and_turn(log, transports)
+        assert written == 5
 
 
 async def test_events_appended_during_a_sliced_write_follow_it_to_every_member_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 2)
-    async with live_group(5) as (log, _, _, transports):
-        first = await log.append("news", "message", "1")
-        await asyncio.sleep(0)
-        assert have(transports, first) == 2  # mid-batch
+    async with live_group(monkeypatch, 5, slice_size=2) as (log, _, _, transports):
+        first, written = await publish_and_turn(log, transports)
+        assert written == 2  # mid-batch
         second = await log.append("news", "message", "2")
         third = await log.append("news", "message", "3")
         for _ in range(20):
@@ -90,11 +94,9 @@ async def test_events_appended_during_a_sliced_write_follow_it_to_every_member_i
 async def test_a_member_leaving_mid_batch_gets_its_copy_first_and_only_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fanout_module, "WRITE_SLICE", 1)
-    async with live_group(3) as (log, fanout, members, transports):
-        entry = await log.append("news", "message", "1")
-        await asyncio.sleep(0)
-        assert have(transports, entry) == 1
+    async with live_group(monkeypatch, 3, slice_size=1) as (log, fanout, members, transports):
+        entry, written = await publish_and_turn(log, transports)
+        assert written == 1
         waiting = next(m for m, t in zip(members, transports, strict=True) if not t.written)
         fanout.leave(waiting)  # e.g. the server ends its stream: it resumes on its own after this
         assert waiting.resumed == entry.id
