@@ -17,6 +17,7 @@ from ssegate.log.redis import RedisEventLog
 from ssegate.server import fanout as fanout_module
 from ssegate.server.fanout import ChunkedSocket, FanOut, Member, frame
 from ssegate.server.metrics import Metrics
+from ssegate.topics import MARKER_EVENT
 from tests.support.transports import RecordingTransport
 
 
@@ -74,6 +75,22 @@ async def test_a_group_no_larger_than_a_slice_is_written_in_one_turn(monkeypatch
     async with live_group(monkeypatch, 5, slice_size=5) as (log, _, _, transports):
         _, written = await publish_and_turn(log, transports)
         assert written == 5
+
+
+async def test_a_batch_of_hidden_entries_writes_nothing_to_a_large_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A topic's opening marker is never sent; framed alone it would be the empty chunk that ends
+    # every viewer's response.
+    async with live_group(monkeypatch, 5, slice_size=2) as (log, _, _, transports):
+        await log.append("news", MARKER_EVENT, "")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [bytes(t.written) for t in transports] == [b""] * 5
+        entry, _ = await publish_and_turn(log, transports)
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert [bytes(t.written) for t in transports] == [frame(entry.wire)] * 5
 
 
 async def test_events_appended_during_a_sliced_write_follow_it_to_every_member_in_order(

@@ -293,10 +293,11 @@ class _Group:
             return
         if result.entries:
             self.after = result.entries[-1].id
-            if result.closed or len(self.members) <= WRITE_SLICE:
-                self._timed_write(_wire(result.entries), len(result.entries))
+            chunk = _wire(result.entries)
+            if result.closed or not chunk or len(self.members) <= WRITE_SLICE:
+                self._timed_write(chunk, len(result.entries))
             else:
-                self._write_in_slices(_wire(result.entries), len(result.entries))
+                self._write_in_slices(chunk, len(result.entries))
         if result.closed:
             self.stop_members()
 
@@ -324,7 +325,8 @@ class _Group:
             self._changed()  # entries appended meanwhile
 
     def _begin_batch(self, chunk: bytes, events: int) -> None:
-        """Start writing ``chunk`` to the members as they are now; :meth:`_write_slice` goes on.
+        """Start writing ``chunk`` (not empty: that would end every response) to the members as
+        they are now; :meth:`_write_slice` goes on.
 
         Until it is done no other write starts (the next flush and keep-alive wait for it), and
         a member that leaves or is sent back first gets its copy at once: every member still
@@ -397,10 +399,11 @@ class _Group:
                         entries = entries + more.entries
                         closed = more.closed
                 self.after = entries[-1].id
-                if closed or len(self.members) <= WRITE_SLICE:
-                    self._timed_write(_wire(entries), len(entries))
+                chunk = _wire(entries)
+                if closed or not chunk or len(self.members) <= WRITE_SLICE:
+                    self._timed_write(chunk, len(entries))
                 else:
-                    self._begin_batch(_wire(entries), len(entries))
+                    self._begin_batch(chunk, len(entries))
                     slices_left = self._write_slice()
                     while slices_left:
                         await asyncio.sleep(0)  # what arrived meanwhile (publishes) goes first
