@@ -294,10 +294,10 @@ class _Group:
         if result.entries:
             self.after = result.entries[-1].id
             chunk = _wire(result.entries)
-            if result.closed or not chunk or len(self.members) <= WRITE_SLICE:
-                self._timed_write(chunk, len(result.entries))
-            else:
+            if self._in_slices(chunk, result.closed):
                 self._write_in_slices(chunk, len(result.entries))
+            else:
+                self._timed_write(chunk, len(result.entries))
         if result.closed:
             self.stop_members()
 
@@ -312,6 +312,12 @@ class _Group:
             due = now + self.fanout._keepalive
         self.keepalive_handle = self.loop.call_at(due, self._keepalive)
 
+    def _in_slices(self, chunk: bytes, closed: bool) -> bool:
+        """Whether a batch goes out a slice per loop turn: only a large group's, and never an empty
+        one (framed, that is the chunk ending every response) or the last (members leave after it).
+        """
+        return bool(chunk) and not closed and len(self.members) > WRITE_SLICE
+
     def _write_in_slices(self, chunk: bytes, events: int) -> None:
         """Push mode: write ``chunk`` to the members, a slice per loop turn (see _begin_batch)."""
         self._begin_batch(chunk, events)
@@ -325,8 +331,8 @@ class _Group:
             self._changed()  # entries appended meanwhile
 
     def _begin_batch(self, chunk: bytes, events: int) -> None:
-        """Start writing ``chunk`` (not empty: that would end every response) to the members as
-        they are now; :meth:`_write_slice` goes on.
+        """Start writing ``chunk`` (see :meth:`_in_slices`) to the members as they are now;
+        :meth:`_write_slice` goes on.
 
         Until it is done no other write starts (the next flush and keep-alive wait for it), and
         a member that leaves or is sent back first gets its copy at once: every member still
@@ -349,8 +355,7 @@ class _Group:
         if remaining:
             return True
         self.pending = None
-        self.budget = min(2 * self.writing_time, self.fanout._coalesce)
-        self.last_write = self.loop.time()
+        self._wrote(self.writing_time)
         return False
 
     def _finish_pending(self) -> None:
@@ -400,14 +405,14 @@ class _Group:
                         closed = more.closed
                 self.after = entries[-1].id
                 chunk = _wire(entries)
-                if closed or not chunk or len(self.members) <= WRITE_SLICE:
-                    self._timed_write(chunk, len(entries))
-                else:
+                if self._in_slices(chunk, closed):
                     self._begin_batch(chunk, len(entries))
                     slices_left = self._write_slice()
                     while slices_left:
                         await asyncio.sleep(0)  # what arrived meanwhile (publishes) goes first
                         slices_left = self._write_slice()
+                else:
+                    self._timed_write(chunk, len(entries))
                 if closed:
                     return
         except (SSEGateError, OSError):
@@ -424,7 +429,12 @@ class _Group:
         takes microseconds, so its next event (an LLM's first token) goes out at once."""
         started = time.perf_counter()  # not loop.time(): uvloop's is the loop iteration's start
         self._write(chunk, events)
-        self.budget = min(2 * (time.perf_counter() - started), self.fanout._coalesce)
+        self._wrote(time.perf_counter() - started)
+
+    def _wrote(self, writing_time: float) -> None:
+        """A batch is out after ``writing_time`` s of writes: the next waits twice that, at most
+        ``coalesce``."""
+        self.budget = min(2 * writing_time, self.fanout._coalesce)
         self.last_write = self.loop.time()
 
     def _write(self, chunk: bytes, events: int) -> None:
