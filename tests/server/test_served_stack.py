@@ -24,7 +24,6 @@ from ssegate.server.protocol import SlimEvent
 from tests.support.servers import serve_asgi
 
 FAST = {"demo_ttft": 0.01, "demo_tokens_per_second": 400.0}
-HOST_PORT = slice(len("http://"), None)
 
 
 # ------------------------------------------------------------------------------------ SlimEvent
@@ -65,11 +64,23 @@ async def test_waiters_cancelled_while_waiting_do_not_pile_up() -> None:
 # ---------------------------------------------------------------------------- the served stack
 
 
+def address(base_url: str) -> tuple[str, int]:
+    host, port = base_url[len("http://") :].split(":")
+    return host, int(port)
+
+
 @asynccontextmanager
 async def served(**overrides: Any) -> AsyncIterator[tuple[str, int]]:
     async with serve_asgi(create_app(Settings(**{**FAST, **overrides}))) as base_url:
-        host, port = base_url[HOST_PORT].split(":")
-        yield host, int(port)
+        yield address(base_url)
+
+
+async def open_stream(host: str, port: int, topic: bytes, headers: bytes = b"") -> asyncio.StreamWriter:
+    """Subscribe to ``topic`` on a raw connection; returns once the stream has opened."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /v1/topics/%s/events HTTP/1.1\r\nHost: x\r\n%s\r\n" % (topic, headers))
+    await reader.readuntil(b"retry:")
+    return writer
 
 
 async def exchange(host: str, port: int, request: bytes, *, responses: int) -> list[bytes]:
@@ -133,9 +144,7 @@ def held_chain(task: asyncio.Task[Any]) -> list[str]:
 
 async def test_a_held_subscriber_is_suspended_in_the_app_s_own_frames_only() -> None:
     async with served() as (host, port):
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(b"GET /v1/topics/quiet/events HTTP/1.1\r\nHost: x\r\n\r\n")
-        await reader.readuntil(b"retry:")  # the stream is open
+        writer = await open_stream(host, port, b"quiet")
         chains: list[list[str]] = []
         for _ in range(200):  # the viewer joins the fan-out right after its opening bytes
             chains = [held_chain(t) for t in asyncio.all_tasks() if "run_asgi" in repr(t.get_coro())]
@@ -161,10 +170,7 @@ async def idle_subscriber_heap(host: str, port: int, count: int) -> float:
     try:
 
         async def subscribe() -> None:
-            reader, writer = await asyncio.open_connection(host, port)
-            writers.append(writer)
-            writer.write(b"GET /v1/topics/idle/events HTTP/1.1\r\nHost: x\r\n\r\n")
-            await reader.readuntil(b"retry:")
+            writers.append(await open_stream(host, port, b"idle"))
 
         await subscribe()  # warm-up: the topic, its group, first-use caches
         gc.collect()
@@ -184,12 +190,10 @@ async def test_an_idle_subscriber_costs_kibibytes_less_than_under_stock_uvicorn(
     tracemalloc.start()
     try:
         async with serve_asgi(ServedApp(create_app(settings)), **UVICORN_OPTIONS) as url:
-            host, port = url[HOST_PORT].split(":")
-            slim = await idle_subscriber_heap(host, int(port), 200)
+            slim = await idle_subscriber_heap(*address(url), 200)
         # Stock: uvicorn's own httptools protocol and proxy-headers middleware, the app as is.
         async with serve_asgi(create_app(settings).__call__, http="httptools", interface="asgi3") as url:
-            host, port = url[HOST_PORT].split(":")
-            stock = await idle_subscriber_heap(host, int(port), 200)
+            stock = await idle_subscriber_heap(*address(url), 200)
     finally:
         tracemalloc.stop()
     assert stock - slim >= 2048, f"stock {stock:.0f} B, served {slim:.0f} B per idle subscriber"
@@ -209,9 +213,7 @@ FORWARDED = b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
 async def request_with_forwarded_headers(host: str, port: int) -> None:
     # One ordinary request and one held stream (the short path), each through "a proxy".
     await exchange(host, port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + FORWARDED + b"\r\n", responses=1)
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(b"GET /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n" + FORWARDED + b"\r\n")
-    await reader.readuntil(b"retry:")
+    writer = await open_stream(host, port, b"t", FORWARDED)
     writer.close()
     await writer.wait_closed()
 
@@ -239,7 +241,6 @@ async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(
     app = ServedApp(create_app(Settings(**FAST)), forwarded_allow_ips="192.0.2.1")
     with caplog.at_level(logging.INFO, logger="ssegate.access"):
         async with serve_asgi(app, **UVICORN_OPTIONS) as url:
-            host, port = url[HOST_PORT].split(":")
-            await request_with_forwarded_headers(host, int(port))
+            await request_with_forwarded_headers(*address(url))
             await wait_for_access_lines(caplog, 2)
     assert client_addresses(caplog) == ["127.0.0.1", "127.0.0.1"]
