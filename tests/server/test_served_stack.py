@@ -142,21 +142,53 @@ def held_chain(task: asyncio.Task[Any]) -> list[str]:
     return names
 
 
+async def held_chains() -> list[list[str]]:
+    """The await chains of the server's held requests, once the first has joined the fan-out."""
+    chains: list[list[str]] = []
+    for _ in range(200):  # the viewer joins the fan-out right after its opening bytes
+        chains = [held_chain(t) for t in asyncio.all_tasks() if "run_asgi" in repr(t.get_coro())]
+        if chains and chains[0][-1:] == ["RequestResponseCycle.receive"]:
+            break
+        await asyncio.sleep(0.005)
+    return chains
+
+
 async def test_a_held_subscriber_is_suspended_in_the_app_s_own_frames_only() -> None:
     async with served() as (host, port):
         writer = await open_stream(host, port, b"quiet")
-        chains: list[list[str]] = []
-        for _ in range(200):  # the viewer joins the fan-out right after its opening bytes
-            chains = [held_chain(t) for t in asyncio.all_tasks() if "run_asgi" in repr(t.get_coro())]
-            if chains and chains[0][-1:] == ["RequestResponseCycle.receive"]:
-                break
-            await asyncio.sleep(0.005)
+        chains = await held_chains()
         writer.close()
     assert chains == [
         [
             "RequestResponseCycle.run_asgi",
             "AccessLogMiddleware.__call__",
             "StreamEndpoint.__call__",
+            "EventStreamResponse.__call__",
+            "RequestResponseCycle.receive",
+        ]
+    ]
+
+
+async def test_a_generation_started_with_a_stream_takes_the_short_path_too() -> None:
+    # The demo model's first token is a minute away: the stream is held, waiting for it.
+    async with served(demo_ttft=60.0) as (host, port):
+        body = b'{"messages":[{"role":"user","content":"hi"}]}'
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /v1/generations HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        head = await reader.readuntil(b"retry:")
+        chains = await held_chains()
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert chains == [
+        [
+            "RequestResponseCycle.run_asgi",
+            "AccessLogMiddleware.__call__",
+            "StreamEndpoint.__call__",
+            "_StreamGeneration.__call__",
+            "_StreamGeneration._stream",
             "EventStreamResponse.__call__",
             "RequestResponseCycle.receive",
         ]

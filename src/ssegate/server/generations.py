@@ -228,9 +228,12 @@ async def describe_generation(request: Request) -> Response:
 
 
 # The held streams (served on the short path, see ssegate.server.dispatch).
-stream_routes = [Route("/v1/generations/{generation_id}/events", generation_events, methods=["GET"])]
-routes = [
+# The routes whose response is usually a held event stream (see ssegate.server.dispatch).
+stream_routes = [
     Route("/v1/generations", create_generation, methods=["POST"]),
+    Route("/v1/generations/{generation_id}/events", generation_events, methods=["GET"]),
+]
+routes = [
     Route("/v1/generations/{generation_id}", describe_generation, methods=["GET"]),
     *stream_routes,
     Route("/v1/generations/{generation_id}/cancel", cancel_generation, methods=["POST"]),
