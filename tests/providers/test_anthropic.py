@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import anthropic
 import pytest
+from opentelemetry import trace
 
 from ssegate.providers import ProviderConfig, build_provider
 from ssegate.providers._upstream import body_reader
+from ssegate.providers.anthropic import AnthropicProvider
 from ssegate.providers.base import (
     Finished,
     ModelInfo,
@@ -339,3 +341,28 @@ async def test_anthropic_sdk_body_is_read_from_aiohttp_buffer(fake_anthropic: Fa
     finally:
         await client.close()
     assert b"event: message_stop" in body
+
+
+@pytest.mark.parametrize(
+    ("tracer_provider", "env", "spans"),
+    [
+        (None, None, False),  # nothing would record a span: the SDK builds none
+        (trace.NoOpTracerProvider, None, True),  # a configured provider: the SDK's default
+        (None, "true", True),  # the SDK's own switch decides
+        (trace.NoOpTracerProvider, "false", False),
+    ],
+)
+def test_the_sdk_makes_spans_only_where_something_can_record_them(
+    monkeypatch: pytest.MonkeyPatch,
+    tracer_provider: type[trace.TracerProvider] | None,
+    env: str | None,
+    spans: bool,
+) -> None:
+    if tracer_provider is not None:
+        monkeypatch.setattr(trace, "get_tracer_provider", tracer_provider)
+    if env is None:
+        monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
+    else:
+        monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", env)
+    provider = AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")
+    assert provider._client.open_telemetry["traces"]["enabled"] is spans
