@@ -227,7 +227,6 @@ async def describe_generation(request: Request) -> Response:
     return JSONResponse({**described, **_links(generation_id)})
 
 
-# The held streams (served on the short path, see ssegate.server.dispatch).
 # The routes whose response is usually a held event stream (see ssegate.server.dispatch).
 stream_routes = [
     Route("/v1/generations", create_generation, methods=["POST"]),
