@@ -223,12 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     if with_ssegate and {"w1", "w2", "w3"} & set(args.only):
         if ssegate_has_topics(logs):
             fanout.insert(0, targets.SSEGATE)
-            if not args.no_scale and shutil.which("redis-server") is None:
-                skipped.append(
-                    "ssegate over Redis: no redis-server on PATH (scripts/setup.sh test installs it)."
-                )
-            elif not args.no_scale:
-                scale = list(targets.SSEGATE_SCALE)
+            if not args.no_scale:
+                if shutil.which("redis-server") is None:
+                    skipped.append(
+                        "ssegate over Redis: no redis-server on PATH (scripts/setup.sh test installs it)."
+                    )
+                else:
+                    scale = list(targets.SSEGATE_SCALE)
         else:
             skipped.append(
                 "ssegate: POST /v1/topics/{topic}/events is not answered with 2xx yet; W1–W3 skipped."
