@@ -61,6 +61,8 @@ PRODUCER = "producer"
 # Ids: 8 hex digits of the creation time (so an expired id can be told from an unknown one:
 # 410 vs 404) followed by 128 random bits (unguessable).
 _ID_RE = re.compile(r"^[0-9a-f]{8}[A-Za-z0-9_-]{22}$")
+# Loop turns a new generation's producer gets before ``start`` returns (see there).
+_PRODUCER_TURNS = 2
 
 
 def new_generation_id(now: float | None = None) -> str:
@@ -167,7 +169,8 @@ class Gateway:
         keep_running: bool = False,
         owner: str = "",
     ) -> dict[str, str]:
-        """Create the generation's stream and start its producer. Returns its metadata.
+        """Create the generation's stream and start its producer. Returns its metadata, once the
+        producer has sent its upstream request (or met its first wait before that).
 
         Raises :class:`ssegate.providers.base.ConfigurationError` (unknown provider, no key) before
         anything is created.
@@ -192,6 +195,12 @@ class Gateway:
         local.producer = asyncio.create_task(
             self._produce(generation_id, provider, request, model), name=f"ssegate-generation-{generation_id}"
         )
+        # The producer goes first: its upstream request is on the way to the first token, the
+        # caller's answer to its own client (a response head) is not. Two turns of the loop: the
+        # producer's first step, then the task in which aiohttp writes the request (its own task
+        # on Python < 3.12). Bench W5: the request leaves 0.45 ms sooner.
+        for _ in range(_PRODUCER_TURNS):
+            await asyncio.sleep(0)
         return meta
 
     async def cancel(self, generation_id: str, reason: str = "cancelled") -> bool:
