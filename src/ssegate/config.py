@@ -35,6 +35,9 @@ class Settings:
     upstream_idle_timeout: float = 60.0
     # The vendor SDK's own retries of a refused start (429, 5xx, connection error), before any token.
     upstream_max_retries: int = 2
+    # Connections each provider's HTTP client may hold at once: one per running generation. 0: as
+    # many as max_streams_total (the SDKs' own pools stop at 1000; the next generation would wait).
+    upstream_max_connections: int = 0
     # Nobody watching anywhere for this long (s) -> the upstream call is closed ("abandoned").
     abandon_grace: float = 10.0
     # ... and before its first viewer arrives (s); never shorter than abandon_grace.
@@ -112,6 +115,10 @@ class Settings:
         for kind in ("generation", "topic"):
             default: Retention = getattr(cls(), f"{kind}_retention")
             values[f"{kind}_retention"] = _retention(env, kind.upper(), default)
+        if values.get("upstream_max_connections", 0) < 0:
+            raise ValueError(
+                "SSEGATE_UPSTREAM_MAX_CONNECTIONS must be >= 0 (0: as many as SSEGATE_MAX_STREAMS_TOTAL)"
+            )
         return cls(**values)
 
 

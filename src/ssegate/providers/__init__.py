@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ssegate.providers.base import (
+    DEFAULT_MAX_CONNECTIONS,
     ConfigurationError,
     GenerationRequest,
     Message,
@@ -38,6 +39,8 @@ class ProviderConfig:
     demo_answer_tokens: int = 120
     idle_timeout: float = 30.0
     max_retries: int = 2
+    # Upstream connections per provider, held one per running generation (HTTP/1.1 streaming).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 def available_providers(config: ProviderConfig | None = None) -> tuple[str, ...]:
@@ -83,6 +86,7 @@ def build_provider(name: str, config: ProviderConfig | None = None) -> Provider:
             model=config.anthropic_model,
             max_retries=config.max_retries,
             idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
         )
     if name == "openai":
         if not (config.openai_api_key or config.openai_base_url):
@@ -97,6 +101,7 @@ def build_provider(name: str, config: ProviderConfig | None = None) -> Provider:
             model=config.openai_model,
             max_retries=config.max_retries,
             idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
         )
     raise ConfigurationError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDER_NAMES)}")
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import httpx2
 from aiohttp.client_proto import ResponseHandler
 
 from ssegate.providers.base import UpstreamError
@@ -69,6 +70,20 @@ def start_timeout_error(exc: BaseException, idle_timeout: float) -> UpstreamErro
 
 def unavailable_error(detail: str) -> UpstreamError:
     return UpstreamError("upstream_unavailable", f"cannot reach the upstream: {detail}", retryable=True)
+
+
+def connection_limits(sdk_default: httpx2.Limits, max_connections: int) -> httpx2.Limits:
+    """The SDK's connection limits with room for ``max_connections`` at once.
+
+    A streaming call holds its connection until the answer ends, so the pool's size is how many
+    generations can run at once; past the SDKs' 1000, the next one would wait for a free
+    connection and end with ``upstream_timeout``.
+    """
+    return httpx2.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=sdk_default.max_keepalive_connections,
+        keepalive_expiry=sdk_default.keepalive_expiry,
+    )
 
 
 ChunkReader = Callable[[], Awaitable[bytes]]

@@ -21,6 +21,7 @@ from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
     IdleReader,
     body_reader,
+    connection_limits,
     disconnected_error,
     error_body_summary,
     error_for_status,
@@ -28,6 +29,7 @@ from ssegate.providers._upstream import (
     unavailable_error,
 )
 from ssegate.providers.base import (
+    DEFAULT_MAX_CONNECTIONS,
     Finished,
     GenerationRequest,
     ModelInfo,
@@ -70,6 +72,7 @@ class AnthropicProvider:
         model: str | None = None,
         max_retries: int = 2,
         idle_timeout: float = 30.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.info = ProviderInfo(name="anthropic", default_model=model or DEFAULT_MODEL)
         self._idle_timeout = idle_timeout
@@ -81,7 +84,10 @@ class AnthropicProvider:
             open_telemetry=sdk_spans_option(),
             # The SDK's aiohttp transport: per streamed chunk it costs about half of the default
             # httpx/httpcore/anyio stack (measured with py-spy under bench W4).
-            http_client=anthropic.DefaultAioHttpClient(timeout=idle_timeout + _SDK_TIMEOUT_MARGIN),
+            http_client=anthropic.DefaultAioHttpClient(
+                timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
+                limits=connection_limits(anthropic.DEFAULT_CONNECTION_LIMITS, max_connections),
+            ),
         )
 
         # Resolved once, now: the SDK builds its resource objects lazily, on first access, and

@@ -30,6 +30,10 @@ from typing import Literal, Protocol
 
 from ssegate.errors import SSEGateError
 
+# Upstream connections one provider may hold at once (one per running generation): the server's
+# default stream limit, well above the SDKs' own pool of 1000.
+DEFAULT_MAX_CONNECTIONS = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

@@ -18,6 +18,7 @@ from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
     IdleReader,
     body_reader,
+    connection_limits,
     disconnected_error,
     error_body_summary,
     error_for_status,
@@ -25,6 +26,7 @@ from ssegate.providers._upstream import (
     unavailable_error,
 )
 from ssegate.providers.base import (
+    DEFAULT_MAX_CONNECTIONS,
     Finished,
     GenerationRequest,
     ModelInfo,
@@ -63,6 +65,7 @@ class OpenAIProvider:
         model: str | None = None,
         max_retries: int = 2,
         idle_timeout: float = 30.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.info = ProviderInfo(name="openai", default_model=model or DEFAULT_MODEL)
         self._idle_timeout = idle_timeout
@@ -72,7 +75,10 @@ class OpenAIProvider:
             max_retries=max_retries,
             timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
             # The SDK's aiohttp transport: cheaper per streamed chunk (see the anthropic provider).
-            http_client=openai.DefaultAioHttpClient(timeout=idle_timeout + _SDK_TIMEOUT_MARGIN),
+            http_client=openai.DefaultAioHttpClient(
+                timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
+                limits=connection_limits(openai.DEFAULT_CONNECTION_LIMITS, max_connections),
+            ),
         )
 
         # Resolved once, now: the SDK builds its resource objects lazily, on first access, and

@@ -54,6 +54,7 @@ def provider_config(settings: Settings) -> ProviderConfig:
         demo_ttft=settings.demo_ttft,
         demo_tokens_per_second=settings.demo_tokens_per_second,
         idle_timeout=settings.upstream_idle_timeout,
+        max_connections=settings.upstream_max_connections or settings.max_streams_total,
     )
 
 
