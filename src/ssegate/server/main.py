@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable
 from typing import Any
@@ -67,6 +69,10 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
+# uvicorn's exit status when the app could not start (what uvicorn.run exits with).
+_STARTUP_FAILURE = 3
+
+
 def served_app_from_env() -> ServedApp:
     """The factory ``ssegate serve`` gives uvicorn."""
     return ServedApp(app_from_env())
@@ -108,22 +114,50 @@ def serve(
     # The SDKs' httpx logs a line per upstream request at INFO; the access log already says enough.
     for name in ("httpx", "httpx2"):  # the SDKs' HTTP clients (one is vendored under that name)
         logging.getLogger(name).setLevel(logging.WARNING)
-    print(
+    announcement = (
         f"ssegate: serving on http://{settings.host}:{settings.port} "
         f"(log: {'redis' if settings.redis_url else 'memory'}, "
-        f"default provider: {settings.default_provider})",
-        file=sys.stderr,
-        flush=True,
+        f"default provider: {settings.default_provider})"
     )
-    uvicorn.run(
-        "ssegate.server.main:served_app_from_env",
-        factory=True,
+    app = "ssegate.server.main:served_app_from_env"
+    options: dict[str, Any] = {
+        "factory": True,
         **UVICORN_OPTIONS,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        loop="uvloop",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        log_level="warning",
-    )
+        "host": settings.host,
+        "port": settings.port,
+        "workers": workers,
+        "loop": "uvloop",
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        "log_level": "warning",
+    }
+    if workers == 1:
+        # What uvicorn.run does for one process, with the announcement made on time.
+        server = _AnnouncingServer(uvicorn.Config(app, **options), announcement)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:
+            sys.exit(_STARTUP_FAILURE)
+        return
+    # Several workers: uvicorn binds the socket in this process before it starts them, so a client
+    # that connects now waits in the listen queue instead of being refused.
+    _announce(announcement)
+    uvicorn.run(app, **options)
+
+
+def _announce(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Says "serving on" once the socket listens: the app's start-up (importing a vendor SDK takes
+    seconds) comes first, and a client that connects on the line must not be refused."""
+
+    def __init__(self, config: uvicorn.Config, announcement: str) -> None:
+        super().__init__(config)
+        self.announcement = announcement
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            _announce(self.announcement)
