@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from ssegate.errors import LogError, StreamNotFound
+from ssegate.errors import LogError, StreamClosed, StreamNotFound
 from ssegate.log import open_event_log
 from ssegate.log.base import RESET_OTHER_EPOCH
 from ssegate.log.redis import RedisEventLog
@@ -171,3 +171,31 @@ async def test_redis_log_follower_picks_up_a_stream_added_while_it_blocks(redis_
         assert [entry.id for entry in result.entries] == [appended.id]
         await writer.append(first, "done", "{}", terminal=True)
         assert (await parked).closed
+
+
+async def test_redis_log_appends_made_at_once_each_land_in_order_with_their_own_reply(
+    redis_server: str,
+) -> None:
+    """Appends of one loop turn share a pipeline; each still lands once, in order, with its own
+    answer, and one stream's refusal (closed, unknown) is that append's alone."""
+    streams = [f"test-{uuid.uuid4().hex}" for _ in range(20)]
+    closed, unknown = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
+    async with RedisEventLog(redis_server) as log:
+        for stream in [*streams, closed]:
+            await log.create(stream, RETENTION)
+        await log.append(closed, "done", "{}", terminal=True)
+
+        async def produce(stream: str) -> list[str]:
+            return [(await log.append(stream, "text", f"{stream}:{n}")).data for n in range(10)]
+
+        refused = await asyncio.gather(
+            log.append(closed, "text", "late"), log.append(unknown, "text", "lost"), return_exceptions=True
+        )
+        produced = await asyncio.gather(*(produce(stream) for stream in streams))
+        reads = [await log.read(stream, None) for stream in streams]
+
+    assert [type(r) for r in refused] == [StreamClosed, StreamNotFound]
+    for stream, sent, read in zip(streams, produced, reads, strict=True):
+        assert sent == [f"{stream}:{n}" for n in range(10)]
+        assert [entry.data for entry in read.entries] == sent
+        assert [entry.seq for entry in read.entries] == list(range(1, 11))
