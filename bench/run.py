@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-scale",
         action="store_true",
-        help="skip ssegate over Redis with 1 and 2 workers (W1/W2; needs redis-server)",
+        help="skip ssegate over Redis with 1 and 2 workers (W1/W2/W4; needs redis-server)",
     )
     parser.add_argument(
         "--from-raw",
@@ -123,10 +123,11 @@ def plan_text(plan: Plan) -> str:
         " anthropic` with SSEGATE_ANTHROPIC_BASE_URL pointing at the fake) with its per-client stream and"
         " generation-start limits lifted and its access log off (the peers log no requests either):"
         " " + ", ".join(f"`{k}={v}`" for k, v in targets.SSEGATE_BENCH_ENV.items()) + ".",
-        "*ssegate, Redis, 1 / 2 workers* (W1 and W2 only): the same server with `--redis` pointing at a"
+        "*ssegate, Redis, 1 / 2 workers* (W1, W2 and W4): the same server with `--redis` pointing at a"
         " `redis-server` the bench starts (no persistence) and `--workers 1` or `--workers 2`. Publishes"
-        " reach either worker and every worker fans each event out to its own subscribers; server CPU"
-        " and memory there include Redis's.",
+        " reach either worker and every worker fans each event out to its own subscribers; in W4 each"
+        " generation's events go through Redis from its producer to its viewer, whichever worker took"
+        " the POST. Server CPU and memory there include Redis's.",
     ]
     return "\n".join(f"- {item}" for item in items)
 
@@ -220,22 +221,21 @@ def main(argv: list[str] | None = None) -> int:
             "ssegate: the server is not installed yet (no src/ssegate/server or .venv/bin/ssegate)."
         )
     scale: list[targets.FanoutTarget] = []
+    with_redis = with_ssegate and not args.no_scale and {"w1", "w2", "w4"} & set(args.only)
+    if with_redis and shutil.which("redis-server") is None:
+        skipped.append("ssegate over Redis: no redis-server on PATH (scripts/setup.sh test installs it).")
+        with_redis = False
     if with_ssegate and {"w1", "w2", "w3"} & set(args.only):
         if ssegate_has_topics(logs):
             fanout.insert(0, targets.SSEGATE)
-            if not args.no_scale:
-                if shutil.which("redis-server") is None:
-                    skipped.append(
-                        "ssegate over Redis: no redis-server on PATH (scripts/setup.sh test installs it)."
-                    )
-                else:
-                    scale = list(targets.SSEGATE_SCALE)
+            if with_redis:
+                scale = list(targets.SSEGATE_SCALE)
         else:
             skipped.append(
                 "ssegate: POST /v1/topics/{topic}/events is not answered with 2xx yet; W1–W3 skipped."
             )
     if with_ssegate:
-        llm.insert(0, targets.LLM_SSEGATE)
+        llm[:0] = [targets.LLM_SSEGATE, *(targets.LLM_SSEGATE_SCALE if with_redis else ())]
 
     for workload in args.only:
         chosen: list[targets.FanoutTarget] | list[targets.LlmTarget]
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         elif workload == "w4":
             chosen = llm
         else:
-            chosen = [t for t in llm if t.name == "ssegate"]
+            chosen = [t for t in llm if t.name == "ssegate"]  # W5: the one-process default only
         for target in chosen:
             say(f"--- {workload} {target.name}")
             try:

@@ -56,6 +56,9 @@ class LlmTarget:
     path: str
     body: str
     headers: tuple[str, ...] = field(default=())
+    # ssegate only, as for FanoutTarget: its log in a Redis the bench starts, and its processes
+    redis: bool = False
+    workers: int = 1
 
 
 SSEGATE = FanoutTarget(
@@ -87,6 +90,18 @@ LLM_SSEGATE = LlmTarget(
     "ssegate",
     "/v1/generations",
     '{"provider":"anthropic","max_tokens":%d,' + _PROMPT + "}",
+)
+# Scaling out LLM streams: the same gateway over Redis Streams, one process and two (W4 only).
+LLM_SSEGATE_SCALE = tuple(
+    LlmTarget(
+        f"ssegate-redis-{n}w",
+        f"ssegate, Redis, {n} worker{'s' if n > 1 else ''}",
+        LLM_SSEGATE.path,
+        LLM_SSEGATE.body,
+        redis=True,
+        workers=n,
+    )
+    for n in (1, 2)
 )
 LLM_PEERS = (
     LlmTarget("express-sdk", "Express + @anthropic-ai/sdk", "/v1/chat", '{"max_tokens":%d,' + _PROMPT + "}"),
@@ -207,11 +222,22 @@ def _ssegate_fanout(target: FanoutTarget, port: int, log: Path) -> Iterator[list
     # no keys: local mode; keep-alive as the peers' (15 s), so W3 measures idle connections
     argv = [str(VENV_BIN / "ssegate"), "serve", "--port", str(port)]
     env = {**SSEGATE_BENCH_ENV, "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""}
+    with _ssegate_processes(target.name, target.redis, target.workers, argv, port, env, log) as pids:
+        yield pids
+
+
+@contextlib.contextmanager
+def _ssegate_processes(
+    name: str, redis: bool, workers: int, argv: list[str], port: int, env: dict[str, str], log: Path
+) -> Iterator[list[int]]:
+    """``ssegate serve`` (``argv``), over a fresh Redis of its own when ``redis``; yields the PIDs
+    to sample: the server's processes, and Redis's (part of the deployment: its CPU and memory
+    count with the server's)."""
     with contextlib.ExitStack() as stack:
         redis_pids: list[int] = []
-        if target.redis:
+        if redis:
             redis_port = procs.free_port()
-            redis = stack.enter_context(
+            server = stack.enter_context(
                 procs.running(
                     [
                         "redis-server",
@@ -225,15 +251,14 @@ def _ssegate_fanout(target: FanoutTarget, port: int, log: Path) -> Iterator[list
                         "no",
                     ],
                     redis_port,
-                    log=log.with_name(f"{target.name}-redis.log"),
+                    log=log.with_name(f"{name}-redis.log"),
                 )
             )
-            redis_pids = [redis.pid]
-            argv += ["--redis", f"redis://127.0.0.1:{redis_port}/0", "--workers", str(target.workers)]
+            redis_pids = [server.pid]
+            argv = [*argv, "--redis", f"redis://127.0.0.1:{redis_port}/0", "--workers", str(workers)]
         proc = stack.enter_context(procs.running(argv, port, env=env, log=log))
-        if target.workers > 1:
-            procs.wait_for_workers(proc, port, target.workers)
-        # Redis is part of the deployment: its CPU and memory count with the server's.
+        if workers > 1:
+            procs.wait_for_workers(proc, port, workers)
         yield procs.descendants(proc.pid) + redis_pids
 
 
@@ -265,10 +290,14 @@ def start_llm(target: LlmTarget, upstream_port: int, logs: Path) -> Iterator[tup
         return
     port = procs.free_port()
     env: dict[str, str] = {}
-    if target.name == "ssegate":
+    if target.name.startswith("ssegate"):
         argv = [str(VENV_BIN / "ssegate"), "serve", "--port", str(port), "--provider", "anthropic"]
         env = {**SSEGATE_BENCH_ENV, "ANTHROPIC_API_KEY": "dummy", "SSEGATE_ANTHROPIC_BASE_URL": upstream}
-    elif target.name == "express-sdk":
+        log = logs / f"{target.name}.log"
+        with _ssegate_processes(target.name, target.redis, target.workers, argv, port, env, log) as pids:
+            yield port, pids
+        return
+    if target.name == "express-sdk":
         argv = ["node", str(PEERS_DIR / "llm_express_peer.js"), str(port), upstream]
         env = _node_env()
     elif target.name == "starlette-sdk":

@@ -62,6 +62,8 @@ class Plan:
     w4_steps: dict[str, tuple[int, ...]] = field(
         default_factory=lambda: {
             "ssegate": (25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 800, 1200, 1600),
+            "ssegate-redis-1w": (25, 50, 75, 100, 150, 200, 300, 400),
+            "ssegate-redis-2w": (25, 50, 75, 100, 150, 200, 300, 400),
             "express-sdk": (50, 100, 150, 200, 300, 400, 500, 600),
             "starlette-sdk": (25, 50, 75, 100, 150, 200, 300),
         }
@@ -88,7 +90,13 @@ class Plan:
             w2_window=1,
             w3_conns=100,
             w3_hold=0.5,
-            w4_steps={"ssegate": (5,), "express-sdk": (5,), "starlette-sdk": (5,)},
+            w4_steps={
+                "ssegate": (5,),
+                "ssegate-redis-1w": (5,),
+                "ssegate-redis-2w": (5,),
+                "express-sdk": (5,),
+                "starlette-sdk": (5,),
+            },
             w4_tokens=20,
             w4_rate=50,
             w4_ramp=0.3,
