@@ -265,11 +265,13 @@ class _AppendBatcher:
     async def _send(self, batch: list[_QueuedAppend]) -> None:
         try:
             replies = await self._replies(batch)
-        except LogError as exc:
-            replies = [exc] * len(batch)
         except asyncio.CancelledError:  # the log is closing: no caller may wait for ever
             self._settle(batch, [LogError("the event log is closed")] * len(batch))
             raise
+        except Exception as exc:  # every caller of the batch hears of it
+            if not isinstance(exc, LogError):
+                exc = LogError(f"event log (Redis) failed to append: {exc!r}")
+            replies = [exc] * len(batch)
         self._settle(batch, replies)
 
     async def _replies(self, batch: list[_QueuedAppend]) -> list[Any]:

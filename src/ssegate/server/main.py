@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.supervisors import Multiprocess
 
 from ssegate.config import Settings
 from ssegate.server.app import App, create_app
@@ -131,18 +132,21 @@ def serve(
         "timeout_graceful_shutdown": 5,
         "log_level": "warning",
     }
+    # What uvicorn.run does, with the announcement made once a client can connect.
+    config = uvicorn.Config(app, **options)
     if workers == 1:
-        # What uvicorn.run does for one process, with the announcement made on time.
-        server = _AnnouncingServer(uvicorn.Config(app, **options), announcement)
+        server = _AnnouncingServer(config, announcement)
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         if not server.started:
             sys.exit(_STARTUP_FAILURE)
         return
-    # Several workers: uvicorn binds the socket in this process before it starts them, so a client
-    # that connects now waits in the listen queue instead of being refused.
+    # Several workers share a socket this process binds first: a client that connects while they
+    # start waits in its listen queue.
+    sock = config.bind_socket()
     _announce(announcement)
-    uvicorn.run(app, **options)
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[sock]).run()
 
 
 def _announce(line: str) -> None:
