@@ -20,7 +20,8 @@ earliest retained seq is known exactly. Every write is a Lua script, atomic on t
 checks the stream exists and is open, increments ``seq``, ``XADD``s with ``MAXLEN ~`` (cheap,
 approximate trimming), marks ``closed`` for a terminal event (so exactly one terminal event lands,
 whichever process tries first) and refreshes expiry. Reads are a script too, so epoch, last seq,
-closed flag, earliest retained seq and the entries are one consistent snapshot.
+closed flag, earliest retained seq and the entries are one consistent snapshot. The appends made in
+one turn of the event loop (every running generation's next token) travel in one pipeline.
 
 Retention. Count: the read script treats ``last_seq - max_events`` and older as gone, however much
 approximate trimming left behind. Age: every entry carries the Redis clock time ``t``; append and
