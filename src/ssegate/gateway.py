@@ -12,8 +12,8 @@ only read the log. Lifecycle, one model for every case::
   ``done {finish_reason: "cancelled", reason: "abandoned"}`` (unless ``keep_running``);
 - ``cancel`` appends that terminal event itself (from any process); the producer stops on its next
   append (``StreamClosed``) or its next lease tick, whichever comes first, and at once when local;
-- a producer renews a lease; if its process dies, whoever watches the stream ends it with
-  ``error {code: "upstream_lost"}`` once the lease has expired.
+- a producer renews a lease; if its process dies, whoever watches or describes the stream ends it
+  with ``error {code: "upstream_lost"}`` once the lease has expired.
 
 Exactly one terminal event lands because the log refuses appends after the first (``StreamClosed``).
 """
@@ -213,9 +213,17 @@ class Gateway:
         return ended
 
     async def describe(self, generation_id: str) -> dict[str, Any] | None:
-        """The generation's state as JSON-ready values, or ``None`` if the log does not know it."""
+        """The generation's state as JSON-ready values, or ``None`` if the log does not know it.
+
+        A running generation whose producer (in another process) stopped renewing its lease is
+        ended ``upstream_lost`` first, as its viewers would: asking for its state is enough to learn
+        it is gone, watched or not.
+        """
         key = stream_key(generation_id)
         meta = await self.log.get_meta(key)
+        if meta and meta.get("state", "pending") not in TERMINAL_STATES and not self._produces(generation_id):
+            await self._check_producer_alive(generation_id)
+            meta = await self.log.get_meta(key)
         if not meta:
             return None
         viewers = await self.log.live_members(key, VIEWER)
@@ -234,6 +242,11 @@ class Gateway:
             "finished_at": float(meta["finished_at"]) if meta.get("finished_at") else None,
             "owner": meta.get("owner", ""),
         }
+
+    def _produces(self, generation_id: str) -> bool:
+        """Whether this process runs the generation's producer."""
+        local = self._local.get(generation_id)
+        return local is not None and local.producer is not None
 
     @contextlib.asynccontextmanager
     async def viewing(self, generation_id: str) -> AsyncIterator[None]:

@@ -36,6 +36,7 @@ LONG = {"messages": [{"role": "user", "content": "/long"}]}  # ~500 demo tokens:
 UPSTREAM_TEXT = tuple(f" tok{n}" for n in range(400))
 _WAIT = 15.0
 TERMINAL = {"done", "error"}
+TERMINAL_STATES = {"done", "error", "cancelled"}
 
 
 @pytest.fixture
@@ -111,6 +112,24 @@ async def test_two_processes_watch_resume_and_cancel_a_generation_of_the_other(
     assert whole.text == "".join(UPSTREAM_TEXT[: len(texts)])
     assert described["state"] == "cancelled"
     assert slow_anthropic.completed == 0
+
+
+async def test_two_processes_a_lost_producer_shows_in_the_description_with_nobody_watching(
+    redis_url: str,
+) -> None:
+    # Nobody watches, so no viewer's tick ends it: asking for its state must be enough.
+    async with ssegate_processes(2, redis_url, SHORT) as (a, b):
+        created = await start(a, {**LONG, "keep_running": True})
+        assert (await describe(b, created["id"]))["state"] in ("pending", "streaming")
+        a.kill()
+        deadline = time.monotonic() + LEASE_TTL + 5
+        while (described := await describe(b, created["id"]))["state"] not in TERMINAL_STATES:
+            assert time.monotonic() < deadline, f"still {described['state']} after the lease expired"
+            await asyncio.sleep(0.1)  # a lease runs out with time: nothing to wait on but the clock
+
+    assert described["state"] == "error"
+    assert described["error"]["code"] == "upstream_lost"
+    assert described["error"]["retryable"] is True
 
 
 async def test_two_processes_killed_producer_ends_viewers_with_upstream_lost(redis_url: str) -> None:
