@@ -14,7 +14,9 @@ The reconnection rules follow the WHATWG ``EventSource`` model, with what a prog
 - ``204 No Content`` ends the iteration cleanly (the server's way to say "the stream is over");
 - 429/502/503/504 are retried (``Retry-After`` honoured); any other non-2xx answer raises
   :class:`~ssegate.errors.HTTPStatusError`, a 2xx that is not ``text/event-stream`` raises
-  :class:`~ssegate.errors.NotAnEventStream`;
+  :class:`~ssegate.errors.NotAnEventStream`. A request that starts something (a POST) is not sent
+  again after a 502 or 504: a proxy answers those even when the server behind it already started
+  the generation, and a second POST would start (and pay for) another;
 - ``stop_on`` names event types after which the stream is over (ssegate's ``done`` and ``error``);
 - a POST stream (e.g. starting an LLM generation) resumes with GET at the URL named by a response
   header (``Location`` by default), so a reconnect never starts a second generation.
@@ -253,7 +255,7 @@ class EventSource:
         if not response.is_success:
             body = await _read_error_body(response)
             error = HTTPStatusError(response.status_code, body, url)
-            if response.status_code in RETRYABLE_STATUSES:
+            if response.status_code in RETRYABLE_STATUSES and not self._may_have_started(response):
                 raise _Reconnect(
                     f"HTTP {response.status_code}",
                     delay=parse_retry_after(response.headers.get("Retry-After")),
@@ -265,6 +267,10 @@ class EventSource:
             raise NotAnEventStream(content_type, url)
         self._follow_resume_header(response)
         return True
+
+    def _may_have_started(self, response: httpx.Response) -> bool:
+        """Whether a failed answer leaves open that the request started something anyway."""
+        return self.method != "GET" and response.status_code in (502, 504)
 
     def _follow_resume_header(self, response: httpx.Response) -> None:
         # A POST that started something must not be repeated: resume from where the server says.

@@ -197,6 +197,34 @@ async def test_event_source_posts_json_and_headers_then_resumes_with_get_at_loca
     assert source.url == f"{url}/v1/generations/g1/events"
 
 
+@pytest.mark.parametrize("status", [502, 504])
+async def test_event_source_does_not_repeat_a_post_a_proxy_failed(status: int) -> None:
+    # Behind a proxy a 502/504 can come after the server started the generation: a second POST
+    # would start another.
+    async def handler(request: Request, n: int) -> Response:
+        return PlainTextResponse("bad gateway", status_code=status)
+
+    async with scripted_server(handler) as (url, seen):
+        with pytest.raises(HTTPStatusError) as caught:
+            await collect(EventSource(f"{url}/v1/generations", method="POST", json={"a": 1}, retry=FAST))
+    assert caught.value.status == status
+    assert [s.method for s in seen] == ["POST"]
+
+
+async def test_event_source_repeats_a_post_answered_503() -> None:
+    async def handler(request: Request, n: int) -> Response:
+        if n == 0:
+            return PlainTextResponse("draining", status_code=503, headers={"Retry-After": "0"})
+        if n == 1:
+            return sse(numbered(1, 1))
+        return Response(status_code=204)
+
+    async with scripted_server(handler) as (url, seen):
+        events = await collect(EventSource(f"{url}/v1/generations", method="POST", json={"a": 1}, retry=FAST))
+    assert [e.data for e in events] == ["1"]
+    assert [s.method for s in seen][:2] == ["POST", "POST"]
+
+
 async def test_event_source_repeats_a_post_that_names_no_resume_url() -> None:
     async def handler(request: Request, n: int) -> Response:
         if n == 0:

@@ -283,6 +283,37 @@ describe("openEventStream", () => {
     assert.equal(seen.length, 1, "a 429 with a long Retry-After is final for a POST");
   });
 
+  test("a POST answered 503 (nothing started) is sent again", async () => {
+    const { base, seen } = await serve((_req, res, index) => {
+      if (index === 0) {
+        res.writeHead(503, { "Content-Type": "application/json", "Retry-After": "0" });
+        res.end('{"error": {"code": "draining", "message": "this server is shutting down; retry"}}');
+        return;
+      }
+      startStream(res);
+      res.end(frame(1, "end"));
+    });
+    const stream = openEventStream(`${base}/things`, { method: "POST", body: "{}", retryMs: 5, isTerminal: isEnd });
+    const events = await collect(stream);
+    assert.equal(events.length, 1);
+    assert.deepEqual(
+      seen.map((r) => r.method),
+      ["POST", "POST"],
+    );
+  });
+
+  for (const status of [500, 502, 504]) {
+    test(`a POST answered ${status} is final: it may have started something`, async () => {
+      const { base, seen } = await serve((_req, res) => {
+        res.writeHead(status);
+        res.end();
+      });
+      const stream = openEventStream(`${base}/things`, { method: "POST", body: "{}", retryMs: 5, maxAttempts: 4 });
+      await assert.rejects(stream.done, (error) => error instanceof StreamHTTPError && error.status === status);
+      assert.equal(seen.length, 1, "sent once: a second POST could start a second generation");
+    });
+  }
+
   test("a POST refused with 4xx other than 429 is final at once", async () => {
     const { base, seen } = await serve((_req, res) => {
       res.writeHead(408);

@@ -378,6 +378,9 @@ export class EventStream {
    * Whether an HTTP error answer is worth another try. A read (GET) is, for the retryable statuses. The
    * request that starts something is refused for a reason a person should see (a rate limit, a missing
    * key, a prompt too large): a 4xx is final, except a 429 asking for a short wait, sent once more.
+   * Of the 5xx only a 503 is sent again: ssegate answers it before it starts anything (draining, its
+   * log out of reach), while a 500, or a proxy's 502 or 504, may come after the generation started,
+   * and sending it again would start (and pay for) a second one.
    * @param {{method: string}} request
    * @param {number} status
    * @param {number | null} retryAfterMs
@@ -385,7 +388,7 @@ export class EventStream {
    */
   _mayRetry(request, status, retryAfterMs) {
     if (!RETRYABLE_STATUS.has(status)) return false;
-    if (request.method === "GET" || status >= 500) return true;
+    if (request.method === "GET" || status === 503) return true;
     if (status !== 429 || this._resentAfterRefusal) return false;
     if (retryAfterMs === null || retryAfterMs > SHORT_RETRY_AFTER_MS) return false;
     this._resentAfterRefusal = true;
