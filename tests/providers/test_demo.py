@@ -10,6 +10,8 @@ import pytest
 from ssegate.providers import ProviderConfig, build_provider
 from ssegate.providers.base import (
     Finished,
+    GenerationRequest,
+    Message,
     ModelInfo,
     ProviderEvent,
     TextDelta,
@@ -77,6 +79,19 @@ async def test_demo_answer_length_follows_answer_tokens(answer_tokens: int) -> N
 
     count = len(of_type(events, TextDelta))
     assert answer_tokens <= count < answer_tokens + 60
+
+
+@pytest.mark.parametrize("prompt", ["Tell me about streams", "Is this right? /think"])
+async def test_demo_stops_at_max_tokens_with_finish_reason_length(prompt: str) -> None:
+    request = GenerationRequest(messages=(Message("user", prompt),), max_tokens=7)
+    events, error = await collect(fast_demo().stream(request))
+
+    assert error is None
+    assert len(of_type(events, TextDelta)) + len(of_type(events, ThinkingDelta)) == 7  # thinking counts
+    assert of_type(events, Usage)[-1].output_tokens == 7
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert finished.finish_reason == "length"
 
 
 async def test_demo_long_gives_about_500_tokens() -> None:

@@ -12,6 +12,9 @@ gets the same text twice. Slash words in that message ask for the cases a front 
 ``/long``       about 500 tokens
 ``/slow``       a fifth of the usual pace
 ==============  ===================================================================
+
+Like a real model it stops at the request's ``max_tokens`` (thinking included), finish reason
+``length``.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class DemoProvider:
         output_tokens = 0
         if "/think" in commands:
             for token in tokenize(thinking_text(prompt, rng)):
+                if output_tokens == request.max_tokens:
+                    break  # thinking counts against max_tokens, as with the real API
                 await pace.next_token()
                 output_tokens += 1
                 yield ThinkingDelta(token)
@@ -122,6 +127,10 @@ class DemoProvider:
         elif "/error" in commands:
             tokens = tokens[: max(1, len(tokens) // 2)]
         for token in tokens:
+            if output_tokens == request.max_tokens:
+                yield Usage(input_tokens, output_tokens)
+                yield Finished("length", MODEL)
+                return
             await pace.next_token()
             output_tokens += 1
             yield TextDelta(token)
