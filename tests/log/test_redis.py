@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from ssegate.errors import LogError, StreamClosed, StreamNotFound
@@ -199,3 +200,21 @@ async def test_redis_log_appends_made_at_once_each_land_in_order_with_their_own_
         assert sent == [f"{stream}:{n}" for n in range(10)]
         assert [entry.data for entry in read.entries] == sent
         assert [entry.seq for entry in read.entries] == list(range(1, 11))
+
+
+async def test_redis_log_closing_sends_the_appends_still_queued(redis_server: str, stream: str) -> None:
+    """An append queued for the next pipeline when the log closes lands, and its caller hears so."""
+    async with RedisEventLog(redis_server) as reader:
+        log = RedisEventLog(redis_server)
+        await log.create(stream, RETENTION)
+        last_words = asyncio.create_task(log.append(stream, "done", "{}", terminal=True))
+        await asyncio.sleep(0)  # the append is queued for the pipeline of this turn, not sent yet
+        await log.aclose()
+        # In Redis by now: looked up without giving the event loop a turn, so no late send counts.
+        with redis.Redis.from_url(redis_server) as direct:
+            assert direct.xlen(f"ssegate:{{{stream}}}:log") == 1
+
+        assert (await asyncio.wait_for(last_words, 5)).terminal
+        result = await reader.read(stream, None)
+    assert [entry.event for entry in result.entries] == ["done"]
+    assert result.closed

@@ -258,6 +258,8 @@ class _AppendBatcher:
         return await reply
 
     def _send_queued(self) -> None:
+        if not self._queued:
+            return  # already sent by aclose
         batch, self._queued = self._queued, []
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._sending.add(task)  # a reference until done: the loop keeps only a weak one
@@ -304,6 +306,8 @@ class _AppendBatcher:
             return list(await pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:
+        """Send what is queued now and wait for every send, before the connections close."""
+        self._send_queued()
         await asyncio.gather(*self._sending, return_exceptions=True)
 
 
