@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -43,3 +45,53 @@ async def test_serve_announces_itself_once_it_accepts_connections() -> None:
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), _WAIT)
+
+
+def _limits_of(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-files line in /proc/<pid>/limits")
+
+
+async def _serve_with_open_files_limit(soft: int, hard: int, max_streams: int) -> tuple[list[str], int]:
+    """``ssegate serve`` started under these limits: its stderr lines up to its announcement (a
+    warning comes just before it) and its open-files soft limit while it serves."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SSEGATE_MAX_STREAMS_TOTAL": str(max_streams),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ssegate", "serve", "--port", str(port),
+        env=env, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        lines: list[str] = []
+        while not (lines and lines[-1].startswith("ssegate: serving on")):
+            line = (await asyncio.wait_for(process.stderr.readline(), _WAIT)).decode()
+            assert line, f"ssegate serve ended before announcing itself: {lines}"
+            lines.append(line.rstrip("\n"))
+        return lines, _limits_of(process.pid)[0]
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), _WAIT)
+
+
+async def test_serve_lifts_its_open_files_limit_to_the_hard_one() -> None:
+    # A soft limit of 256 would refuse the 250th viewer; the hard one here allows 5,000 streams.
+    hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 20_000)
+    lines, soft = await _serve_with_open_files_limit(256, hard, max_streams=hard // 4)
+    assert soft == hard
+    assert not any("open files" in line for line in lines)
+
+
+async def test_serve_warns_when_even_the_hard_open_files_limit_is_too_low() -> None:
+    lines, soft = await _serve_with_open_files_limit(256, 1024, max_streams=10_000)
+    assert soft == 1024
+    warning = next(line for line in lines if "open files" in line)
+    assert warning.startswith("ssegate: warning: open files are limited to 1024")
+    assert "SSEGATE_MAX_STREAMS_TOTAL" in warning

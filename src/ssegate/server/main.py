@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import socket
 import sys
 from collections.abc import Awaitable
@@ -72,6 +73,27 @@ UVICORN_OPTIONS: dict[str, Any] = {
 
 # uvicorn's exit status when the app could not start (what uvicorn.run exits with).
 _STARTUP_FAILURE = 3
+# Files a server holds besides its streams' sockets: listening socket, Redis, logs, imports.
+_FILES_BESIDE_STREAMS = 64
+
+
+def raise_open_files_limit(needed: int) -> str | None:
+    """Raise this process's open-files limit (its workers inherit it) from the soft to the hard one.
+
+    Every held stream is a socket, and a running generation holds one more to the upstream; the
+    usual soft limit of 1024 would refuse connections long before ``SSEGATE_MAX_STREAMS_TOTAL``
+    (Go's runtime does the same at start-up, for the same reason). Returns what to warn about when
+    even the hard limit is below ``needed``.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        return (
+            f"open files are limited to {hard} (ulimit -Hn) but SSEGATE_MAX_STREAMS_TOTAL needs about "
+            f"{needed}: connections past the limit are refused"
+        )
+    return None
 
 
 def served_app_from_env() -> ServedApp:
@@ -106,6 +128,8 @@ def serve(
         )
     if workers > 1 and not settings.redis_url:
         sys.exit("ssegate: --workers > 1 needs --redis URL: processes share streams only through Redis")
+    # Before uvicorn starts: its workers inherit the limit.
+    low_limit = raise_open_files_limit(settings.max_streams_total + _FILES_BESIDE_STREAMS)
     # Workers are separate processes: hand them the resolved settings through the environment.
     if settings.redis_url:
         os.environ["SSEGATE_REDIS_URL"] = settings.redis_url
@@ -120,6 +144,8 @@ def serve(
         f"(log: {'redis' if settings.redis_url else 'memory'}, "
         f"default provider: {settings.default_provider})"
     )
+    if low_limit:  # said with the announcement: a start-up that fails says only why it failed
+        announcement = f"ssegate: warning: {low_limit}\n{announcement}"
     app = "ssegate.server.main:served_app_from_env"
     options: dict[str, Any] = {
         "factory": True,
