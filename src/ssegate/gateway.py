@@ -221,8 +221,7 @@ class Gateway:
         """
         key = stream_key(generation_id)
         meta = await self.log.get_meta(key)
-        if meta and meta.get("state", "pending") not in TERMINAL_STATES and not self._produces(generation_id):
-            await self._check_producer_alive(generation_id)
+        if not self._produces(generation_id) and await self._end_if_producer_lost(generation_id, meta):
             meta = await self.log.get_meta(key)
         if not meta:
             return None
@@ -369,7 +368,7 @@ class Gateway:
                 await self._check_abandoned(generation_id, local, now)
                 await self._check_ended_elsewhere(generation_id, local)
             elif local.viewers:
-                await self._check_producer_alive(generation_id)
+                await self._end_if_producer_lost(generation_id, await self.log.get_meta(key))
 
     async def _check_abandoned(self, generation_id: str, local: _Local, now: float) -> None:
         unwatched_for = now - local.unwatched_since
@@ -391,15 +390,16 @@ class Gateway:
         if meta.get("state") in TERMINAL_STATES and local.producer and not local.producer.done():
             local.producer.cancel()
 
-    async def _check_producer_alive(self, generation_id: str) -> None:
+    async def _end_if_producer_lost(self, generation_id: str, meta: dict[str, str]) -> bool:
+        """End a running generation (``meta``: its metadata) whose producer's lease has expired;
+        whether it did."""
         key = stream_key(generation_id)
-        meta = await self.log.get_meta(key)
         if not meta or meta.get("state") in TERMINAL_STATES:
-            return
+            return False
         if await self.log.live_members(key, PRODUCER):
-            return
+            return False
         logger.warning("generation %s lost its producer (lease expired)", generation_id)
-        await self._end(
+        return await self._end(
             generation_id,
             "error",
             {
