@@ -146,20 +146,19 @@ def serve(
     )
     if low_limit:  # said with the announcement: a start-up that fails says only why it failed
         announcement = f"ssegate: warning: {low_limit}\n{announcement}"
-    app = "ssegate.server.main:served_app_from_env"
-    options: dict[str, Any] = {
-        "factory": True,
-        **UVICORN_OPTIONS,
-        "host": settings.host,
-        "port": settings.port,
-        "workers": workers,
-        "loop": "uvloop",
-        "access_log": False,
-        "timeout_graceful_shutdown": 5,
-        "log_level": "warning",
-    }
     # What uvicorn.run does, with the announcement made once a client can connect.
-    config = uvicorn.Config(app, **options)
+    config = uvicorn.Config(
+        "ssegate.server.main:served_app_from_env",
+        factory=True,
+        **UVICORN_OPTIONS,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        loop="uvloop",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        log_level="warning",
+    )
     if workers == 1:
         server = _AnnouncingServer(config, announcement)
         with contextlib.suppress(KeyboardInterrupt):
