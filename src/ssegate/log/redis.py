@@ -218,13 +218,17 @@ async def _once_more_on_dropped_connection(call: Callable[[], Awaitable[Any]]) -
         return await call()
 
 
+def _failed(what: str, cause: object) -> LogError:
+    return LogError(f"event log (Redis) failed to {what}: {cause}")
+
+
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
     """Turn any Redis failure into LogError, naming the operation that failed."""
     try:
         yield
     except RedisError as exc:
-        raise LogError(f"event log (Redis) failed to {what}: {exc}") from exc
+        raise _failed(what, exc) from exc
 
 
 # An append waiting for the next pipeline: its keys, its arguments, and where its reply goes.
@@ -273,7 +277,7 @@ class _AppendBatcher:
             raise
         except Exception as exc:  # every caller of the batch hears of it
             if not isinstance(exc, LogError):
-                exc = LogError(f"event log (Redis) failed to append: {exc!r}")
+                exc = _failed("append", repr(exc))
             replies = [exc] * len(batch)
         self._settle(batch, replies)
 
@@ -293,7 +297,7 @@ class _AppendBatcher:
             if caller.done():
                 continue  # its caller was cancelled
             if isinstance(reply, RedisError):
-                caller.set_exception(LogError(f"event log (Redis) failed to append: {reply}"))
+                caller.set_exception(_failed("append", reply))
             elif isinstance(reply, Exception):
                 caller.set_exception(reply)
             else:
@@ -568,7 +572,7 @@ class RedisEventLog:
                 )
                 wake_id = self._deliver(reply, by_key, wake_id)
             except RedisError as exc:
-                self._fail_tails(LogError(f"event log (Redis) failed to follow streams: {exc}"))
+                self._fail_tails(_failed("follow streams", exc))
             except Exception as exc:  # a malformed entry must fail the waiters, not strand them
                 self._fail_tails(LogError(f"event log (Redis) could not decode a stream: {exc!r}"))
 
