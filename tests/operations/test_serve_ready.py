@@ -10,6 +10,9 @@ import asyncio
 import os
 import resource
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,32 +22,47 @@ from tests.support.servers import free_port
 _WAIT = 60.0
 
 
-async def test_serve_announces_itself_once_it_accepts_connections() -> None:
+@dataclass
+class Serving:
+    port: int
+    pid: int
+    lines: list[str]  # its stderr up to and with the "serving on" line
+
+
+@asynccontextmanager
+async def serving(
+    env: dict[str, str], preexec_fn: Callable[[], None] | None = None
+) -> AsyncIterator[Serving]:
+    """``python -m ssegate serve`` until it has announced itself; stopped (by its PID) on exit."""
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "ANTHROPIC_API_KEY": "test",
-        "SSEGATE_ANTHROPIC_BASE_URL": "http://127.0.0.1:9",  # never called: the SDK is only loaded
-    }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ssegate", "serve", "--port", str(port),
-        env=env, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        stderr=asyncio.subprocess.PIPE, preexec_fn=preexec_fn,
     )  # fmt: skip
     assert process.stderr is not None
     try:
-        seen: list[str] = []
-        while not (line := (await asyncio.wait_for(process.stderr.readline(), _WAIT)).decode()).startswith(
-            "ssegate: serving on"
-        ):
-            assert line, f"ssegate serve ended before announcing itself: {seen}"
-            seen.append(line)
-        assert f"http://127.0.0.1:{port}" in line
-        async with httpx.AsyncClient(timeout=_WAIT) as client:
-            response = await client.get(f"http://127.0.0.1:{port}/healthz")  # at once: no retry
-        assert response.status_code == 200
+        lines: list[str] = []
+        while not (lines and lines[-1].startswith("ssegate: serving on")):
+            line = (await asyncio.wait_for(process.stderr.readline(), _WAIT)).decode()
+            assert line, f"ssegate serve ended before announcing itself: {lines}"
+            lines.append(line.rstrip("\n"))
+        yield Serving(port, process.pid, lines)
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), _WAIT)
+
+
+async def test_serve_announces_itself_once_it_accepts_connections() -> None:
+    env = {
+        "ANTHROPIC_API_KEY": "test",
+        "SSEGATE_ANTHROPIC_BASE_URL": "http://127.0.0.1:9",  # never called: the SDK is only loaded
+    }
+    async with serving(env) as server:
+        assert f"http://127.0.0.1:{server.port}" in server.lines[-1]
+        async with httpx.AsyncClient(timeout=_WAIT) as client:
+            response = await client.get(f"http://127.0.0.1:{server.port}/healthz")  # at once: no retry
+    assert response.status_code == 200
 
 
 def _limits_of(pid: int) -> tuple[int, int]:
@@ -58,27 +76,13 @@ def _limits_of(pid: int) -> tuple[int, int]:
 async def _serve_with_open_files_limit(soft: int, hard: int, max_streams: int) -> tuple[list[str], int]:
     """``ssegate serve`` started under these limits: its stderr lines up to its announcement (a
     warning comes just before it) and its open-files soft limit while it serves."""
-    port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "SSEGATE_MAX_STREAMS_TOTAL": str(max_streams),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ssegate", "serve", "--port", str(port),
-        env=env, stderr=asyncio.subprocess.PIPE,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
-    )  # fmt: skip
-    assert process.stderr is not None
-    try:
-        lines: list[str] = []
-        while not (lines and lines[-1].startswith("ssegate: serving on")):
-            line = (await asyncio.wait_for(process.stderr.readline(), _WAIT)).decode()
-            assert line, f"ssegate serve ended before announcing itself: {lines}"
-            lines.append(line.rstrip("\n"))
-        return lines, _limits_of(process.pid)[0]
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), _WAIT)
+    env = {"SSEGATE_MAX_STREAMS_TOTAL": str(max_streams)}
+
+    def lowered() -> None:  # in the child, before it runs Python
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    async with serving(env, lowered) as server:
+        return server.lines, _limits_of(server.pid)[0]
 
 
 async def test_serve_lifts_its_open_files_limit_to_the_hard_one() -> None:
