@@ -81,3 +81,36 @@ def test_parser_any_split_of_any_bytes_parses_like_the_whole(stream: bytes, cuts
 @given(STREAMS)
 def test_parser_byte_by_byte_parses_like_the_whole(stream: bytes) -> None:
     assert _parse([stream[i : i + 1] for i in range(len(stream))]) == _parse([stream])
+
+
+# Streams made mostly of the shape the parser reads in one match per event (an optional ``event:``
+# line, one ``data:`` line, a blank line), mixed with the lines that must leave that shortcut: ids,
+# comments, retries, second data lines, CRs, field names without a colon or without the space.
+SIMPLE_SHAPED = st.lists(
+    st.sampled_from(
+        [
+            b'event: delta\ndata: {"t": 1}\n\n',
+            b"data: plain\n\n",
+            b"event:x\ndata:y\n\n",
+            b"event: \ndata:  two spaces\n\n",
+            b"data\n\n",
+            b"event\ndata: z\n\n",
+            b"id: 7\n",
+            b": comment\n",
+            b"retry: 10\n",
+            b"data: second line\n",
+            b"event: a\nevent: b\ndata: c\n\n",
+            b"data: cr\r\n\r\n",
+            b"\r",
+            b"\n",
+            b"data: \xf0\x9f\xa6\x9c\n\n",
+            b"\xef\xbb\xbf",
+        ]
+    )
+).map(b"".join)
+
+
+@given(SIMPLE_SHAPED, st.lists(st.integers(min_value=0), max_size=6))
+def test_parser_whole_events_parse_like_byte_by_byte(stream: bytes, cuts: list[int]) -> None:
+    # Byte by byte never completes an event within one chunk, so it is always the line-by-line path.
+    assert _parse(_split(stream, cuts)) == _parse([stream[i : i + 1] for i in range(len(stream))])

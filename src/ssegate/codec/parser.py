@@ -18,6 +18,7 @@ What we add to the spec, and why:
 from __future__ import annotations
 
 import codecs
+import re
 
 from ssegate.codec.events import Comment, Event, Retry
 from ssegate.errors import RemoteProtocolError
@@ -30,6 +31,12 @@ MAX_EVENT_SIZE = 16 * 1024 * 1024
 _BOM = "\ufeff"
 
 Parsed = Event | Comment | Retry
+
+# The shape nearly every event of an LLM stream has: an optional ``event:`` line, one ``data:``
+# line, a blank line. A chunk made only of such events, starting at an event boundary, is parsed by
+# one match per event instead of a Python call per line; the result is what the line-by-line
+# algorithm below gives for that text (no id, retry or comment lines, no CR: those go line by line).
+_SIMPLE_EVENT = re.compile(r"(?:event: ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
 
 
 class EventStreamParser:
@@ -94,6 +101,37 @@ class EventStreamParser:
             if text.startswith("\n"):
                 # A CR ending the previous chunk already ended its line; this LF completes a CRLF.
                 text = text[1:]
+        if (
+            not self._line_fragments
+            and not self._data_lines
+            and not self._event_type
+            and self._id_buffer == self.last_event_id
+            and "\r" not in text
+            and len(text) <= self.max_event_size
+        ):
+            out, text = self._simple_events(text)
+            if not text:
+                return out
+            return out + self._feed_lines(text)
+        return self._feed_lines(text)
+
+    def _simple_events(self, text: str) -> tuple[list[Parsed], str]:
+        """The events at the start of ``text`` that have the simple shape, and the rest of it.
+
+        Only called at an event boundary with no id pending, so each is dispatched exactly as the
+        line-by-line path would: that type (or ``message``), that data, the id already in force.
+        """
+        out: list[Parsed] = []
+        match = _SIMPLE_EVENT.match
+        position = 0
+        event_id = self.last_event_id
+        while (found := match(text, position)) is not None:
+            event_type, data = found.groups()
+            out.append(Event(data=data, event=event_type or "message", id=event_id))
+            position = found.end()
+        return out, text[position:]
+
+    def _feed_lines(self, text: str) -> list[Parsed]:
         if "\r" in text:
             self._after_cr = text.endswith("\r")
             # "Lines must be separated by either a CRLF pair, a single LF, or a single CR."
