@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ssegate.codec import Event, EventStreamParser, encode_comment, encode_event, encode_retry
+from ssegate.codec.encoder import encode_fields
 from ssegate.errors import LocalProtocolError
 
 
@@ -95,3 +96,26 @@ def test_encode_retry_writes_a_retry_line(ms: int, expected: bytes) -> None:
 def test_encode_retry_refuses_anything_but_non_negative_int(ms: object) -> None:
     with pytest.raises(LocalProtocolError):
         encode_retry(ms)  # type: ignore[arg-type]
+
+
+# encode_fields is the log's encoder: an id and one line of data take a shortcut, so the refusals
+# are checked with an id present (the shortcut's way) and without.
+@pytest.mark.parametrize("event_id", ["7", None])
+@pytest.mark.parametrize(
+    ("data", "event_type", "bad_id"),
+    [
+        ("lone surrogate \ud800", "text", None),
+        ("x", "a\nb", None),
+        ("x", "a\rdata: injected", None),
+        ("x", "a\x00b", None),
+        ("x", "", None),
+        ("x", "text", "1\n2"),
+        ("x", "text", "1\x002"),
+        ("x", "text", "\udfff"),
+    ],
+)
+def test_encode_fields_refuses_what_encode_event_refuses(
+    data: str, event_type: str, bad_id: str | None, event_id: str | None
+) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_fields(bad_id or event_id, event_type, data)

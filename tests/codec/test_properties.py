@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ssegate.codec import Comment, Event, EventStreamParser, Retry, encode_comment, encode_event
+from ssegate.codec.encoder import encode_fields
 
 Parsed = Event | Comment | Retry
 
@@ -114,3 +117,8 @@ SIMPLE_SHAPED = st.lists(
 def test_parser_whole_events_parse_like_byte_by_byte(stream: bytes, cuts: list[int]) -> None:
     # Byte by byte never completes an event within one chunk, so it is always the line-by-line path.
     assert _parse(_split(stream, cuts)) == _parse([stream[i : i + 1] for i in range(len(stream))])
+
+
+@given(EVENTS)
+def test_encode_fields_writes_what_encode_event_writes(event: Event) -> None:
+    assert encode_fields(event.id, event.event, event.data) == encode_event(replace(event, retry=None))

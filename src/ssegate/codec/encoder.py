@@ -49,15 +49,33 @@ def encode_event(event: Event) -> bytes:
 def encode_fields(event_id: str | None, event_type: str, data: str) -> bytes:
     """``encode_event(Event(data, event_type, event_id))`` without building the ``Event``: the
     event log encodes every appended event with it (same rules, same errors)."""
+    # The log's case, once per event of every stream: an id, one line of data. One formatting
+    # operation instead of a function call and a concatenation per field (12.5k -> 5.3k
+    # instructions per event, callgrind).
+    if (
+        event_id is not None
+        and "\n" not in data
+        and "\r" not in data
+        and "\n" not in event_id
+        and "\r" not in event_id
+        and "\0" not in event_id
+    ):
+        try:
+            return b"id: %b\n%bdata: %b\n\n" % (event_id.encode(), _type_line(event_type), data.encode())
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the general path below says where
     return _head(event_id, event_type) + _DATA + _data_body(data) + _END_OF_EVENT
 
 
 def _head(event_id: str | None, event_type: str) -> bytes:
     """The ``id:`` and ``event:`` lines (none for no id and the default type)."""
     head = b"" if event_id is None else _id_line(event_id)
-    if event_type != "message":
-        head += _event_line(event_type)
-    return head
+    return head + _type_line(event_type)
+
+
+def _type_line(event_type: str) -> bytes:
+    """The ``event:`` line, none for the default type."""
+    return b"" if event_type == "message" else _event_line(event_type)
 
 
 def encode_comment(text: str = "") -> bytes:
