@@ -94,3 +94,19 @@ async def test_memory_log_listen_to_unknown_stream_is_refused() -> None:
     async with MemoryEventLog() as log:
         with pytest.raises(StreamNotFound):
             log.listen("nope", lambda: None)
+
+
+async def test_memory_log_resumes_exactly_from_recent_and_older_cursors_alike() -> None:
+    # The newest few cursors are found by comparing ids, older ones by parsing them: both resume
+    # exactly, with read and read_now, up to an end that reads as closed.
+    async with MemoryEventLog() as log:
+        await log.create("s", RETENTION)
+        appended = [await log.append("s", "text", str(n)) for n in range(20)]
+        appended.append(await log.append("s", "done", "{}", terminal=True))
+
+        for position, entry in enumerate(appended):
+            expected = [e.id for e in appended[position + 1 :]]
+            for result in (await log.read("s", entry.id), log.read_now("s", entry.id)):
+                assert result.reset is None
+                assert [e.id for e in result.entries] == expected
+                assert result.closed

@@ -97,13 +97,13 @@ class Handoff:
     after: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReadResult:
+class ReadResult(NamedTuple):
     """What a cursor sees: the entries after it, and whether more can ever come.
 
     ``reset`` is set (one of the ``RESET_*`` reasons) when the cursor could not resume exactly and
     ``entries`` therefore start at the earliest retained event. ``closed`` is true when the stream has
-    ended (its terminal event was appended) and ``entries`` reach that end.
+    ended (its terminal event was appended) and ``entries`` reach that end. A named tuple, as
+    :class:`LogEntry` is: the live fan-out makes one per flush of every stream.
     """
 
     entries: list[LogEntry]

@@ -1,7 +1,7 @@
 """The embedded event log: every stream lives in this process's memory.
 
 The default for one process. Per stream: a list of entries (each encoded once by
-:func:`~ssegate.log.base.make_entry`), the time each was appended, and one :class:`asyncio.Event`
+:func:`~ssegate.codec.encoder.encode_fields`), the time each was appended, and one :class:`asyncio.Event`
 that every waiting reader shares and that each append sets and replaces. So an append is O(1)
 whatever the number of viewers, a viewer is only a sequence number, and a slow viewer lags only
 itself. Sequence numbers are contiguous, so a cursor is found by subtraction.
@@ -20,8 +20,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from ssegate.codec.encoder import encode_fields
 from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
-from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry
+from ssegate.log.base import LogEntry, ReadResult, Retention, format_id
 from ssegate.log.cursor import new_epoch, resolve_cursor
 
 __all__ = ["DEFAULT_READ_BATCH", "MemoryEventLog"]
@@ -30,6 +31,8 @@ __all__ = ["DEFAULT_READ_BATCH", "MemoryEventLog"]
 DEFAULT_READ_BATCH = 1000
 # Dropped entries are removed from the front of the list in chunks, not one by one (O(1) amortised).
 _COMPACT_AT = 1024
+# How many of the newest entries a cursor is looked for among before it is parsed (see read_after).
+_RECENT_CURSORS = 8
 
 # A retained entry: a LogEntry's fields in a plain tuple, turned back into a LogEntry when read.
 # The garbage collector stops tracking a plain tuple of strings and numbers (never a NamedTuple),
@@ -79,16 +82,22 @@ class _Stream:
     def first_seq(self) -> int:
         return self.entries[self.head][1] if self.head < len(self.entries) else self.last_seq + 1
 
-    def add(self, entry: LogEntry, now: float) -> None:
-        self.entries.append(tuple(entry))  # type: ignore[arg-type]  # the same six fields
+    def add(self, event: str, data: str, terminal: bool, now: float) -> LogEntry:
+        """Append the next entry (encoded once, here) and wake its readers."""
+        seq = self.last_seq + 1
+        entry_id = format_id(self.epoch, seq)
+        stored = (entry_id, seq, event, data, terminal, encode_fields(entry_id, event, data))
+        self.entries.append(stored)
         self.times.append(now)
-        self.last_seq = entry.seq
-        self.closed = entry.terminal
+        self.last_seq = seq
+        self.closed = terminal
         self.expires_at = now + self.retention.max_age
         if len(self.entries) - self.head > self.retention.max_events:
             self.head += 1
-        self.drop_old(now)
+        if self.times[self.head] < now - self.retention.max_age or self.head >= _COMPACT_AT:
+            self.drop_old(now)
         self.wake()
+        return _as_entry(stored)
 
     def drop_old(self, now: float) -> None:
         cutoff = now - self.retention.max_age
@@ -126,13 +135,35 @@ class _Stream:
                     self.stale = 0
 
     def read_after(self, after: str | None, now: float, batch: int) -> ReadResult:
-        self.drop_old(now)
-        first = self.first_seq
-        start, reset = resolve_cursor(after, self.epoch, first, self.last_seq)
-        index = self.head + (start - first)
+        if self.head < len(self.times) and self.times[self.head] < now - self.retention.max_age:
+            self.drop_old(now)
+        index = self._index_after_recent(after)
+        reset = None
+        if index < 0:
+            first = self.first_seq
+            start, reset = resolve_cursor(after, self.epoch, first, self.last_seq)
+            index = self.head + (start - first)
         entries = list(map(_as_entry, self.entries[index : index + batch]))
-        end = entries[-1].seq if entries else start - 1
-        return ReadResult(entries, closed=self.closed and end == self.last_seq, reset=reset)
+        reaches_end = index + len(entries) >= len(self.entries)
+        return ReadResult(entries, self.closed and reaches_end, reset)
+
+    def _index_after_recent(self, after: str | None) -> int:
+        """Where a cursor naming one of the last few retained entries resumes, else -1.
+
+        A caught-up reader (the live fan-out, after every append) holds the id of an entry it was
+        just given, so it is found by comparing ids from the end instead of parsing the cursor; an
+        id of this stream carries its epoch, so a match resumes exactly, as resolve_cursor would.
+        """
+        if after is None:
+            return -1
+        entries = self.entries
+        index = len(entries) - 1
+        stop = max(self.head, index - _RECENT_CURSORS)
+        while index >= stop:
+            if entries[index][0] == after:
+                return index + 1
+            index -= 1
+        return -1
 
 
 def _time_out(waiter: asyncio.Future[bool]) -> None:
@@ -171,9 +202,7 @@ class MemoryEventLog:
         state = self._require(stream, now)
         if state.closed:
             raise StreamClosed(f"stream {stream!r} has ended")
-        entry = make_entry(state.epoch, state.last_seq + 1, event, data, terminal=terminal)
-        state.add(entry, now)
-        return entry
+        return state.add(event, data, terminal, now)
 
     async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
         now = self._now()
