@@ -7,7 +7,7 @@ import pytest
 
 from ssegate.errors import StreamNotFound
 from ssegate.log import open_event_log
-from ssegate.log.base import EventLog, Retention
+from ssegate.log.base import EventLog, LogEntry, Retention
 from ssegate.log.memory import MemoryEventLog
 from tests.log.conformance import RETENTION, EventLogConformance
 
@@ -69,31 +69,31 @@ def test_open_event_log_rejects_unknown_url() -> None:
 async def test_memory_log_listener_hears_appends_and_the_stream_going_away() -> None:
     async with MemoryEventLog() as log:
         await log.create("s", RETENTION)
-        heard: list[int] = []
-        stop = log.listen("s", lambda: heard.append(len(heard)))
+        heard: list[LogEntry | None] = []
+        stop = log.listen("s", heard.append)
         first = await log.append("s", "message", "a")
-        await log.append("s", "message", "b")
-        assert len(heard) == 2
+        second = await log.append("s", "message", "b")
+        assert heard == [first, second]  # each append hands the listener its entry
         # What the listener reads: everything after its cursor, at once.
         assert [e.data for e in log.read_now("s", first.id).entries] == ["b"]
 
-        await log.expire("s", 0)  # dropped: the listener hears it and its next read fails
-        assert len(heard) == 3
+        await log.expire("s", 0)  # dropped: the listener hears None and its next read fails
+        assert heard == [first, second, None]
         with pytest.raises(StreamNotFound):
             log.read_now("s", first.id)
 
         await log.create("t", RETENTION)
-        stop_t = log.listen("t", lambda: heard.append(-1))
+        stop_t = log.listen("t", heard.append)
         stop_t()
         stop()
         await log.append("t", "message", "c")
-        assert -1 not in heard
+        assert heard == [first, second, None]
 
 
 async def test_memory_log_listen_to_unknown_stream_is_refused() -> None:
     async with MemoryEventLog() as log:
         with pytest.raises(StreamNotFound):
-            log.listen("nope", lambda: None)
+            log.listen("nope", lambda _entry: None)
 
 
 async def test_memory_log_resumes_exactly_from_recent_and_older_cursors_alike() -> None:

@@ -8,9 +8,11 @@ class RecordingTransport:
 
     def __init__(self) -> None:
         self.written = bytearray()
+        self.writes = 0
 
     def write(self, data: bytes) -> None:
         self.written += data
+        self.writes += 1
 
     def is_closing(self) -> bool:
         return False

@@ -75,8 +75,9 @@ class _Stream:
         # its time-out. (Cheaper per wait than asyncio.Event plus asyncio.timeout.)
         self.waiters: list[asyncio.Future[bool]] = []
         self.stale = 0  # waiters in that list that timed out or were cancelled
-        # Called after every append, and when the stream is dropped (see MemoryEventLog.listen).
-        self.listeners: list[Callable[[], None]] = []
+        # Called with each appended entry, and with None when the stream is dropped (see
+        # MemoryEventLog.listen).
+        self.listeners: list[Callable[[LogEntry | None], None]] = []
 
     @property
     def first_seq(self) -> int:
@@ -96,8 +97,9 @@ class _Stream:
             self.head += 1
         if self.times[self.head] < now - self.retention.max_age or self.head >= _COMPACT_AT:
             self.drop_old(now)
-        self.wake()
-        return _as_entry(stored)
+        entry = _as_entry(stored)
+        self.wake(entry)
+        return entry
 
     def drop_old(self, now: float) -> None:
         cutoff = now - self.retention.max_age
@@ -108,14 +110,14 @@ class _Stream:
             del self.times[: self.head]
             self.head = 0
 
-    def wake(self) -> None:
+    def wake(self, appended: LogEntry | None = None) -> None:
         waiters, self.waiters = self.waiters, []
         self.stale = 0
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(True)
         for listener in self.listeners:
-            listener()
+            listener(appended)
 
     async def wait(self, seconds: float) -> bool:
         """Until the next append (``True``) or for ``seconds`` (``False``)."""
@@ -218,12 +220,13 @@ class MemoryEventLog:
             return ReadResult([])  # expired while we waited; the next read says StreamNotFound
         return current.read_after(after, now, self._read_batch)
 
-    def listen(self, stream: str, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` after every append to ``stream``, and once more when the stream is
-        dropped or the log closes; returns the function that stops it.
+    def listen(self, stream: str, listener: Callable[[LogEntry | None], None]) -> Callable[[], None]:
+        """Call ``listener`` with every entry appended to ``stream``, and once with ``None`` when the
+        stream is dropped or the log closes; returns the function that stops it.
 
         The live fan-out's way to learn of new entries without a task waiting per stream. The
-        listener runs inside ``append``, so it may only schedule work: read with :meth:`read_now`.
+        listener runs inside ``append``, in the appender's task: it must not raise, and may write
+        the entry out at once or schedule a :meth:`read_now`.
         Raises :class:`~ssegate.errors.StreamNotFound` if the stream is unknown.
         """
         state = self._require(stream, self._now())

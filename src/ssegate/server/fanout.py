@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeGuard, runtime_checkable
@@ -35,6 +36,8 @@ from ssegate.errors import SSEGateError
 from ssegate.log.base import EventLog, Handoff, ListenableLog, LogEntry
 from ssegate.server.metrics import Metrics
 from ssegate.topics import MARKER_EVENT
+
+logger = logging.getLogger(__name__)
 
 # Scope keys: the server's own ``send`` (under every middleware), and the bytes the fan-out wrote
 # past the middleware (for the access log).
@@ -208,6 +211,7 @@ class _Group:
         "live_log",
         "loop",
         "members",
+        "next_seq",
         "pending",
         "pending_handle",
         "stream",
@@ -220,6 +224,9 @@ class _Group:
         self.fanout = fanout
         self.stream = stream
         self.after = after  # every member has been sent everything up to here
+        # The sequence number of the entry right after ``after``, once a read has told (-1 before):
+        # an appended entry that has it can be written as it is appended (see _changed).
+        self.next_seq = -1
         self.members: set[Member] = set()
         self.bytes_written = 0
         self.loop = asyncio.get_running_loop()
@@ -265,14 +272,36 @@ class _Group:
 
     # -- push: the embedded log calls back -------------------------------------------------------
 
-    def _changed(self) -> None:
-        """The log appended to (or dropped) the stream: flush now, or when the write budget ends.
+    def _changed(self, appended: LogEntry | None = None) -> None:
+        """The log appended ``appended`` to the stream (or dropped it: ``None``): write it now, or
+        flush when the write budget ends.
 
-        Never called once the group stopped: stopping removes the listener."""
+        The common case, the next entry of a stream whose group has written everything before it
+        and may write again, is written here, inside the append: a flush would schedule a loop
+        callback and read the log back for the same entry (a tenth of a relayed token's CPU,
+        bench W4). Anything else flushes from the loop as before. Never called once the group
+        stopped: stopping removes the listener."""
         if self.flush_handle is not None or self.pending is not None:
             return  # a batch still being written calls back here when it is done
         due = self.last_write + self.budget
         if due <= self.loop.time():
+            if (
+                appended is not None
+                and appended.seq == self.next_seq
+                and not appended.terminal
+                and 0 < len(self.members) <= WRITE_SLICE
+            ):
+                self.after = appended.id
+                self.next_seq += 1
+                if appended.event != MARKER_EVENT:
+                    try:
+                        self._timed_write(appended.wire, 1)
+                    except Exception:  # never into the appender: its stream is not at fault
+                        logger.exception(
+                            "live fan-out of %s failed; its viewers read on their own", self.stream
+                        )
+                        self.stop_members()
+                return
             self.flush_handle = self.loop.call_soon(self._flush)
         else:
             self.flush_handle = self.loop.call_at(due, self._flush)
@@ -293,6 +322,7 @@ class _Group:
             return
         if result.entries:
             self.after = result.entries[-1].id
+            self.next_seq = result.entries[-1].seq + 1
             chunk = _wire(result.entries)
             if self._in_slices(chunk, result.closed):
                 self._write_in_slices(chunk, len(result.entries))
