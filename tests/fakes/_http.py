@@ -93,6 +93,7 @@ class RawHTTPServer:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self.connections_accepted = 0
         self.url = ""
 
     async def start(self, port: int = 0) -> str:
@@ -113,6 +114,7 @@ class RawHTTPServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.connections_accepted += 1
         try:
             while (request := await _read_request(reader)) is not None:
                 responder = Responder(reader, writer)

@@ -82,6 +82,10 @@ class FakeUpstream(Generic[ScriptT]):
         self._server = RawHTTPServer(self._handle)
         self.url = ""
 
+    @property
+    def connections_accepted(self) -> int:
+        return self._server.connections_accepted
+
     def then(self, *scripts: ScriptT) -> None:
         """Answer the next requests with these scripts, in order, then with the default again."""
         self.queued.extend(scripts)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from ssegate.providers.base import GenerationRequest, Message, ProviderEvent, TextDelta, UpstreamError
+from ssegate.providers.base import (
+    GenerationRequest,
+    Message,
+    ProviderEvent,
+    PushingProvider,
+    TextDelta,
+    UpstreamError,
+)
 
 T = TypeVar("T")
 
@@ -31,3 +40,31 @@ def text_of(events: list[ProviderEvent]) -> str:
 
 def of_type(events: list[ProviderEvent], kind: type[T]) -> list[T]:
     return [e for e in events if isinstance(e, kind)]
+
+
+_END = object()
+
+
+async def pushed(provider: PushingProvider, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    """``provider.stream_into`` read as an iterator: its events in order, its error raised; closing
+    the iterator cancels the call, as closing ``stream`` closes it."""
+    queue: asyncio.Queue[object] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            await provider.stream_into(request, queue.put_nowait)
+        except Exception as exc:
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(_END)
+
+    task = asyncio.create_task(run())
+    try:
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield cast(ProviderEvent, item)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

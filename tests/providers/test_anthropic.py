@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import anthropic
@@ -16,8 +16,11 @@ from ssegate.providers._upstream import body_reader
 from ssegate.providers.anthropic import AnthropicProvider
 from ssegate.providers.base import (
     Finished,
+    GenerationRequest,
     ModelInfo,
     Provider,
+    ProviderEvent,
+    PushingProvider,
     TextDelta,
     ThinkingDelta,
     ToolCallDelta,
@@ -27,10 +30,28 @@ from ssegate.providers.base import (
 )
 from tests.fakes._upstream import Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic, ToolUse
-from tests.providers.helpers import ask, collect, of_type, text_of
+from tests.providers.helpers import ask, collect, of_type, pushed, text_of
 from tests.support.servers import free_port
 
 API_KEY = "sk-ant-test-key"
+
+# Every test reads the adapter both ways: pulled (stream, as over Redis) and pushed (stream_into,
+# from the socket's callback, as over the embedded log).
+_READING = {"mode": "pull"}
+
+
+@pytest.fixture(autouse=True, params=["pull", "push"])
+def reading(request: pytest.FixtureRequest) -> Iterator[str]:
+    _READING["mode"] = request.param
+    yield request.param
+    _READING["mode"] = "pull"
+
+
+def open_stream(provider: Provider, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    if _READING["mode"] == "push":
+        assert isinstance(provider, PushingProvider)
+        return pushed(provider, request)
+    return provider.stream(request)
 
 
 @pytest.fixture
@@ -49,7 +70,9 @@ def anthropic_config(url: str, *, idle_timeout: float = 30.0, max_retries: int =
 async def test_anthropic_streams_text_model_usage_and_stop(
     provider: Provider, fake_anthropic: FakeAnthropic
 ) -> None:
-    events, error = await collect(provider.stream(ask("Say hello", model="claude-test", system="Be brief")))
+    events, error = await collect(
+        open_stream(provider, ask("Say hello", model="claude-test", system="Be brief"))
+    )
 
     assert error is None
     assert events[0] == ModelInfo("claude-test")
@@ -75,7 +98,7 @@ async def test_anthropic_streams_text_model_usage_and_stop(
 async def test_anthropic_uses_the_default_model_when_the_request_names_none(
     provider: Provider, fake_anthropic: FakeAnthropic
 ) -> None:
-    events, _ = await collect(provider.stream(ask("hi")))
+    events, _ = await collect(open_stream(provider, ask("hi")))
 
     assert fake_anthropic.requests[0].json()["model"] == provider.info.default_model
     assert events[0] == ModelInfo(provider.info.default_model)
@@ -86,7 +109,7 @@ async def test_anthropic_thinking_comes_first_and_signatures_stay_out(
 ) -> None:
     fake_anthropic.then(AnthropicScript(thinking=("Let me", " think."), text=("Done.",)))
 
-    events, error = await collect(provider.stream(ask("hard question")))
+    events, error = await collect(open_stream(provider, ask("hard question")))
 
     assert error is None
     content = [e for e in events if isinstance(e, TextDelta | ThinkingDelta)]
@@ -98,7 +121,7 @@ async def test_anthropic_tool_use_streams_start_partial_json_and_end(
 ) -> None:
     fake_anthropic.then(AnthropicScript(text=("Checking.",), tool=ToolUse()))
 
-    events, error = await collect(provider.stream(ask("weather in Paris?")))
+    events, error = await collect(open_stream(provider, ask("weather in Paris?")))
 
     assert error is None
     tool_events = [e for e in events if isinstance(e, ToolCallStart | ToolCallDelta | ToolCallEnd)]
@@ -125,7 +148,7 @@ async def test_anthropic_stop_reason_is_normalised(
 ) -> None:
     fake_anthropic.then(AnthropicScript(stop_reason=stop_reason))
 
-    events, _ = await collect(provider.stream(ask("hi")))
+    events, _ = await collect(open_stream(provider, ask("hi")))
 
     assert isinstance(events[-1], Finished)
     assert events[-1].finish_reason == finish_reason
@@ -148,7 +171,7 @@ async def test_anthropic_error_status_before_first_byte_maps_to_code(
 ) -> None:
     fake_anthropic.then(AnthropicScript(faults=Faults(status=status)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert events == []
     assert error is not None
@@ -160,7 +183,7 @@ async def test_anthropic_sdk_retries_an_overloaded_status_when_allowed(fake_anth
     fake_anthropic.then(AnthropicScript(faults=Faults(status=529)))
     provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, max_retries=1))
     try:
-        events, error = await collect(provider.stream(ask("hi")))
+        events, error = await collect(open_stream(provider, ask("hi")))
     finally:
         await provider.aclose()
 
@@ -174,7 +197,7 @@ async def test_anthropic_overloaded_error_event_after_200_is_retryable_error(
 ) -> None:
     fake_anthropic.then(AnthropicScript(faults=Faults(error_after=2)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert text_of(events) == "Hello, world"
     assert error is not None
@@ -187,7 +210,7 @@ async def test_anthropic_unknown_error_event_is_a_final_upstream_error(
 ) -> None:
     fake_anthropic.then(AnthropicScript(stream_error_type="mystery_error", faults=Faults(error_after=1)))
 
-    _, error = await collect(provider.stream(ask("hi")))
+    _, error = await collect(open_stream(provider, ask("hi")))
 
     assert error is not None
     assert (error.code, error.retryable) == ("upstream_error", False)
@@ -196,7 +219,7 @@ async def test_anthropic_unknown_error_event_is_a_final_upstream_error(
 async def test_anthropic_connection_refused_is_unavailable() -> None:
     provider = build_provider("anthropic", anthropic_config(f"http://127.0.0.1:{free_port()}"))
     try:
-        events, error = await collect(provider.stream(ask("hi")))
+        events, error = await collect(open_stream(provider, ask("hi")))
     finally:
         await provider.aclose()
 
@@ -209,7 +232,7 @@ async def test_anthropic_stalled_upstream_times_out_and_is_closed(fake_anthropic
     fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=1)))
     provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, idle_timeout=0.3))
     try:
-        events, error = await collect(provider.stream(ask("hi")))
+        events, error = await collect(open_stream(provider, ask("hi")))
     finally:
         await provider.aclose()
 
@@ -223,7 +246,7 @@ async def test_anthropic_idle_timer_ignores_time_the_consumer_spends(fake_anthro
     provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, idle_timeout=0.2))
     events = []
     try:
-        async for event in provider.stream(ask("hi")):
+        async for event in open_stream(provider, ask("hi")):
             events.append(event)
             if len(events) <= 2:  # hold events longer than the idle timeout: a slow consumer
                 await asyncio.sleep(0.3)  # the behaviour under test, not synchronisation
@@ -238,7 +261,7 @@ async def test_anthropic_dropped_connection_is_disconnected(
 ) -> None:
     fake_anthropic.then(AnthropicScript(faults=Faults(drop_after=2)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert text_of(events) == "Hello, world"
     assert error is not None
@@ -250,7 +273,7 @@ async def test_anthropic_body_ending_without_message_stop_is_disconnected(
 ) -> None:
     fake_anthropic.then(AnthropicScript(faults=Faults(end_after=1)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert text_of(events) == "Hello"
     assert error is not None
@@ -262,7 +285,7 @@ async def test_anthropic_aclose_mid_stream_closes_the_upstream_connection(
     provider: Provider, fake_anthropic: FakeAnthropic
 ) -> None:
     fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=2)))
-    stream = provider.stream(ask("hi"))
+    stream = open_stream(provider, ask("hi"))
     received: list[str] = []
     async for event in stream:
         if isinstance(event, TextDelta):
@@ -283,7 +306,7 @@ async def test_anthropic_cancelling_the_consumer_closes_the_upstream_connection(
     first_text = asyncio.Event()
 
     async def consume() -> None:
-        async for event in provider.stream(ask("hi")):
+        async for event in open_stream(provider, ask("hi")):
             if isinstance(event, TextDelta):
                 first_text.set()
 
@@ -302,7 +325,7 @@ async def test_anthropic_many_deltas_split_across_reads_arrive_whole(fake_anthro
     fake_anthropic.then(AnthropicScript(text=words))
     provider = build_provider("anthropic", anthropic_config(fake_anthropic.url))
     try:
-        events, error = await collect(provider.stream(ask("long")))
+        events, error = await collect(open_stream(provider, ask("long")))
     finally:
         await provider.aclose()
 
@@ -316,7 +339,7 @@ async def test_anthropic_gzip_compressed_stream_is_decoded(
     # A proxy may compress the event stream; the fast raw read must not hand over gzip bytes.
     fake_anthropic.then(AnthropicScript(faults=Faults(gzip=True)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert error is None
     assert text_of(events) == "Hello, world!"
@@ -366,3 +389,15 @@ def test_the_sdk_makes_spans_only_where_something_can_record_them(
         monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", env)
     provider = AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")
     assert provider._client.open_telemetry["traces"]["enabled"] is spans
+
+
+async def test_anthropic_answers_one_after_another_reuse_one_connection(
+    provider: Provider, fake_anthropic: FakeAnthropic
+) -> None:
+    # Pushed, the body is read through a protocol put in front of aiohttp's: the connection still
+    # goes back to aiohttp's pool and serves the next request.
+    for _ in range(3):
+        events, error = await collect(open_stream(provider, ask("hi")))
+        assert error is None
+        assert text_of(events) == "Hello, world!"
+    assert fake_anthropic.connections_accepted == 1

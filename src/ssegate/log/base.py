@@ -118,7 +118,12 @@ class ReadResult(NamedTuple):
 @runtime_checkable
 class ListenableLog(Protocol):
     """A log in this process that calls back on append (the embedded one): the live fan-out then
-    flushes from that callback instead of keeping a reader task per stream."""
+    flushes from that callback instead of keeping a reader task per stream. It also appends without
+    a coroutine, so a producer can append from the upstream socket's callback."""
+
+    def append_now(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry: ...
+
+    def set_meta_now(self, stream: str, fields: dict[str, str]) -> None: ...
 
     def listen(self, stream: str, listener: Callable[[LogEntry | None], None]) -> Callable[[], None]: ...
 

@@ -200,6 +200,10 @@ class MemoryEventLog:
         return self._lookup(stream, self._now()) is not None
 
     async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
+        return self.append_now(stream, event, data, terminal=terminal)
+
+    def append_now(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
+        """:meth:`append` without a coroutine: for a producer that appends from a socket callback."""
         now = self._now()
         state = self._require(stream, now)
         if state.closed:
@@ -250,6 +254,10 @@ class MemoryEventLog:
         self._lookup(stream, now)  # drops it at once when after_seconds <= 0
 
     async def set_meta(self, stream: str, fields: dict[str, str]) -> None:
+        self.set_meta_now(stream, fields)
+
+    def set_meta_now(self, stream: str, fields: dict[str, str]) -> None:
+        """:meth:`set_meta` without a coroutine (see :meth:`append_now`)."""
         self._require(stream, self._now()).meta.update(fields)
 
     async def get_meta(self, stream: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ fraction of the SDK's typed event models on the per-token path.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 import anthropic
@@ -20,6 +20,7 @@ from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
     IdleReader,
+    body_push,
     body_reader,
     connection_limits,
     disconnected_error,
@@ -30,6 +31,7 @@ from ssegate.providers._upstream import (
 )
 from ssegate.providers.base import (
     DEFAULT_MAX_CONNECTIONS,
+    Deliver,
     Finished,
     GenerationRequest,
     ModelInfo,
@@ -98,6 +100,46 @@ class AnthropicProvider:
         await self._client.close()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        context, response = await self._open(request)
+        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
+        events = self._pull(response)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+            await context.__aexit__(None, None, None)
+
+    async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
+        context, response = await self._open(request)
+        try:
+            push = body_push(response.http_response, self._idle_timeout)
+            if push is None:  # a custom HTTP client, or a compressed body
+                events = self._pull(response)
+                try:
+                    async for event in events:
+                        deliver(event)
+                finally:
+                    await events.aclose()
+                return
+            parser = EventStreamParser()
+            mapper = _EventMapper()
+
+            def handle(chunk: bytes) -> None:
+                for item in parser.feed(chunk):
+                    if type(item) is Event:
+                        for event in mapper.map(item):
+                            deliver(event)
+                        if mapper.finished:
+                            push.finish()
+                            return
+
+            await push.run(handle)
+        finally:
+            await context.__aexit__(None, None, None)
+
+    async def _open(self, request: GenerationRequest) -> tuple[Any, Any]:
+        """Send the request; ``(context, response)`` once the answer's head is in."""
         messages: list[MessageParam] = [
             {"role": "user", "content": m.content}
             if m.role == "user"
@@ -119,7 +161,10 @@ class AnthropicProvider:
             raise start_timeout_error(exc, self._idle_timeout) from exc
         except anthropic.APIConnectionError as exc:
             raise unavailable_error(str(exc)) from exc
-        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
+        return context, response
+
+    async def _pull(self, response: Any) -> AsyncGenerator[ProviderEvent, None]:
+        """The answer's events, read by this task chunk by chunk."""
         parser = EventStreamParser()
         mapper = _EventMapper()
         reader = IdleReader(body_reader(response.http_response), self._idle_timeout)
@@ -141,7 +186,6 @@ class AnthropicProvider:
                             return
         finally:
             reader.close()
-            await context.__aexit__(None, None, None)
 
 
 def sdk_spans_option() -> Literal[False] | None:

@@ -24,9 +24,9 @@ code                        when                                                
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from ssegate.errors import SSEGateError
 
@@ -143,3 +143,18 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release the HTTP client."""
+
+
+Deliver = Callable[[ProviderEvent], None]
+
+
+@runtime_checkable
+class PushingProvider(Provider, Protocol):
+    """A provider that can also hand its events over as the upstream's bytes arrive."""
+
+    async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
+        """Run the upstream call, calling ``deliver`` with each event from the socket's callback (no
+        task switch per event); return after :class:`Finished`. What ``deliver`` raises ends the
+        call and is raised here; so are failures, as :class:`UpstreamError`. Cancelling the caller
+        closes the upstream, as closing :meth:`stream`'s iterator does."""
+        ...

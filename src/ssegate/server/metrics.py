@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ssegate.providers.base import (
+    Deliver,
     GenerationRequest,
     Provider,
     ProviderEvent,
+    PushingProvider,
     TextDelta,
     ThinkingDelta,
     ToolCallStart,
@@ -197,6 +199,38 @@ class Metrics:
 _FIRST_TOKEN = (TextDelta, ThinkingDelta, ToolCallStart)
 
 
+class _Pace:
+    """One generation's timings: time to first token, output tokens, tokens per second."""
+
+    __slots__ = ("first", "metrics", "started", "tokens")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.started = time.monotonic()
+        self.first: float | None = None
+        self.tokens = 0
+        metrics.generations_started += 1
+        metrics.generations_running += 1
+
+    def observe(self, event: ProviderEvent) -> None:
+        if self.first is None and isinstance(event, _FIRST_TOKEN):
+            self.first = time.monotonic()
+            self.metrics.ttft.observe(self.first - self.started)
+        elif isinstance(event, Usage) and event.output_tokens is not None:
+            self.metrics.output_tokens += max(event.output_tokens - self.tokens, 0)
+            self.tokens = event.output_tokens
+
+    def failed(self, error: UpstreamError) -> None:
+        self.metrics.upstream_errors[error.code] += 1
+
+    def end(self) -> None:
+        self.metrics.generations_running -= 1
+        if self.first is not None and self.tokens:
+            elapsed = time.monotonic() - self.first
+            if elapsed > 0:
+                self.metrics.tokens_per_second.observe(self.tokens / elapsed)
+
+
 class MeasuredProvider:
     """A provider wrapped to time its first token, its pace and its failures."""
 
@@ -208,33 +242,44 @@ class MeasuredProvider:
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
         return self._measure(self._inner.stream(request))
 
+    async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
+        """The inner provider's push path, measured; a provider without one is pulled here."""
+        pace = _Pace(self._metrics)
+
+        def measured(event: ProviderEvent) -> None:
+            pace.observe(event)
+            deliver(event)
+
+        try:
+            if isinstance(self._inner, PushingProvider):
+                await self._inner.stream_into(request, measured)
+                return
+            events = self._inner.stream(request)
+            try:
+                async for event in events:
+                    measured(event)
+            finally:
+                with contextlib.suppress(Exception):
+                    await events.aclose()  # type: ignore[attr-defined]
+        except UpstreamError as exc:
+            pace.failed(exc)
+            raise
+        finally:
+            pace.end()
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 
     async def _measure(self, events: AsyncIterator[ProviderEvent]) -> AsyncIterator[ProviderEvent]:
-        metrics = self._metrics
-        started = time.monotonic()
-        first: float | None = None
-        tokens = 0
-        metrics.generations_started += 1
-        metrics.generations_running += 1
+        pace = _Pace(self._metrics)
         try:
             async for event in events:
-                if first is None and isinstance(event, _FIRST_TOKEN):
-                    first = time.monotonic()
-                    metrics.ttft.observe(first - started)
-                elif isinstance(event, Usage) and event.output_tokens is not None:
-                    metrics.output_tokens += max(event.output_tokens - tokens, 0)
-                    tokens = event.output_tokens
+                pace.observe(event)
                 yield event
         except UpstreamError as exc:
-            metrics.upstream_errors[exc.code] += 1
+            pace.failed(exc)
             raise
         finally:
-            metrics.generations_running -= 1
-            if first is not None and tokens:
-                elapsed = time.monotonic() - first
-                if elapsed > 0:
-                    metrics.tokens_per_second.observe(tokens / elapsed)
+            pace.end()
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
