@@ -10,6 +10,7 @@ from typing import TypeVar, cast
 from ssegate.providers.base import (
     GenerationRequest,
     Message,
+    Provider,
     ProviderEvent,
     PushingProvider,
     TextDelta,
@@ -43,6 +44,17 @@ def of_type(events: list[ProviderEvent], kind: type[T]) -> list[T]:
 
 
 _END = object()
+
+# How the adapter suites read a provider: "pull" (stream, as over Redis) or "push" (stream_into,
+# from the socket's callback, as over the embedded log). Set by the ``reading`` fixture.
+READING = {"mode": "pull"}
+
+
+def open_stream(provider: Provider, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+    if READING["mode"] == "push":
+        assert isinstance(provider, PushingProvider)
+        return pushed(provider, request)
+    return provider.stream(request)
 
 
 async def pushed(provider: PushingProvider, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:

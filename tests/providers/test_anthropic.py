@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import anthropic
@@ -16,11 +16,8 @@ from ssegate.providers._upstream import body_reader
 from ssegate.providers.anthropic import AnthropicProvider
 from ssegate.providers.base import (
     Finished,
-    GenerationRequest,
     ModelInfo,
     Provider,
-    ProviderEvent,
-    PushingProvider,
     TextDelta,
     ThinkingDelta,
     ToolCallDelta,
@@ -30,28 +27,13 @@ from ssegate.providers.base import (
 )
 from tests.fakes._upstream import Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic, ToolUse
-from tests.providers.helpers import ask, collect, of_type, pushed, text_of
+from tests.providers.helpers import ask, collect, of_type, open_stream, text_of
 from tests.support.servers import free_port
 
 API_KEY = "sk-ant-test-key"
 
-# Every test reads the adapter both ways: pulled (stream, as over Redis) and pushed (stream_into,
-# from the socket's callback, as over the embedded log).
-_READING = {"mode": "pull"}
-
-
-@pytest.fixture(autouse=True, params=["pull", "push"])
-def reading(request: pytest.FixtureRequest) -> Iterator[str]:
-    _READING["mode"] = request.param
-    yield request.param
-    _READING["mode"] = "pull"
-
-
-def open_stream(provider: Provider, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
-    if _READING["mode"] == "push":
-        assert isinstance(provider, PushingProvider)
-        return pushed(provider, request)
-    return provider.stream(request)
+# Every test reads the adapter both ways: pulled and pushed (see helpers.READING).
+pytestmark = pytest.mark.usefixtures("reading")
 
 
 @pytest.fixture

@@ -22,10 +22,13 @@ from ssegate.providers.base import (
 )
 from tests.fakes._upstream import Faults
 from tests.fakes.fake_openai import FakeOpenAI, OpenAIScript, ToolCall
-from tests.providers.helpers import ask, collect, of_type, text_of
+from tests.providers.helpers import ask, collect, of_type, open_stream, text_of
 from tests.support.servers import free_port
 
 API_KEY = "sk-test-key"
+
+# Every test reads the adapter both ways: pulled and pushed (see helpers.READING).
+pytestmark = pytest.mark.usefixtures("reading")
 
 
 def openai_config(url: str, *, idle_timeout: float = 30.0, api_key: str | None = API_KEY) -> ProviderConfig:
@@ -42,7 +45,9 @@ async def provider(fake_openai: FakeOpenAI) -> AsyncIterator[Provider]:
 
 
 async def test_openai_streams_text_model_usage_and_stop(provider: Provider, fake_openai: FakeOpenAI) -> None:
-    events, error = await collect(provider.stream(ask("Say hello", model="gpt-test", system="Be brief")))
+    events, error = await collect(
+        open_stream(provider, ask("Say hello", model="gpt-test", system="Be brief"))
+    )
 
     assert error is None
     assert events[0] == ModelInfo("gpt-test")
@@ -67,7 +72,7 @@ async def test_openai_streams_text_model_usage_and_stop(provider: Provider, fake
 async def test_openai_local_server_needs_no_key(fake_openai: FakeOpenAI) -> None:
     provider = build_provider("openai", openai_config(fake_openai.url, api_key=None))
     try:
-        events, error = await collect(provider.stream(ask("hi", model="llama3")))
+        events, error = await collect(open_stream(provider, ask("hi", model="llama3")))
     finally:
         await provider.aclose()
 
@@ -81,7 +86,7 @@ async def test_openai_reasoning_deltas_become_thinking(
 ) -> None:
     fake_openai.then(OpenAIScript(reasoning=("Let me", " think."), reasoning_field=field, text=("Done.",)))
 
-    events, error = await collect(provider.stream(ask("hard question")))
+    events, error = await collect(open_stream(provider, ask("hard question")))
 
     assert error is None
     content = [e for e in events if isinstance(e, TextDelta | ThinkingDelta)]
@@ -97,7 +102,7 @@ async def test_openai_parallel_tool_calls_stream_start_arguments_and_end(
     )
     fake_openai.then(OpenAIScript(text=(), tool_calls=calls))
 
-    events, error = await collect(provider.stream(ask("weather and time in Paris?")))
+    events, error = await collect(open_stream(provider, ask("weather and time in Paris?")))
 
     assert error is None
     assert of_type(events, ToolCallStart) == [
@@ -125,7 +130,7 @@ async def test_openai_finish_reason_passes_through(
 ) -> None:
     fake_openai.then(OpenAIScript(finish_reason=finish_reason))
 
-    events, _ = await collect(provider.stream(ask("hi")))
+    events, _ = await collect(open_stream(provider, ask("hi")))
 
     assert isinstance(events[-1], Finished)
     assert events[-1].finish_reason == finish_reason
@@ -148,7 +153,7 @@ async def test_openai_error_status_before_first_byte_maps_to_code(
 ) -> None:
     fake_openai.then(OpenAIScript(faults=Faults(status=status)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert events == []
     assert error is not None
@@ -161,7 +166,7 @@ async def test_openai_error_chunk_after_200_is_an_upstream_error(
 ) -> None:
     fake_openai.then(OpenAIScript(stream_error_type="invalid_request_error", faults=Faults(error_after=2)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert text_of(events) == "Hello, world"
     assert error is not None
@@ -173,7 +178,7 @@ async def test_openai_server_error_chunk_after_200_is_retryable(
 ) -> None:
     fake_openai.then(OpenAIScript(faults=Faults(error_after=1)))
 
-    _, error = await collect(provider.stream(ask("hi")))
+    _, error = await collect(open_stream(provider, ask("hi")))
 
     assert error is not None
     assert (error.code, error.retryable) == ("upstream_unavailable", True)
@@ -182,7 +187,7 @@ async def test_openai_server_error_chunk_after_200_is_retryable(
 async def test_openai_connection_refused_is_unavailable() -> None:
     provider = build_provider("openai", openai_config(f"http://127.0.0.1:{free_port()}"))
     try:
-        events, error = await collect(provider.stream(ask("hi")))
+        events, error = await collect(open_stream(provider, ask("hi")))
     finally:
         await provider.aclose()
 
@@ -195,7 +200,7 @@ async def test_openai_stalled_upstream_times_out_and_is_closed(fake_openai: Fake
     fake_openai.then(OpenAIScript(faults=Faults(stall_after=1)))
     provider = build_provider("openai", openai_config(fake_openai.url, idle_timeout=0.3))
     try:
-        events, error = await collect(provider.stream(ask("hi")))
+        events, error = await collect(open_stream(provider, ask("hi")))
     finally:
         await provider.aclose()
 
@@ -208,7 +213,7 @@ async def test_openai_stalled_upstream_times_out_and_is_closed(fake_openai: Fake
 async def test_openai_dropped_connection_is_disconnected(provider: Provider, fake_openai: FakeOpenAI) -> None:
     fake_openai.then(OpenAIScript(faults=Faults(drop_after=2)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert text_of(events) == "Hello, world"
     assert error is not None
@@ -220,7 +225,7 @@ async def test_openai_body_ending_before_finish_reason_is_disconnected(
 ) -> None:
     fake_openai.then(OpenAIScript(faults=Faults(end_after=1)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert text_of(events) == "Hello"
     assert error is not None
@@ -232,7 +237,7 @@ async def test_openai_server_without_done_line_still_finishes(
 ) -> None:
     fake_openai.then(OpenAIScript(send_done=False))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert error is None
     assert events[-1] == Finished("stop", provider.info.default_model)
@@ -242,7 +247,7 @@ async def test_openai_aclose_mid_stream_closes_the_upstream_connection(
     provider: Provider, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.then(OpenAIScript(faults=Faults(stall_after=2)))
-    stream = provider.stream(ask("hi"))
+    stream = open_stream(provider, ask("hi"))
     received: list[str] = []
     async for event in stream:
         if isinstance(event, TextDelta):
@@ -263,7 +268,7 @@ async def test_openai_cancelling_the_consumer_closes_the_upstream_connection(
     first_text = asyncio.Event()
 
     async def consume() -> None:
-        async for event in provider.stream(ask("hi")):
+        async for event in open_stream(provider, ask("hi")):
             if isinstance(event, TextDelta):
                 first_text.set()
 
@@ -280,7 +285,7 @@ async def test_openai_cancelling_the_consumer_closes_the_upstream_connection(
 async def test_openai_gzip_compressed_stream_is_decoded(provider: Provider, fake_openai: FakeOpenAI) -> None:
     fake_openai.then(OpenAIScript(faults=Faults(gzip=True)))
 
-    events, error = await collect(provider.stream(ask("hi")))
+    events, error = await collect(open_stream(provider, ask("hi")))
 
     assert error is None
     assert text_of(events) == "Hello, world!"

@@ -185,6 +185,7 @@ def error_body_summary(body: object, fallback: str) -> tuple[str | None, str]:
 
 
 ChunkHandler = Callable[[bytes], None]
+EndHandler = Callable[[], None]
 
 
 class BodyPush:
@@ -197,31 +198,36 @@ class BodyPush:
     aiohttp's protocol is back in place before anything else can use the connection again (its
     release happens inside the callback that completes the body).
 
-    :meth:`run` returns when the handler calls :meth:`finish`, raises what the handler raised or
-    how the body failed (``upstream_disconnected``, ``upstream_timeout``), and on any exit,
-    cancellation included, restores aiohttp's protocol.
+    :meth:`run` returns when a handler calls :meth:`finish`, raises what a handler raised or how
+    the body failed (``upstream_disconnected``, ``upstream_timeout``), and on any exit,
+    cancellation included, restores aiohttp's protocol. ``at_end`` is called when the body ends
+    before :meth:`finish`: it finishes (an answer complete without its last marker) or raises.
     """
 
-    def __init__(self, content: aiohttp.StreamReader, protocol: ResponseHandler, idle_timeout: float) -> None:
+    def __init__(
+        self, content: aiohttp.StreamReader, protocol: ResponseHandler | None, idle_timeout: float
+    ) -> None:
         self._content = content
         self._aiohttp = protocol
         self._idle = idle_timeout
         self._loop = asyncio.get_running_loop()
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._handle: ChunkHandler | None = None
+        self._at_end: EndHandler | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None
 
-    async def run(self, handle: ChunkHandler) -> None:
-        transport = self._aiohttp.transport
-        if transport is None:
-            raise disconnected_error("the connection closed before the body")
+    async def run(self, handle: ChunkHandler, at_end: EndHandler) -> None:
         self._handle = handle
-        self._transport = transport
+        self._at_end = at_end
         self._deadline = self._loop.time() + self._idle
         self._timer = self._loop.call_at(self._deadline, self._check_idle)
-        transport.set_protocol(_Forwarding(self._aiohttp, self._drain))
+        # No protocol: aiohttp had the whole body before we looked and let the connection go.
+        protocol = self._aiohttp
+        if protocol is not None and protocol.transport is not None:
+            self._transport = protocol.transport
+            protocol.transport.set_protocol(_Forwarding(protocol, self._drain))
         try:
             self._drain()  # what arrived with the response head
             await self._done
@@ -246,7 +252,10 @@ class BodyPush:
                 assert self._handle is not None
                 self._handle(chunk)
             if content.at_eof() and not self._done.done():
-                raise disconnected_error("the body ended without message_stop")
+                assert self._at_end is not None
+                self._at_end()
+                if not self._done.done():
+                    raise disconnected_error("the body ended early")
         except BaseException as exc:  # the handler's errors too: they end the call, not the loop
             self._settle(exc)
 
@@ -272,7 +281,7 @@ class BodyPush:
             self._timer.cancel()
             self._timer = None
         transport, self._transport = self._transport, None
-        if transport is not None and not transport.is_closing():
+        if transport is not None and self._aiohttp is not None and not transport.is_closing():
             transport.set_protocol(self._aiohttp)
 
 
@@ -312,10 +321,13 @@ def body_push(http_response: Any, idle_timeout: float) -> BodyPush | None:
     aiohttp_response = getattr(stream, "_aiohttp_response", None)
     content = getattr(aiohttp_response, "content", None)
     encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
-    protocol = getattr(getattr(aiohttp_response, "connection", None), "protocol", None)
+    connection = getattr(aiohttp_response, "connection", None)
+    protocol = getattr(connection, "protocol", None)
     if not isinstance(content, aiohttp.StreamReader) or encoding != "identity":
         return None
-    if not isinstance(protocol, ResponseHandler):
-        return None
-    protocol.read_timeout = None  # our idle timer times the body
-    return BodyPush(content, protocol, idle_timeout)
+    if isinstance(protocol, ResponseHandler):
+        protocol.read_timeout = None  # our idle timer times the body
+        return BodyPush(content, protocol, idle_timeout)
+    if connection is None:  # aiohttp has the whole body already and let the connection go
+        return BodyPush(content, None, idle_timeout)
+    return None

@@ -134,7 +134,10 @@ class AnthropicProvider:
                             push.finish()
                             return
 
-            await push.run(handle)
+            def at_end() -> None:
+                raise disconnected_error("the body ended without message_stop")
+
+            await push.run(handle, at_end)
         finally:
             await context.__aexit__(None, None, None)
 

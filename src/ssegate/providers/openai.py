@@ -6,7 +6,7 @@ the request and maps status errors, and the body's ``chat.completion.chunk`` lin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import openai
@@ -17,6 +17,7 @@ from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
     IdleReader,
+    body_push,
     body_reader,
     connection_limits,
     disconnected_error,
@@ -27,6 +28,7 @@ from ssegate.providers._upstream import (
 )
 from ssegate.providers.base import (
     DEFAULT_MAX_CONNECTIONS,
+    Deliver,
     Finished,
     GenerationRequest,
     ModelInfo,
@@ -89,6 +91,47 @@ class OpenAIProvider:
         await self._client.close()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        context, response = await self._open(request)
+        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
+        events = self._pull(response)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+            await context.__aexit__(None, None, None)
+
+    async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
+        context, response = await self._open(request)
+        try:
+            push = body_push(response.http_response, self._idle_timeout)
+            if push is None:  # a custom HTTP client, or a compressed body
+                events = self._pull(response)
+                try:
+                    async for event in events:
+                        deliver(event)
+                finally:
+                    await events.aclose()
+                return
+            answer = _Answer()
+
+            def handle(chunk: bytes) -> None:
+                for event in answer.feed(chunk):
+                    deliver(event)
+                if answer.done:
+                    push.finish()
+
+            def at_end() -> None:
+                for event in answer.end():
+                    deliver(event)
+                push.finish()
+
+            await push.run(handle, at_end)
+        finally:
+            await context.__aexit__(None, None, None)
+
+    async def _open(self, request: GenerationRequest) -> tuple[Any, Any]:
+        """Send the request; ``(context, response)`` once the answer's head is in."""
         messages: list[ChatCompletionMessageParam] = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
@@ -113,9 +156,11 @@ class OpenAIProvider:
             raise start_timeout_error(exc, self._idle_timeout) from exc
         except openai.APIConnectionError as exc:
             raise unavailable_error(str(exc)) from exc
-        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
-        parser = EventStreamParser()
-        mapper = _ChunkMapper()
+        return context, response
+
+    async def _pull(self, response: Any) -> AsyncGenerator[ProviderEvent, None]:
+        """The answer's events, read by this task chunk by chunk."""
+        answer = _Answer()
         reader = IdleReader(body_reader(response.http_response), self._idle_timeout)
         try:
             while True:
@@ -126,24 +171,47 @@ class OpenAIProvider:
                 except Exception as exc:  # the transport broke: a reset or a truncated chunked body
                     raise disconnected_error(f"{type(exc).__name__}: {exc}") from exc
                 if chunk is None:
-                    if mapper.finish_reason is None:
-                        raise disconnected_error("the body ended without a finish_reason")
-                    # Some servers omit [DONE]; the finish reason already said it was complete.
-                    yield mapper.finished()
-                    return
-                for item in parser.feed(chunk):
-                    if type(item) is not Event:
-                        continue
-                    if item.data == _DONE:
-                        if mapper.finish_reason is None:
-                            raise disconnected_error("[DONE] before a finish_reason")
-                        yield mapper.finished()
-                        return
-                    for event in mapper.map(item):
+                    for event in answer.end():
                         yield event
+                    return
+                for event in answer.feed(chunk):
+                    yield event
+                if answer.done:
+                    return
         finally:
             reader.close()
-            await context.__aexit__(None, None, None)
+
+
+class _Answer:
+    """One streamed answer's body: chunks in, provider events out, ``done`` after the last one."""
+
+    __slots__ = ("done", "mapper", "parser")
+
+    def __init__(self) -> None:
+        self.parser = EventStreamParser()
+        self.mapper = _ChunkMapper()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> Iterator[ProviderEvent]:
+        """The chunk's events, one by one (an error chunk raises after the events before it)."""
+        for item in self.parser.feed(chunk):
+            if type(item) is not Event:
+                continue
+            if item.data == _DONE:
+                if self.mapper.finish_reason is None:
+                    raise disconnected_error("[DONE] before a finish_reason")
+                self.done = True
+                yield self.mapper.finished()
+                return
+            yield from self.mapper.map(item)
+
+    def end(self) -> list[ProviderEvent]:
+        """The body ended without ``[DONE]``: complete if a finish reason came (some servers omit
+        the marker), else a dropped stream."""
+        if self.mapper.finish_reason is None:
+            raise disconnected_error("the body ended without a finish_reason")
+        self.done = True
+        return [self.mapper.finished()]
 
 
 class _ChunkMapper:
