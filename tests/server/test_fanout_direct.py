@@ -77,3 +77,27 @@ async def test_the_end_of_the_stream_still_sends_the_viewers_back() -> None:
         assert done.wire not in transports[0].written  # not inside the append
         await asyncio.sleep(0)
         assert bytes(transports[0].written).endswith(frame(done.wire))
+
+
+class BrokenTransport(RecordingTransport):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("a bug below the fan-out")
+
+
+async def test_a_failing_write_inside_an_append_sends_viewers_back_not_the_error_to_the_producer() -> None:
+    log = MemoryEventLog()
+    await log.create("answer", Retention(max_events=100, max_age=60.0))
+    opening = await log.append("answer", "start", "{}")
+    fanout = FanOut(log, keepalive=30.0, coalesce=0.0, metrics=Metrics())
+    member = fanout.join(Handoff("answer", opening.id), ChunkedSocket(BrokenTransport()))
+    assert member is not None
+    try:
+        await asyncio.sleep(0)
+        first = await log.append("answer", "text", '{"delta":"a"}')  # through a flush: logged there
+        await asyncio.sleep(0)
+        second = await log.append("answer", "text", '{"delta":"b"}')  # inside the append: no raise
+        assert second.seq == first.seq + 1
+        assert member.resumed is not None  # sent back to read on its own
+    finally:
+        await fanout.aclose()
+        await log.aclose()

@@ -116,7 +116,7 @@ class _Stream:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(True)
-        for listener in self.listeners:
+        for listener in self.listeners[:]:  # a listener may stop listening
             listener(appended)
 
     async def wait(self, seconds: float) -> bool:
