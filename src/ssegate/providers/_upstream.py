@@ -8,14 +8,14 @@ many times more than ``json.loads`` on the data line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import httpx2
 from aiohttp.client_proto import ResponseHandler
 
-from ssegate.providers.base import UpstreamError
+from ssegate.providers.base import Deliver, GenerationRequest, ProviderEvent, UpstreamError
 
 # Statuses whose meaning does not depend on the vendor (RFC 9110 plus Anthropic's 529).
 _AUTH = frozenset({401, 403})
@@ -331,3 +331,49 @@ def body_push(http_response: Any, idle_timeout: float) -> BodyPush | None:
     if connection is None:  # aiohttp has the whole body already and let the connection go
         return BodyPush(content, None, idle_timeout)
     return None
+
+
+class SSEAdapter:
+    """How an SDK-backed adapter reads its answer, both ways: pulled (``stream``, its caller's task
+    reads the body) and pushed (``stream_into``, from the socket's callback). A vendor's adapter
+    says how to send the request (``_open``), how to read the body in a task (``_pull``) and how
+    to handle chunks and the body's end when pushed (``_push_handlers``)."""
+
+    _idle_timeout: float
+
+    async def _open(self, request: GenerationRequest) -> tuple[Any, Any]:
+        """Send the request; ``(context, response)`` once the answer's head is in."""
+        raise NotImplementedError
+
+    def _pull(self, response: Any) -> AsyncGenerator[ProviderEvent, None]:
+        raise NotImplementedError
+
+    def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
+        raise NotImplementedError
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
+        context, response = await self._open(request)
+        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
+        events = self._pull(response)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+            await context.__aexit__(None, None, None)
+
+    async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
+        context, response = await self._open(request)
+        try:
+            push = body_push(response.http_response, self._idle_timeout)
+            if push is None:  # a custom HTTP client, or a compressed body
+                events = self._pull(response)
+                try:
+                    async for event in events:
+                        deliver(event)
+                finally:
+                    await events.aclose()
+                return
+            await push.run(*self._push_handlers(push, deliver))
+        finally:
+            await context.__aexit__(None, None, None)

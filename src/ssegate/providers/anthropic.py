@@ -8,7 +8,7 @@ fraction of the SDK's typed event models on the per-token path.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import anthropic
@@ -19,8 +19,11 @@ from opentelemetry import trace
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
+    BodyPush,
+    ChunkHandler,
+    EndHandler,
     IdleReader,
-    body_push,
+    SSEAdapter,
     body_reader,
     connection_limits,
     disconnected_error,
@@ -63,7 +66,7 @@ _STREAM_ERROR_CODES = {
 _SDK_TIMEOUT_MARGIN = 1.0
 
 
-class AnthropicProvider:
+class AnthropicProvider(SSEAdapter):
     """Streams one Messages API call per request; ``aclose`` releases the HTTP client."""
 
     def __init__(
@@ -99,47 +102,23 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
-        context, response = await self._open(request)
-        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
-        events = self._pull(response)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()
-            await context.__aexit__(None, None, None)
+    def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
+        parser = EventStreamParser()
+        mapper = _EventMapper()
 
-    async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
-        context, response = await self._open(request)
-        try:
-            push = body_push(response.http_response, self._idle_timeout)
-            if push is None:  # a custom HTTP client, or a compressed body
-                events = self._pull(response)
-                try:
-                    async for event in events:
+        def handle(chunk: bytes) -> None:
+            for item in parser.feed(chunk):
+                if type(item) is Event:
+                    for event in mapper.map(item):
                         deliver(event)
-                finally:
-                    await events.aclose()
-                return
-            parser = EventStreamParser()
-            mapper = _EventMapper()
+                    if mapper.finished:
+                        push.finish()
+                        return
 
-            def handle(chunk: bytes) -> None:
-                for item in parser.feed(chunk):
-                    if type(item) is Event:
-                        for event in mapper.map(item):
-                            deliver(event)
-                        if mapper.finished:
-                            push.finish()
-                            return
+        def at_end() -> None:
+            raise disconnected_error("the body ended without message_stop")
 
-            def at_end() -> None:
-                raise disconnected_error("the body ended without message_stop")
-
-            await push.run(handle, at_end)
-        finally:
-            await context.__aexit__(None, None, None)
+        return handle, at_end
 
     async def _open(self, request: GenerationRequest) -> tuple[Any, Any]:
         """Send the request; ``(context, response)`` once the answer's head is in."""

@@ -6,7 +6,7 @@ the request and maps status errors, and the body's ``chat.completion.chunk`` lin
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import openai
@@ -16,8 +16,11 @@ from openai.types.chat import ChatCompletionMessageParam
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from ssegate.providers._upstream import (
+    BodyPush,
+    ChunkHandler,
+    EndHandler,
     IdleReader,
-    body_push,
+    SSEAdapter,
     body_reader,
     connection_limits,
     disconnected_error,
@@ -56,7 +59,7 @@ _STREAM_ERROR_CODES = {
 }
 
 
-class OpenAIProvider:
+class OpenAIProvider(SSEAdapter):
     """Streams one Chat Completions call per request; ``aclose`` releases the HTTP client."""
 
     def __init__(
@@ -90,45 +93,21 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
-        context, response = await self._open(request)
-        # From here on, leaving for any reason (end, error, aclose, cancel) closes the connection.
-        events = self._pull(response)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()
-            await context.__aexit__(None, None, None)
+    def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
+        answer = _Answer()
 
-    async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
-        context, response = await self._open(request)
-        try:
-            push = body_push(response.http_response, self._idle_timeout)
-            if push is None:  # a custom HTTP client, or a compressed body
-                events = self._pull(response)
-                try:
-                    async for event in events:
-                        deliver(event)
-                finally:
-                    await events.aclose()
-                return
-            answer = _Answer()
-
-            def handle(chunk: bytes) -> None:
-                for event in answer.feed(chunk):
-                    deliver(event)
-                if answer.done:
-                    push.finish()
-
-            def at_end() -> None:
-                for event in answer.end():
-                    deliver(event)
+        def handle(chunk: bytes) -> None:
+            for event in answer.feed(chunk):
+                deliver(event)
+            if answer.done:
                 push.finish()
 
-            await push.run(handle, at_end)
-        finally:
-            await context.__aexit__(None, None, None)
+        def at_end() -> None:
+            for event in answer.end():
+                deliver(event)
+            push.finish()
+
+        return handle, at_end
 
     async def _open(self, request: GenerationRequest) -> tuple[Any, Any]:
         """Send the request; ``(context, response)`` once the answer's head is in."""
