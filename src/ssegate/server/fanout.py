@@ -278,9 +278,9 @@ class _Group:
 
         The common case, the next entry of a stream whose group has written everything before it
         and may write again, is written here, inside the append: a flush would schedule a loop
-        callback and read the log back for the same entry (a tenth of a relayed token's CPU,
-        bench W4). Anything else flushes from the loop as before. Never called once the group
-        stopped: stopping removes the listener."""
+        callback and read the log back for the same entry (76k -> 69k instructions per relayed
+        token, callgrind under bench W4). Anything else flushes from the loop as before. Never
+        called once the group stopped: stopping removes the listener."""
         if self.flush_handle is not None or self.pending is not None:
             return  # a batch still being written calls back here when it is done
         due = self.last_write + self.budget
