@@ -97,18 +97,9 @@ def body_reader(http_response: Any) -> ChunkReader:
     bench W4). Any other transport (a custom ``http_client``), or a compressed body (httpx decodes
     it; the transport is told not to), is read through httpx.
     """
-    stream = getattr(http_response, "stream", None)
-    stream = getattr(stream, "_stream", stream)  # httpx's client wraps the transport's stream once
-    aiohttp_response = getattr(stream, "_aiohttp_response", None)
-    content = getattr(aiohttp_response, "content", None)
-    encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
-    if isinstance(content, aiohttp.StreamReader) and encoding == "identity":
-        protocol = getattr(getattr(aiohttp_response, "connection", None), "protocol", None)
-        if isinstance(protocol, ResponseHandler):
-            # The IdleReader times the body; aiohttp's own read timer would be re-armed (a new
-            # timer handle) for every chunk that arrives.
-            protocol.read_timeout = None
-        return content.readany
+    body = _aiohttp_body(http_response)
+    if body is not None:
+        return body.content.readany
     chunks = http_response.aiter_bytes()
 
     async def next_chunk() -> bytes:
@@ -116,6 +107,40 @@ def body_reader(http_response: Any) -> ChunkReader:
         return chunk
 
     return next_chunk
+
+
+class _AiohttpBody:
+    """The body of a response read through the SDKs' aiohttp transport, as aiohttp holds it."""
+
+    __slots__ = ("connected", "content", "protocol")
+
+    def __init__(
+        self, content: aiohttp.StreamReader, connected: bool, protocol: ResponseHandler | None
+    ) -> None:
+        self.content = content
+        self.connected = connected  # False: aiohttp had the whole body and let the connection go
+        self.protocol = protocol
+
+
+def _aiohttp_body(http_response: Any) -> _AiohttpBody | None:
+    """aiohttp's side of an identity-encoded SDK response, else ``None`` (another transport, a
+    custom ``http_client``, or a compressed body, which httpx decodes: the transport is told not
+    to). Our idle timer times the body, so aiohttp's own read timer, re-armed (a new timer handle)
+    for every chunk that arrives, is turned off."""
+    stream = getattr(http_response, "stream", None)
+    stream = getattr(stream, "_stream", stream)  # httpx's client wraps the transport's stream once
+    aiohttp_response = getattr(stream, "_aiohttp_response", None)
+    content = getattr(aiohttp_response, "content", None)
+    encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
+    if not isinstance(content, aiohttp.StreamReader) or encoding != "identity":
+        return None
+    connection = getattr(aiohttp_response, "connection", None)
+    protocol = getattr(connection, "protocol", None)
+    if not isinstance(protocol, ResponseHandler):
+        protocol = None
+    else:
+        protocol.read_timeout = None
+    return _AiohttpBody(content, connection is not None, protocol)
 
 
 class IdleReader:
@@ -316,21 +341,10 @@ class _Forwarding(asyncio.Protocol):
 def body_push(http_response: Any, idle_timeout: float) -> BodyPush | None:
     """A :class:`BodyPush` for a response read through the SDKs' aiohttp transport, else ``None``
     (any other transport, or a compressed body: read those with :func:`body_reader`)."""
-    stream = getattr(http_response, "stream", None)
-    stream = getattr(stream, "_stream", stream)
-    aiohttp_response = getattr(stream, "_aiohttp_response", None)
-    content = getattr(aiohttp_response, "content", None)
-    encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
-    connection = getattr(aiohttp_response, "connection", None)
-    protocol = getattr(connection, "protocol", None)
-    if not isinstance(content, aiohttp.StreamReader) or encoding != "identity":
-        return None
-    if isinstance(protocol, ResponseHandler):
-        protocol.read_timeout = None  # our idle timer times the body
-        return BodyPush(content, protocol, idle_timeout)
-    if connection is None:  # aiohttp has the whole body already and let the connection go
-        return BodyPush(content, None, idle_timeout)
-    return None
+    body = _aiohttp_body(http_response)
+    if body is None or (body.connected and body.protocol is None):
+        return None  # a connection whose protocol is not aiohttp's response handler: pull it
+    return BodyPush(body.content, body.protocol, idle_timeout)
 
 
 class SSEAdapter:
