@@ -15,7 +15,7 @@ import aiohttp
 import httpx2
 from aiohttp.client_proto import ResponseHandler
 
-from ssegate.providers.base import Deliver, GenerationRequest, ProviderEvent, UpstreamError
+from ssegate.providers.base import Deliver, GenerationRequest, ProviderEvent, UpstreamError, pull_into
 
 # Statuses whose meaning does not depend on the vendor (RFC 9110 plus Anthropic's 529).
 _AUTH = frozenset({401, 403})
@@ -381,12 +381,7 @@ class SSEAdapter:
         try:
             push = body_push(response.http_response, self._idle_timeout)
             if push is None:  # a custom HTTP client, or a compressed body
-                events = self._pull(response)
-                try:
-                    async for event in events:
-                        deliver(event)
-                finally:
-                    await events.aclose()
+                await pull_into(self._pull(response), deliver)
                 return
             await push.run(*self._push_handlers(push, deliver))
         finally:

@@ -148,6 +148,18 @@ class Provider(Protocol):
 Deliver = Callable[[ProviderEvent], None]
 
 
+async def pull_into(events: AsyncIterator[ProviderEvent], deliver: Deliver) -> None:
+    """Hand a pulled provider's events to ``deliver``: :meth:`PushingProvider.stream_into` for a
+    stream that cannot be pushed. Leaving for any reason closes the iterator, so the upstream."""
+    try:
+        async for event in events:
+            deliver(event)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 @runtime_checkable
 class PushingProvider(Provider, Protocol):
     """A provider that can also hand its events over as the upstream's bytes arrive."""

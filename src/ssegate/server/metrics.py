@@ -24,6 +24,7 @@ from ssegate.providers.base import (
     ToolCallStart,
     UpstreamError,
     Usage,
+    pull_into,
 )
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -238,12 +239,18 @@ class MeasuredProvider:
         self.info = inner.info
         self._inner = inner
         self._metrics = metrics
+        # Asked once: isinstance() against a runtime-checkable Protocol walks its members.
+        self._push = inner if isinstance(inner, PushingProvider) else None
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
         return self._measure(self._inner.stream(request))
 
     async def stream_into(self, request: GenerationRequest, deliver: Deliver) -> None:
-        """The inner provider's push path, measured; a provider without one is pulled here."""
+        """The inner provider's push path, measured; a provider without one is pulled (and
+        measured) by :meth:`stream`."""
+        if self._push is None:
+            await pull_into(self.stream(request), deliver)
+            return
         pace = _Pace(self._metrics)
 
         def measured(event: ProviderEvent) -> None:
@@ -251,16 +258,7 @@ class MeasuredProvider:
             deliver(event)
 
         try:
-            if isinstance(self._inner, PushingProvider):
-                await self._inner.stream_into(request, measured)
-                return
-            events = self._inner.stream(request)
-            try:
-                async for event in events:
-                    measured(event)
-            finally:
-                with contextlib.suppress(Exception):
-                    await events.aclose()  # type: ignore[attr-defined]
+            await self._push.stream_into(request, measured)
         except UpstreamError as exc:
             pace.failed(exc)
             raise
