@@ -9,10 +9,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ssegate.log.base import Handoff, Retention
 from ssegate.log.memory import MemoryEventLog
-from ssegate.server.fanout import ChunkedSocket, FanOut, frame
-from ssegate.server.metrics import Metrics
+from ssegate.server.fanout import frame
+from tests.support.fanout import caught_up_group
 from tests.support.transports import RecordingTransport
 
 
@@ -28,19 +27,9 @@ class SlowTransport(RecordingTransport):
 async def caught_up_viewers(
     count: int, *, coalesce: float, slow: bool = False
 ) -> AsyncIterator[tuple[MemoryEventLog, list[RecordingTransport]]]:
-    log = MemoryEventLog()
-    await log.create("answer", Retention(max_events=100, max_age=60.0))
-    opening = await log.append("answer", "start", "{}")
-    fanout = FanOut(log, keepalive=30.0, coalesce=coalesce, metrics=Metrics())
     transports = [SlowTransport() if slow else RecordingTransport() for _ in range(count)]
-    for transport in transports:
-        assert fanout.join(Handoff("answer", opening.id), ChunkedSocket(transport)) is not None
-    await asyncio.sleep(0)  # the group's first look at the log: nothing new
-    try:
+    async with caught_up_group("answer", transports, coalesce=coalesce, opening="start") as (log, _, _):
         yield log, transports
-    finally:
-        await fanout.aclose()
-        await log.aclose()
 
 
 async def test_the_next_token_is_on_the_viewers_sockets_when_append_returns() -> None:
@@ -85,19 +74,10 @@ class BrokenTransport(RecordingTransport):
 
 
 async def test_a_failing_write_inside_an_append_sends_viewers_back_not_the_error_to_the_producer() -> None:
-    log = MemoryEventLog()
-    await log.create("answer", Retention(max_events=100, max_age=60.0))
-    opening = await log.append("answer", "start", "{}")
-    fanout = FanOut(log, keepalive=30.0, coalesce=0.0, metrics=Metrics())
-    member = fanout.join(Handoff("answer", opening.id), ChunkedSocket(BrokenTransport()))
-    assert member is not None
-    try:
-        await asyncio.sleep(0)
+    broken = [BrokenTransport()]
+    async with caught_up_group("answer", broken, coalesce=0.0, opening="start") as (log, _, members):
         first = await log.append("answer", "text", '{"delta":"a"}')  # through a flush: logged there
         await asyncio.sleep(0)
         second = await log.append("answer", "text", '{"delta":"b"}')  # inside the append: no raise
         assert second.seq == first.seq + 1
-        assert member.resumed is not None  # sent back to read on its own
-    finally:
-        await fanout.aclose()
-        await log.aclose()
+        assert members[0].resumed is not None  # sent back to read on its own

@@ -18,6 +18,7 @@ from ssegate.server import fanout as fanout_module
 from ssegate.server.fanout import ChunkedSocket, FanOut, Member, frame
 from ssegate.server.metrics import Metrics
 from ssegate.topics import MARKER_EVENT
+from tests.support.fanout import caught_up_group
 from tests.support.transports import RecordingTransport
 
 
@@ -27,23 +28,10 @@ async def live_group(
 ) -> AsyncIterator[tuple[MemoryEventLog, FanOut, list[Member], list[RecordingTransport]]]:
     """``size`` caught-up viewers of one stream, the group writing ``slice_size`` sockets a turn."""
     monkeypatch.setattr(fanout_module, "WRITE_SLICE", slice_size)
-    log = MemoryEventLog()
-    await log.create("news", Retention(max_events=100, max_age=60.0))
-    opening = await log.append("news", "message", "0")
-    # No write budget: each append is flushed on the next loop turn, which keeps the steps exact.
-    fanout = FanOut(log, keepalive=30.0, coalesce=0.0, metrics=Metrics())
     transports = [RecordingTransport() for _ in range(size)]
-    members = []
-    for transport in transports:
-        member = fanout.join(Handoff("news", opening.id), ChunkedSocket(transport))
-        assert member is not None
-        members.append(member)
-    await asyncio.sleep(0)  # the group's first look at the log: nothing new
-    try:
+    # No write budget: each append is flushed on the next loop turn, which keeps the steps exact.
+    async with caught_up_group("news", transports, coalesce=0.0) as (log, fanout, members):
         yield log, fanout, members, transports
-    finally:
-        await fanout.aclose()
-        await log.aclose()
 
 
 def have(transports: list[RecordingTransport], entry: LogEntry) -> int:
