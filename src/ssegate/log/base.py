@@ -63,7 +63,8 @@ class Retention:
 class LogEntry(NamedTuple):
     """One event in a stream. ``wire`` is its SSE encoding (with ``id:``), made once for all viewers.
 
-    Build entries with :func:`make_entry` so ``wire`` is always the encoding of the other fields.
+    Build entries with :func:`make_entry` (or their fields with :func:`entry_fields`) so ``wire`` is
+    always the encoding of the other fields.
     A named tuple: one is made for every event of every stream, and a tuple is built at about
     three quarters of the cost of a frozen dataclass (2.8 vs 3.7 µs per :func:`make_entry`).
     """
@@ -77,8 +78,15 @@ class LogEntry(NamedTuple):
 
 
 def make_entry(epoch: str, seq: int, event: str, data: str, *, terminal: bool = False) -> LogEntry:
+    return LogEntry(*entry_fields(epoch, seq, event, data, terminal))
+
+
+def entry_fields(
+    epoch: str, seq: int, event: str, data: str, terminal: bool
+) -> tuple[str, int, str, str, bool, bytes]:
+    """A :class:`LogEntry`'s fields as a plain tuple (how the embedded log keeps them)."""
     entry_id = format_id(epoch, seq)
-    return LogEntry(entry_id, seq, event, data, terminal, encode_fields(entry_id, event, data))
+    return (entry_id, seq, event, data, terminal, encode_fields(entry_id, event, data))
 
 
 # Why a cursor could not resume exactly (the ``reason`` of the ``reset`` event viewers receive).

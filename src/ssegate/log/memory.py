@@ -1,7 +1,7 @@
 """The embedded event log: every stream lives in this process's memory.
 
 The default for one process. Per stream: a list of entries (each encoded once by
-:func:`~ssegate.codec.encoder.encode_fields`), the time each was appended, and one :class:`asyncio.Event`
+:func:`~ssegate.log.base.entry_fields`), the time each was appended, and one :class:`asyncio.Event`
 that every waiting reader shares and that each append sets and replaces. So an append is O(1)
 whatever the number of viewers, a viewer is only a sequence number, and a slow viewer lags only
 itself. Sequence numbers are contiguous, so a cursor is found by subtraction.
@@ -20,9 +20,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from ssegate.codec.encoder import encode_fields
 from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
-from ssegate.log.base import LogEntry, ReadResult, Retention, format_id
+from ssegate.log.base import LogEntry, ReadResult, Retention, entry_fields
 from ssegate.log.cursor import new_epoch, resolve_cursor
 
 __all__ = ["DEFAULT_READ_BATCH", "MemoryEventLog"]
@@ -86,8 +85,7 @@ class _Stream:
     def add(self, event: str, data: str, terminal: bool, now: float) -> LogEntry:
         """Append the next entry (encoded once, here) and wake its readers."""
         seq = self.last_seq + 1
-        entry_id = format_id(self.epoch, seq)
-        stored = (entry_id, seq, event, data, terminal, encode_fields(entry_id, event, data))
+        stored = entry_fields(self.epoch, seq, event, data, terminal)
         self.entries.append(stored)
         self.times.append(now)
         self.last_seq = seq
