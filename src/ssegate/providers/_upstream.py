@@ -127,13 +127,18 @@ def _aiohttp_body(http_response: Any) -> _AiohttpBody | None:
     custom ``http_client``, or a compressed body, which httpx decodes: the transport is told not
     to). Our idle timer times the body, so aiohttp's own read timer, re-armed (a new timer handle)
     for every chunk that arrives, is turned off."""
-    stream = getattr(http_response, "stream", None)
-    stream = getattr(stream, "_stream", stream)  # httpx's client wraps the transport's stream once
-    aiohttp_response = getattr(stream, "_aiohttp_response", None)
-    content = getattr(aiohttp_response, "content", None)
-    encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
-    if not isinstance(content, aiohttp.StreamReader) or encoding != "identity":
-        return None
+    if isinstance(http_response, aiohttp.ClientResponse):
+        # Sent directly (see _direct), with aiohttp decoding what it was sent compressed.
+        aiohttp_response: Any = http_response
+        content: Any = http_response.content
+    else:
+        stream = getattr(http_response, "stream", None)
+        stream = getattr(stream, "_stream", stream)  # httpx's client wraps the transport's stream once
+        aiohttp_response = getattr(stream, "_aiohttp_response", None)
+        content = getattr(aiohttp_response, "content", None)
+        encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
+        if not isinstance(content, aiohttp.StreamReader) or encoding != "identity":
+            return None
     connection = getattr(aiohttp_response, "connection", None)
     protocol = getattr(connection, "protocol", None)
     if not isinstance(protocol, ResponseHandler):

@@ -18,6 +18,7 @@ from opentelemetry import trace
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
+from ssegate.providers._direct import Opened, Retry, direct_attempt
 from ssegate.providers._upstream import (
     BodyPush,
     ChunkHandler,
@@ -81,12 +82,13 @@ class AnthropicProvider(SSEAdapter):
     ) -> None:
         self.info = ProviderInfo(name="anthropic", default_model=model or DEFAULT_MODEL)
         self._idle_timeout = idle_timeout
+        spans = sdk_spans_option()
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
             max_retries=max_retries,
             timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
-            open_telemetry=sdk_spans_option(),
+            open_telemetry=spans,
             # The SDK's aiohttp transport: per streamed chunk it costs about half of the default
             # httpx/httpcore/anyio stack (measured with py-spy under bench W4).
             http_client=anthropic.DefaultAioHttpClient(
@@ -98,6 +100,14 @@ class AnthropicProvider(SSEAdapter):
         # Resolved once, now: the SDK builds its resource objects lazily, on first access, and
         # the app moves what exists at start-up out of the garbage collector's full passes.
         self._create = self._client.messages.with_streaming_response.create
+        # A call's first attempt goes out directly with the SDK's own prepared request; the SDK
+        # makes the calls that attempt hands back, with one retry less (see _direct).
+        self._direct = direct_attempt(self._client, "/v1/messages", anthropic, spans=spans is not False)
+        self._create_after_retry = (
+            self._client.with_options(max_retries=max_retries - 1).messages.with_streaming_response.create
+            if max_retries > 0
+            else self._create
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -128,9 +138,26 @@ class AnthropicProvider(SSEAdapter):
             else {"role": "assistant", "content": m.content}
             for m in request.messages
         ]
+        model = request.model or self.info.default_model
         try:
-            context = self._create(
-                model=request.model or self.info.default_model,
+            create = self._create
+            if self._direct is not None:
+                # The body as the SDK sends it: its fields in its order, omitted ones left out.
+                body: dict[str, Any] = {
+                    "max_tokens": request.max_tokens,
+                    "messages": messages,
+                    "model": model,
+                    "stream": True,
+                }
+                if request.system is not None:
+                    body["system"] = request.system
+                sent = await self._direct.send(body)
+                if isinstance(sent, Opened):
+                    return sent, sent
+                if isinstance(sent, Retry):
+                    create = self._create_after_retry
+            context = create(
+                model=model,
                 max_tokens=request.max_tokens,
                 messages=messages,
                 system=request.system if request.system is not None else anthropic.omit,

@@ -1,0 +1,183 @@
+"""A call's first attempt sent straight over the SDK's aiohttp session, as the SDK itself prepared it.
+
+Starting a streamed call through the SDK costs about 2 ms of CPU on the bench machine before the
+request leaves (options models, httpx header and URL objects, httpx's send layers), and about as
+much again for the answer's head: most of what a start costs (bench W5). Every call to one
+endpoint is the same request but for its JSON body. So the SDK builds that request once, with its
+own ``_build_request`` (URL, auth, version and platform headers), and each call sends those
+headers with its own body on the SDK's own aiohttp session, sharing its connection pool.
+
+Only a 2xx answer stays here. Everything else goes back to the SDK, so that its behaviour and its
+errors are what they were:
+
+- an error status becomes the SDK's own exception (``_make_status_error_from_response``);
+- a failure the SDK would retry (its ``_should_retry``: 408, 409, 429, 5xx, ``x-should-retry``;
+  a timeout or a broken connection) waits the SDK's own back-off, then the SDK makes the call
+  with one retry less;
+- a redirect is left to the SDK whole.
+
+The direct path is taken only where it sends what the SDK would: the SDK's aiohttp transport
+with no proxy, no custom auth, no middleware, no spans, no idempotency header (checked once, in
+:func:`direct_attempt`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import httpx2
+import orjson
+
+# Headers aiohttp writes from the body it sends (the SDK's template was built for another body).
+_BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+class Opened:
+    """A 2xx answer sent directly: what the adapters read (``http_response``, aiohttp's response)
+    and how the call ends (``__aexit__``, as the SDK's response context ends it)."""
+
+    __slots__ = ("http_response",)
+
+    def __init__(self, http_response: aiohttp.ClientResponse) -> None:
+        self.http_response = http_response
+
+    async def __aexit__(self, *exc: object) -> None:
+        # The SDK's aiohttp stream closes this way: the connection goes back to the pool if the
+        # body was read to its end, else it is closed (no more tokens are sent or paid for).
+        await self.http_response.__aexit__(None, None, None)
+
+
+class Retry:
+    """The direct attempt failed in a way the SDK retries; its back-off has been waited."""
+
+    __slots__ = ()
+
+
+class Redirect:
+    """The direct attempt met a redirect: the SDK makes the whole call (it follows redirects)."""
+
+    __slots__ = ()
+
+
+RETRY = Retry()
+REDIRECT = Redirect()
+
+
+class DirectAttempt:
+    """Sends a call's first attempt to one SDK endpoint (see the module's docstring)."""
+
+    def __init__(self, client: Any, path: str, sdk: Any) -> None:
+        self._client = client
+        self._path = path
+        self._sdk = sdk  # the SDK's package: its exception classes and request options
+        self._template: httpx2.Request | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._url = ""
+        self._timeout: aiohttp.ClientTimeout | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _prepare(self) -> httpx2.Request:
+        """The SDK's own request for this endpoint, built once (as its ``post`` builds one)."""
+        client = self._client
+        sdk_models = self._sdk._models
+        options = sdk_models.FinalRequestOptions.construct(
+            method="post",
+            url=self._path,
+            json_data={},
+            headers={self._sdk._constants.RAW_RESPONSE_HEADER: "stream"},
+        )
+        options = await client._prepare_options(options)
+        request: httpx2.Request = client._build_request(options, retries_taken=0)
+        await client._prepare_request(request)
+        # As the SDK's transport hands them to aiohttp: httpx's items(), names in lower case.
+        headers = request.headers.items()
+        self._headers = [(name, value) for name, value in headers if name not in _BODY_HEADERS]
+        self._url = str(request.url)
+        timeout = request.extensions.get("timeout", {})
+        # As the SDK's aiohttp transport maps httpx's timeouts.
+        self._timeout = aiohttp.ClientTimeout(
+            sock_connect=timeout.get("connect"), sock_read=timeout.get("read"), connect=timeout.get("pool")
+        )
+        transport = client._client._transport
+        if not isinstance(transport.client, aiohttp.ClientSession):
+            transport.client = transport.get_client()  # what the transport does on its first request
+        self._session = transport.client
+        self._template = request
+        return request
+
+    async def send(self, body: dict[str, Any]) -> Opened | Retry | Redirect:
+        """Send ``body``; the 2xx answer, or what the SDK should do next. Raises the SDK's own
+        exception where the SDK would give up at once."""
+        template = self._template or await self._prepare()
+        assert self._session is not None
+        client = self._client
+        sdk = self._sdk
+        try:
+            response = await self._session.request(
+                "POST",
+                self._url,
+                headers=self._headers,
+                data=orjson.dumps(body),
+                allow_redirects=False,
+                # The SDK's transport leaves decoding to httpx; here nothing else would decode.
+                auto_decompress=True,
+                compress=False,
+                timeout=self._timeout,
+            )
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
+            return await self._retry_or_raise(sdk.APITimeoutError(request=template), exc, None)
+        except (aiohttp.ClientError, OSError) as exc:
+            return await self._retry_or_raise(sdk.APIConnectionError(request=template), exc, None)
+        if 200 <= response.status < 300:
+            return Opened(response)
+        try:
+            content = await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            response.close()
+            return await self._retry_or_raise(sdk.APIConnectionError(request=template), exc, None)
+        response.release()
+        if response.status < 400:
+            return REDIRECT
+        answer = httpx2.Response(
+            response.status, headers=response.raw_headers, content=content, request=template
+        )
+        error = client._make_status_error_from_response(answer)
+        if client._should_retry(answer):
+            return await self._retry_or_raise(error, None, answer)
+        raise error
+
+    async def _retry_or_raise(
+        self, error: BaseException, cause: BaseException | None, answer: httpx2.Response | None
+    ) -> Retry:
+        client = self._client
+        if client.max_retries <= 0:
+            raise error from cause
+        options = self._sdk._models.FinalRequestOptions.construct(method="post", url=self._path)
+        # The SDK's first back-off (or the answer's retry-after), as its own retry loop waits it.
+        delay = client._calculate_retry_timeout(
+            client.max_retries, options, answer.headers if answer is not None else None
+        )
+        await asyncio.sleep(delay)
+        return RETRY
+
+
+def direct_attempt(client: Any, path: str, sdk: Any, *, spans: bool) -> DirectAttempt | None:
+    """A :class:`DirectAttempt` for ``client`` (a Stainless SDK's async client), or ``None`` where
+    sending directly could differ from what the SDK sends."""
+    http_client = client._client
+    transport = getattr(http_client, "_transport", None)
+    eligible = (
+        not spans
+        and type(transport).__name__ == "AiohttpTransport"
+        and getattr(transport, "proxy", True) is None
+        and getattr(transport, "uds", True) is None
+        and not getattr(http_client, "_mounts", True)
+        and not any(getattr(http_client, "event_hooks", {"": [1]}).values())
+        and client.custom_auth is None
+        and client._idempotency_header is None
+        and not getattr(client, "_middleware", ())
+        and getattr(client, "_token_cache", None) is None
+    )
+    return DirectAttempt(client, path, sdk) if eligible else None
