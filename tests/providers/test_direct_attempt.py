@@ -12,53 +12,90 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from ssegate.providers import build_provider
+from ssegate.providers import ProviderConfig, build_provider
 from ssegate.providers.anthropic import AnthropicProvider
-from ssegate.providers.base import Provider
-from tests.fakes._upstream import Faults
+from ssegate.providers.base import GenerationRequest, Provider
+from ssegate.providers.openai import OpenAIProvider
+from tests.fakes._upstream import FakeUpstream, Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic
+from tests.fakes.fake_openai import FakeOpenAI, OpenAIScript
 from tests.providers.helpers import ask, collect, open_stream, text_of
-from tests.providers.test_anthropic import API_KEY, anthropic_config
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.usefixtures("reading")
 
-OVERLOADED = AnthropicScript(faults=Faults(status=529))
+VENDORS = ["anthropic", "openai"]
+API_KEY = "sk-test-key"
 
 
-@pytest.fixture
-async def provider(fake_anthropic: FakeAnthropic) -> AsyncIterator[AnthropicProvider]:
-    provider = AnthropicProvider(api_key=API_KEY, base_url=fake_anthropic.url, max_retries=0)
-    yield provider
-    await provider.aclose()
+def config(vendor: str, url: str, *, max_retries: int = 0) -> ProviderConfig:
+    if vendor == "anthropic":
+        return ProviderConfig(anthropic_api_key=API_KEY, anthropic_base_url=url, max_retries=max_retries)
+    return ProviderConfig(openai_api_key=API_KEY, openai_base_url=f"{url}/v1", max_retries=max_retries)
 
 
-async def test_the_direct_attempt_sends_what_the_sdk_sends(
-    provider: AnthropicProvider, fake_anthropic: FakeAnthropic
-) -> None:
-    request = ask("Say hello ü", model="claude-test", system="Be brief")
-    _, error = await collect(open_stream(provider, request))
-    assert error is None
-    # The same call made by the SDK itself, through the same client.
-    async with provider._client.messages.with_streaming_response.create(
-        model="claude-test",
-        max_tokens=request.max_tokens,
-        messages=[{"role": "user", "content": "Say hello ü"}],
-        system="Be brief",
-        stream=True,
-    ) as response:
+@pytest.fixture(params=VENDORS)
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeUpstream[Any]]:
+    upstream: FakeUpstream[Any] = FakeAnthropic() if request.param == "anthropic" else FakeOpenAI()
+    async with upstream:
+        yield upstream
+
+
+def vendor_of(fake: FakeUpstream[Any]) -> str:
+    return "anthropic" if isinstance(fake, FakeAnthropic) else "openai"
+
+
+def overloaded(fake: FakeUpstream[Any], status: int = 529) -> Any:
+    faults = Faults(status=status)
+    return AnthropicScript(faults=faults) if isinstance(fake, FakeAnthropic) else OpenAIScript(faults=faults)
+
+
+async def sdk_call(provider: Provider, request: GenerationRequest) -> None:
+    """The same call as the provider's, made by the SDK itself through the provider's own client."""
+    assert isinstance(provider, AnthropicProvider | OpenAIProvider)
+    text = request.messages[0].content
+    if isinstance(provider, AnthropicProvider):
+        call = provider._client.messages.with_streaming_response.create(
+            model=request.model or provider.info.default_model,
+            max_tokens=request.max_tokens,
+            messages=[{"role": "user", "content": text}],
+            system=request.system or "",
+            stream=True,
+        )
+    else:
+        call = provider._client.chat.completions.with_streaming_response.create(
+            model=request.model or provider.info.default_model,
+            messages=[{"role": "system", "content": request.system or ""}, {"role": "user", "content": text}],
+            max_tokens=request.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    async with call as response:
         await response.read()
 
-    direct, by_sdk = fake_anthropic.requests
+
+async def test_the_direct_attempt_sends_what_the_sdk_sends(fake: FakeUpstream[Any]) -> None:
+    provider = build_provider(vendor_of(fake), config(vendor_of(fake), fake.url))
+    request = ask("Say hello ü", model="model-test", system="Be brief")
+    try:
+        _, error = await collect(open_stream(provider, request))
+        assert error is None
+        await sdk_call(provider, request)
+    finally:
+        await provider.aclose()
+
+    direct, by_sdk = fake.requests
     assert (direct.method, direct.path) == (by_sdk.method, by_sdk.path)
-    # The same bytes: every header with its value, and the body (UTF-8 as is, compact).
+    # The same bytes: every header with its value, and the body (UTF-8 as is, the SDK's order).
     assert direct.headers == by_sdk.headers
     assert direct.body == by_sdk.body
 
 
 async def test_after_the_first_call_the_sdk_builds_no_request(
-    provider: AnthropicProvider, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+    fake: FakeUpstream[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    provider = build_provider(vendor_of(fake), config(vendor_of(fake), fake.url))
+    assert isinstance(provider, AnthropicProvider | OpenAIProvider)
     built: list[Any] = []
     build = provider._client._build_request
 
@@ -67,40 +104,44 @@ async def test_after_the_first_call_the_sdk_builds_no_request(
         return build(*args, **kwargs)
 
     monkeypatch.setattr(provider._client, "_build_request", counting_build)
-    for _ in range(3):
-        events, error = await collect(open_stream(provider, ask("hi")))
-        assert error is None
-        assert text_of(events) == "Hello, world!"
+    try:
+        for _ in range(3):
+            events, error = await collect(open_stream(provider, ask("hi")))
+            assert error is None
+            assert text_of(events) == "Hello, world!"
+    finally:
+        await provider.aclose()
 
-    assert len(fake_anthropic.requests) == 3
+    assert len(fake.requests) == 3
     assert len(built) == 1  # the prepared request, once
 
 
-@pytest.mark.parametrize(("retries", "overloaded", "answered"), [(2, 2, True), (1, 2, False), (1, 1, True)])
+@pytest.mark.parametrize(("retries", "failures", "answered"), [(2, 2, True), (1, 2, False), (1, 1, True)])
 async def test_a_retryable_status_is_retried_by_the_sdk_with_the_retries_left(
-    fake_anthropic: FakeAnthropic, retries: int, overloaded: int, answered: bool
+    fake: FakeUpstream[Any], retries: int, failures: int, answered: bool
 ) -> None:
-    fake_anthropic.then(*[OVERLOADED] * overloaded)
-    config = anthropic_config(fake_anthropic.url, max_retries=retries)
-    provider: Provider = build_provider("anthropic", config)
+    status = 529 if isinstance(fake, FakeAnthropic) else 503
+    fake.then(*[overloaded(fake, status)] * failures)
+    provider = build_provider(vendor_of(fake), config(vendor_of(fake), fake.url, max_retries=retries))
     try:
         events, error = await collect(open_stream(provider, ask("hi")))
     finally:
         await provider.aclose()
 
     # Never more attempts than the SDK's own 1 + max_retries.
-    assert len(fake_anthropic.requests) == min(overloaded + 1, retries + 1)
+    assert len(fake.requests) == min(failures + 1, retries + 1)
     if answered:
         assert error is None
         assert text_of(events) == "Hello, world!"
     else:
         assert error is not None
-        assert (error.code, error.retryable, error.status) == ("upstream_overloaded", True, 529)
+        assert (error.retryable, error.status) == (True, status)
         assert "fake" in error.message  # the vendor's words, from the SDK's own error
 
 
-async def test_a_refused_connection_is_retried_by_the_sdk_then_unavailable() -> None:
-    provider = build_provider("anthropic", anthropic_config(f"http://127.0.0.1:{free_port()}", max_retries=1))
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_a_refused_connection_is_retried_by_the_sdk_then_unavailable(vendor: str) -> None:
+    provider = build_provider(vendor, config(vendor, f"http://127.0.0.1:{free_port()}", max_retries=1))
     try:
         events, error = await collect(open_stream(provider, ask("hi")))
     finally:

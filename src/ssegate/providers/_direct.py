@@ -24,6 +24,7 @@ with no proxy, no custom auth, no middleware, no spans, no idempotency header (c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -68,10 +69,11 @@ REDIRECT = Redirect()
 class DirectAttempt:
     """Sends a call's first attempt to one SDK endpoint (see the module's docstring)."""
 
-    def __init__(self, client: Any, path: str, sdk: Any) -> None:
+    def __init__(self, client: Any, path: str, sdk: Any, options: Mapping[str, Any]) -> None:
         self._client = client
         self._path = path
         self._sdk = sdk  # the SDK's package: its exception classes and request options
+        self._options = options  # what the SDK's method adds to the request's options (auth scheme)
         self._template: httpx2.Request | None = None
         self._headers: list[tuple[str, str]] = []
         self._url = ""
@@ -87,6 +89,7 @@ class DirectAttempt:
             url=self._path,
             json_data={},
             headers={self._sdk._constants.RAW_RESPONSE_HEADER: "stream"},
+            **self._options,
         )
         options = await client._prepare_options(options)
         request: httpx2.Request = client._build_request(options, retries_taken=0)
@@ -154,7 +157,9 @@ class DirectAttempt:
         client = self._client
         if client.max_retries <= 0:
             raise error from cause
-        options = self._sdk._models.FinalRequestOptions.construct(method="post", url=self._path)
+        options = self._sdk._models.FinalRequestOptions.construct(
+            method="post", url=self._path, **self._options
+        )
         # The SDK's first back-off (or the answer's retry-after), as its own retry loop waits it.
         delay = client._calculate_retry_timeout(
             client.max_retries, options, answer.headers if answer is not None else None
@@ -163,9 +168,12 @@ class DirectAttempt:
         return RETRY
 
 
-def direct_attempt(client: Any, path: str, sdk: Any, *, spans: bool) -> DirectAttempt | None:
+def direct_attempt(
+    client: Any, path: str, sdk: Any, *, spans: bool, options: Mapping[str, Any] | None = None
+) -> DirectAttempt | None:
     """A :class:`DirectAttempt` for ``client`` (a Stainless SDK's async client), or ``None`` where
-    sending directly could differ from what the SDK sends."""
+    sending directly could differ from what the SDK sends. ``options``: what the SDK's method
+    puts in the request's options besides the body (OpenAI's auth scheme)."""
     http_client = client._client
     transport = getattr(http_client, "_transport", None)
     eligible = (
@@ -180,4 +188,4 @@ def direct_attempt(client: Any, path: str, sdk: Any, *, spans: bool) -> DirectAt
         and not getattr(client, "_middleware", ())
         and getattr(client, "_token_cache", None) is None
     )
-    return DirectAttempt(client, path, sdk) if eligible else None
+    return DirectAttempt(client, path, sdk, options or {}) if eligible else None

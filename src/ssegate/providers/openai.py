@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
+from ssegate.providers._direct import Opened, Retry, direct_attempt
 from ssegate.providers._upstream import (
     BodyPush,
     ChunkHandler,
@@ -89,6 +90,12 @@ class OpenAIProvider(SSEAdapter):
         # Resolved once, now: the SDK builds its resource objects lazily, on first access, and
         # the app moves what exists at start-up out of the garbage collector's full passes.
         self._create = self._client.chat.completions.with_streaming_response.create
+        # A call's first attempt goes out directly with the SDK's own prepared request (see
+        # _direct); the SDK's method asks for bearer auth in the request's options.
+        bearer = {"security": {"bearer_auth": True}}
+        self._direct = direct_attempt(self._client, "/chat/completions", openai, spans=False, options=bearer)
+        retrying = self._client.with_options(max_retries=max_retries - 1) if max_retries > 0 else self._client
+        self._create_after_retry = retrying.chat.completions.with_streaming_response.create
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -119,9 +126,26 @@ class OpenAIProvider(SSEAdapter):
                 messages.append({"role": "user", "content": m.content})
             else:
                 messages.append({"role": "assistant", "content": m.content})
+        model = request.model or self.info.default_model
         try:
-            context = self._create(
-                model=request.model or self.info.default_model,
+            create = self._create
+            if self._direct is not None:
+                # The body as the SDK sends it: its fields in its order, omitted ones left out.
+                sent = await self._direct.send(
+                    {
+                        "model": model,
+                        "stream": True,
+                        "messages": messages,
+                        "max_tokens": request.max_tokens,
+                        "stream_options": {"include_usage": True},
+                    }
+                )
+                if isinstance(sent, Opened):
+                    return sent, sent
+                if isinstance(sent, Retry):
+                    create = self._create_after_retry
+            context = create(
+                model=model,
                 messages=messages,
                 # max_tokens, not max_completion_tokens: every compatible server understands it.
                 max_tokens=request.max_tokens,
