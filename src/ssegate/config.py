@@ -38,6 +38,9 @@ class Settings:
     # Connections each provider's HTTP client may hold at once: one per running generation. 0: as
     # many as max_streams_total (the SDKs' own pools stop at 1000; the next generation would wait).
     upstream_max_connections: int = 0
+    # Idle connections each provider keeps open to its upstream, so that a generation that finds
+    # none free in the pool need not connect first (0: none).
+    upstream_spare_connections: int = 1
     # Nobody watching anywhere for this long (s) -> the upstream call is closed ("abandoned").
     abandon_grace: float = 10.0
     # ... and before its first viewer arrives (s); never shorter than abandon_grace.
@@ -115,6 +118,8 @@ class Settings:
         for kind in ("generation", "topic"):
             default: Retention = getattr(cls(), f"{kind}_retention")
             values[f"{kind}_retention"] = _retention(env, kind.upper(), default)
+        if values.get("upstream_spare_connections", 0) < 0:
+            raise ValueError("SSEGATE_UPSTREAM_SPARE_CONNECTIONS must be >= 0 (0: none)")
         if values.get("upstream_max_connections", 0) < 0:
             raise ValueError(
                 "SSEGATE_UPSTREAM_MAX_CONNECTIONS must be >= 0 (0: as many as SSEGATE_MAX_STREAMS_TOTAL)"

@@ -26,6 +26,7 @@ class FakeRequest:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: bytes
+    connection: int = 0  # which connection it came on: 1 for the first the server accepted, ...
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -94,7 +95,13 @@ class RawHTTPServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.connections_accepted = 0
+        self._accepted = asyncio.Event()  # set (and replaced) at every accept
         self.url = ""
+
+    async def until_accepted(self, count: int) -> None:
+        """Return once ``count`` connections have been accepted in all."""
+        while self.connections_accepted < count:
+            await self._accepted.wait()
 
     async def start(self, port: int = 0) -> str:
         self._server = await asyncio.start_server(self._connection, "127.0.0.1", port)
@@ -115,8 +122,11 @@ class RawHTTPServer:
         assert task is not None
         self._connections.add(task)
         self.connections_accepted += 1
+        number = self.connections_accepted
+        accepted, self._accepted = self._accepted, asyncio.Event()
+        accepted.set()
         try:
-            while (request := await _read_request(reader)) is not None:
+            while (request := await _read_request(reader, number)) is not None:
                 responder = Responder(reader, writer)
                 await self._handler(request, responder)
                 await responder._stop_watching()
@@ -132,7 +142,7 @@ class RawHTTPServer:
             writer.transport.abort()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> FakeRequest | None:
+async def _read_request(reader: asyncio.StreamReader, connection: int) -> FakeRequest | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
@@ -145,7 +155,7 @@ async def _read_request(reader: asyncio.StreamReader) -> FakeRequest | None:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
     body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return FakeRequest(method, target, headers, body)
+    return FakeRequest(method, target, headers, body, connection)
 
 
 @contextlib.asynccontextmanager

@@ -86,6 +86,9 @@ class FakeUpstream(Generic[ScriptT]):
     def connections_accepted(self) -> int:
         return self._server.connections_accepted
 
+    async def until_accepted(self, count: int) -> None:
+        await self._server.until_accepted(count)
+
     def then(self, *scripts: ScriptT) -> None:
         """Answer the next requests with these scripts, in order, then with the default again."""
         self.queued.extend(scripts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 
@@ -374,12 +375,17 @@ def test_the_sdk_makes_spans_only_where_something_can_record_them(
 
 
 async def test_anthropic_answers_one_after_another_reuse_one_connection(
-    provider: Provider, fake_anthropic: FakeAnthropic
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     # Pushed, the body is read through a protocol put in front of aiohttp's: the connection still
-    # goes back to aiohttp's pool and serves the next request.
-    for _ in range(3):
-        events, error = await collect(open_stream(provider, ask("hi")))
-        assert error is None
-        assert text_of(events) == "Hello, world!"
+    # goes back to aiohttp's pool and serves the next request. (No spare connection: one is enough.)
+    config = dataclasses.replace(anthropic_config(fake_anthropic.url), spare_connections=0)
+    provider = build_provider("anthropic", config)
+    try:
+        for _ in range(3):
+            events, error = await collect(open_stream(provider, ask("hi")))
+            assert error is None
+            assert text_of(events) == "Hello, world!"
+    finally:
+        await provider.aclose()
     assert fake_anthropic.connections_accepted == 1

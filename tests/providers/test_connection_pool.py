@@ -66,3 +66,11 @@ def test_the_upstream_pool_follows_the_stream_limit_unless_set() -> None:
     assert provider_config(from_env).max_connections == 2000
     with pytest.raises(ValueError, match="SSEGATE_UPSTREAM_MAX_CONNECTIONS"):
         Settings.from_env({"SSEGATE_UPSTREAM_MAX_CONNECTIONS": "-1"})
+
+
+def test_spare_connections_come_from_the_environment() -> None:
+    assert provider_config(Settings()).spare_connections == 1
+    from_env = Settings.from_env({"SSEGATE_UPSTREAM_SPARE_CONNECTIONS": "0"})
+    assert provider_config(from_env).spare_connections == 0
+    with pytest.raises(ValueError, match="SSEGATE_UPSTREAM_SPARE_CONNECTIONS"):
+        Settings.from_env({"SSEGATE_UPSTREAM_SPARE_CONNECTIONS": "-1"})

@@ -6,6 +6,7 @@ must end as the SDK would end it: its retries (one attempt already made), its er
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,10 +29,11 @@ VENDORS = ["anthropic", "openai"]
 API_KEY = "sk-test-key"
 
 
-def config(vendor: str, url: str, *, max_retries: int = 0) -> ProviderConfig:
+def config(vendor: str, url: str, *, max_retries: int = 0, spares: int = 1) -> ProviderConfig:
+    common: dict[str, Any] = {"max_retries": max_retries, "spare_connections": spares}
     if vendor == "anthropic":
-        return ProviderConfig(anthropic_api_key=API_KEY, anthropic_base_url=url, max_retries=max_retries)
-    return ProviderConfig(openai_api_key=API_KEY, openai_base_url=f"{url}/v1", max_retries=max_retries)
+        return ProviderConfig(anthropic_api_key=API_KEY, anthropic_base_url=url, **common)
+    return ProviderConfig(openai_api_key=API_KEY, openai_base_url=f"{url}/v1", **common)
 
 
 @pytest.fixture(params=VENDORS)
@@ -45,8 +47,7 @@ def vendor_of(fake: FakeUpstream[Any]) -> str:
     return "anthropic" if isinstance(fake, FakeAnthropic) else "openai"
 
 
-def overloaded(fake: FakeUpstream[Any], status: int = 529) -> Any:
-    faults = Faults(status=status)
+def script(fake: FakeUpstream[Any], faults: Faults) -> Any:
     return AnthropicScript(faults=faults) if isinstance(fake, FakeAnthropic) else OpenAIScript(faults=faults)
 
 
@@ -121,7 +122,7 @@ async def test_a_retryable_status_is_retried_by_the_sdk_with_the_retries_left(
     fake: FakeUpstream[Any], retries: int, failures: int, answered: bool
 ) -> None:
     status = 529 if isinstance(fake, FakeAnthropic) else 503
-    fake.then(*[overloaded(fake, status)] * failures)
+    fake.then(*[script(fake, Faults(status=status))] * failures)
     provider = build_provider(vendor_of(fake), config(vendor_of(fake), fake.url, max_retries=retries))
     try:
         events, error = await collect(open_stream(provider, ask("hi")))
@@ -158,3 +159,23 @@ def test_spans_leave_every_attempt_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -
     # Something can record spans: the SDK makes each call, so that each attempt has its span.
     monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
     assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._direct is None
+
+
+async def test_a_spare_connection_waits_for_the_next_call(fake: FakeUpstream[Any]) -> None:
+    # Two calls at once need two connections (HTTP/1.1): the second finds one open already.
+    held = Faults(stall_after=1)  # one delta, then the answer holds its connection
+    fake.then(script(fake, held), script(fake, held))
+    provider = build_provider(vendor_of(fake), config(vendor_of(fake), fake.url, spares=1))
+    first = open_stream(provider, ask("hi"))
+    second = open_stream(provider, ask("hi"))
+    try:
+        await anext(first)
+        # While only the first call runs, the spare is opened beside it.
+        await asyncio.wait_for(fake.until_accepted(2), 10)
+        await anext(second)
+        calls = [request.connection for request in fake.requests]
+        assert calls == [1, 2]  # the second call went out on the spare
+    finally:
+        await first.aclose()  # type: ignore[attr-defined]
+        await second.aclose()  # type: ignore[attr-defined]
+        await provider.aclose()

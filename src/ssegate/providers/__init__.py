@@ -41,6 +41,8 @@ class ProviderConfig:
     max_retries: int = 2
     # Upstream connections per provider, held one per running generation (HTTP/1.1 streaming).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # Idle upstream connections each provider keeps open for the next generations (see _direct).
+    spare_connections: int = 1
 
 
 def available_providers(config: ProviderConfig | None = None) -> tuple[str, ...]:
@@ -87,6 +89,7 @@ def build_provider(name: str, config: ProviderConfig | None = None) -> Provider:
             max_retries=config.max_retries,
             idle_timeout=config.idle_timeout,
             max_connections=config.max_connections,
+            spare_connections=config.spare_connections,
         )
     if name == "openai":
         if not (config.openai_api_key or config.openai_base_url):
@@ -102,6 +105,7 @@ def build_provider(name: str, config: ProviderConfig | None = None) -> Provider:
             max_retries=config.max_retries,
             idle_timeout=config.idle_timeout,
             max_connections=config.max_connections,
+            spare_connections=config.spare_connections,
         )
     raise ConfigurationError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDER_NAMES)}")
 

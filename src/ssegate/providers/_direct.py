@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import httpx2
 import orjson
+from yarl import URL
 
 # Headers aiohttp writes from the body it sends (the SDK's template was built for another body).
 _BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
@@ -69,14 +70,17 @@ REDIRECT = Redirect()
 class DirectAttempt:
     """Sends a call's first attempt to one SDK endpoint (see the module's docstring)."""
 
-    def __init__(self, client: Any, path: str, sdk: Any, options: Mapping[str, Any]) -> None:
+    def __init__(self, client: Any, path: str, sdk: Any, options: Mapping[str, Any], spares: int) -> None:
         self._client = client
         self._path = path
         self._sdk = sdk  # the SDK's package: its exception classes and request options
         self._options = options  # what the SDK's method adds to the request's options (auth scheme)
+        self._spares = spares
+        self._opening_spare: asyncio.Task[None] | None = None
         self._template: httpx2.Request | None = None
         self._headers: list[tuple[str, str]] = []
-        self._url = ""
+        self._url = URL()
+        self._key: Any = None  # aiohttp's pool key for this endpoint's connections
         self._timeout: aiohttp.ClientTimeout | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -97,7 +101,7 @@ class DirectAttempt:
         # As the SDK's transport hands them to aiohttp: httpx's items(), names in lower case.
         headers = request.headers.items()
         self._headers = [(name, value) for name, value in headers if name not in _BODY_HEADERS]
-        self._url = str(request.url)
+        self._url = URL(str(request.url))
         timeout = request.extensions.get("timeout", {})
         # As the SDK's aiohttp transport maps httpx's timeouts.
         self._timeout = aiohttp.ClientTimeout(
@@ -117,6 +121,7 @@ class DirectAttempt:
         assert self._session is not None
         client = self._client
         sdk = self._sdk
+        self._keep_spares()
         try:
             response = await self._session.request(
                 "POST",
@@ -151,6 +156,39 @@ class DirectAttempt:
             return await self._retry_or_raise(error, None, answer)
         raise error
 
+    def _keep_spares(self) -> None:
+        """Open a connection for a later call, off this one's path, while fewer than ``spares``
+        wait idle in the pool. Concurrent calls each need their own connection (HTTP/1.1), and a
+        new one costs a start about 1.5 ms here (bench W5), a TLS handshake on a real network."""
+        if self._spares <= 0 or self._opening_spare is not None or self._session is None:
+            return
+        connector = self._session.connector
+        idle = getattr(connector, "_conns", None)  # aiohttp's pool of idle connections, by key
+        if connector is None or idle is None or not hasattr(connector, "_available_connections"):
+            return
+        if self._key is None:
+            self._key = self._request_for_pool().connection_key
+        if len(idle.get(self._key, ())) >= self._spares or connector._available_connections(self._key) <= 1:
+            return  # enough are ready, or the last slots under the pool's limit stay for calls
+        self._opening_spare = asyncio.create_task(self._open_spare(connector))
+
+    def _request_for_pool(self) -> aiohttp.ClientRequest:
+        """A request to this endpoint as ``session.request`` builds it: what the pool keys
+        connections by (host, port, TLS, proxy)."""
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        return aiohttp.ClientRequest("POST", self._url, loop=loop, session=self._session)
+
+    async def _open_spare(self, connector: aiohttp.BaseConnector) -> None:
+        try:
+            assert self._timeout is not None
+            connection = await connector.connect(self._request_for_pool(), [], self._timeout)
+            connection.release()  # into the pool, idle, for the next call to take
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass  # the next call connects for itself, and says what fails
+        finally:
+            self._opening_spare = None
+
     async def _retry_or_raise(
         self, error: BaseException, cause: BaseException | None, answer: httpx2.Response | None
     ) -> Retry:
@@ -169,11 +207,18 @@ class DirectAttempt:
 
 
 def direct_attempt(
-    client: Any, path: str, sdk: Any, *, spans: bool, options: Mapping[str, Any] | None = None
+    client: Any,
+    path: str,
+    sdk: Any,
+    *,
+    spans: bool,
+    spares: int = 1,
+    options: Mapping[str, Any] | None = None,
 ) -> DirectAttempt | None:
     """A :class:`DirectAttempt` for ``client`` (a Stainless SDK's async client), or ``None`` where
-    sending directly could differ from what the SDK sends. ``options``: what the SDK's method
-    puts in the request's options besides the body (OpenAI's auth scheme)."""
+    sending directly could differ from what the SDK sends. ``spares``: idle connections to keep
+    ready for the next calls; ``options``: what the SDK's method puts in the request's options
+    besides the body (OpenAI's auth scheme)."""
     http_client = client._client
     transport = getattr(http_client, "_transport", None)
     eligible = (
@@ -188,4 +233,4 @@ def direct_attempt(
         and not getattr(client, "_middleware", ())
         and getattr(client, "_token_cache", None) is None
     )
-    return DirectAttempt(client, path, sdk, options or {}) if eligible else None
+    return DirectAttempt(client, path, sdk, options or {}, spares) if eligible else None

@@ -79,6 +79,7 @@ class AnthropicProvider(SSEAdapter):
         max_retries: int = 2,
         idle_timeout: float = 30.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        spare_connections: int = 1,
     ) -> None:
         self.info = ProviderInfo(name="anthropic", default_model=model or DEFAULT_MODEL)
         self._idle_timeout = idle_timeout
@@ -102,7 +103,9 @@ class AnthropicProvider(SSEAdapter):
         self._create = self._client.messages.with_streaming_response.create
         # A call's first attempt goes out directly with the SDK's own prepared request; the SDK
         # makes the calls that attempt hands back, with one retry less (see _direct).
-        self._direct = direct_attempt(self._client, "/v1/messages", anthropic, spans=spans is not False)
+        self._direct = direct_attempt(
+            self._client, "/v1/messages", anthropic, spans=spans is not False, spares=spare_connections
+        )
         self._create_after_retry = (
             self._client.with_options(max_retries=max_retries - 1).messages.with_streaming_response.create
             if max_retries > 0

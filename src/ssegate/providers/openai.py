@@ -72,6 +72,7 @@ class OpenAIProvider(SSEAdapter):
         max_retries: int = 2,
         idle_timeout: float = 30.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        spare_connections: int = 1,
     ) -> None:
         self.info = ProviderInfo(name="openai", default_model=model or DEFAULT_MODEL)
         self._idle_timeout = idle_timeout
@@ -93,7 +94,9 @@ class OpenAIProvider(SSEAdapter):
         # A call's first attempt goes out directly with the SDK's own prepared request (see
         # _direct); the SDK's method asks for bearer auth in the request's options.
         bearer = {"security": {"bearer_auth": True}}
-        self._direct = direct_attempt(self._client, "/chat/completions", openai, spans=False, options=bearer)
+        self._direct = direct_attempt(
+            self._client, "/chat/completions", openai, spans=False, spares=spare_connections, options=bearer
+        )
         retrying = self._client.with_options(max_retries=max_retries - 1) if max_retries > 0 else self._client
         self._create_after_retry = retrying.chat.completions.with_streaming_response.create
 

@@ -55,6 +55,7 @@ def provider_config(settings: Settings) -> ProviderConfig:
         demo_tokens_per_second=settings.demo_tokens_per_second,
         idle_timeout=settings.upstream_idle_timeout,
         max_connections=settings.upstream_max_connections or settings.max_streams_total,
+        spare_connections=settings.upstream_spare_connections,
     )
 
 
