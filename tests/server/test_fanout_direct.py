@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ssegate.log.memory import MemoryEventLog
-from ssegate.server.fanout import frame
+from ssegate.server.fanout import FanOut, frame
 from tests.support.fanout import caught_up_group
 from tests.support.transports import RecordingTransport
 
@@ -26,14 +26,27 @@ class SlowTransport(RecordingTransport):
 @asynccontextmanager
 async def caught_up_viewers(
     count: int, *, coalesce: float, slow: bool = False
-) -> AsyncIterator[tuple[MemoryEventLog, list[RecordingTransport]]]:
+) -> AsyncIterator[tuple[MemoryEventLog, list[RecordingTransport], FanOut]]:
     transports = [SlowTransport() if slow else RecordingTransport() for _ in range(count)]
-    async with caught_up_group("answer", transports, coalesce=coalesce, opening="start") as (log, _, _):
-        yield log, transports
+    async with caught_up_group("answer", transports, coalesce=coalesce, opening="start") as (log, fanout, _):
+        yield log, transports, fanout
+
+
+async def past_the_write_budget(fanout: FanOut, stream: str) -> None:
+    """Until the group has written what it had and its next write may go out at once (the budget
+    depends on how long the last write took: on a loaded machine a "1 ms" write takes longer)."""
+    group = fanout._groups[stream]
+    loop = asyncio.get_running_loop()
+    for _ in range(1000):
+        idle = group.flush_handle is None and group.pending is None
+        if idle and loop.time() >= group.last_write + group.budget:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the write budget never ended")
 
 
 async def test_the_next_token_is_on_the_viewers_sockets_when_append_returns() -> None:
-    async with caught_up_viewers(2, coalesce=0.0) as (log, transports):
+    async with caught_up_viewers(2, coalesce=0.0) as (log, transports, _):
         first = await log.append("answer", "text", '{"delta":"Hel"}')
         await asyncio.sleep(0)  # the group learns where it stands from one read of the log
         second = await log.append("answer", "text", '{"delta":"lo"}')
@@ -43,9 +56,9 @@ async def test_the_next_token_is_on_the_viewers_sockets_when_append_returns() ->
 
 async def test_a_burst_reaches_every_viewer_once_and_in_order_in_two_writes() -> None:
     # The first write took 3 ms: the write budget (twice that) holds the rest of the burst back.
-    async with caught_up_viewers(3, coalesce=0.05, slow=True) as (log, transports):
+    async with caught_up_viewers(3, coalesce=0.05, slow=True) as (log, transports, fanout):
         first = await log.append("answer", "text", '{"delta":"a"}')
-        await asyncio.sleep(0.02)  # past that write's budget: the burst's first entry goes out at once
+        await past_the_write_budget(fanout, "answer")  # so the burst's first entry goes out at once
         before = [t.writes for t in transports]
         burst = [await log.append("answer", "text", f'{{"delta":"{n}"}}') for n in range(10)]
         for _ in range(500):  # the rest of the burst waits for the write budget, a few ms
@@ -59,7 +72,7 @@ async def test_a_burst_reaches_every_viewer_once_and_in_order_in_two_writes() ->
 
 async def test_the_end_of_the_stream_still_sends_the_viewers_back() -> None:
     # The terminal entry goes through a flush, which also ends the group (members read on their own).
-    async with caught_up_viewers(1, coalesce=0.0) as (log, transports):
+    async with caught_up_viewers(1, coalesce=0.0) as (log, transports, _):
         await log.append("answer", "text", '{"delta":"x"}')
         await asyncio.sleep(0)
         done = await log.append("answer", "done", "{}", terminal=True)

@@ -24,6 +24,7 @@ with no proxy, no custom auth, no middleware, no spans, no idempotency header (c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -188,6 +189,15 @@ class DirectAttempt:
             pass  # the next call connects for itself, and says what fails
         finally:
             self._opening_spare = None
+
+    async def aclose(self) -> None:
+        """Stop opening a spare (before the SDK's client, and its pool, close)."""
+        opening, self._opening_spare = self._opening_spare, None
+        self._spares = 0
+        if opening is not None:
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
 
     async def _retry_or_raise(
         self, error: BaseException, cause: BaseException | None, answer: httpx2.Response | None

@@ -101,6 +101,8 @@ class OpenAIProvider(SSEAdapter):
         self._create_after_retry = retrying.chat.completions.with_streaming_response.create
 
     async def aclose(self) -> None:
+        if self._direct is not None:
+            await self._direct.aclose()
         await self._client.close()
 
     def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
