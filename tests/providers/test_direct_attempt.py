@@ -155,10 +155,10 @@ async def test_a_refused_connection_is_retried_by_the_sdk_then_unavailable(vendo
 
 def test_spans_leave_every_attempt_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
-    assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._direct is not None
+    assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._call.direct is not None
     # Something can record spans: the SDK makes each call, so that each attempt has its span.
     monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
-    assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._direct is None
+    assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._call.direct is None
 
 
 async def test_a_spare_connection_waits_for_the_next_call(fake: FakeUpstream[Any]) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -244,3 +244,47 @@ def direct_attempt(
         and getattr(client, "_token_cache", None) is None
     )
     return DirectAttempt(client, path, sdk, options or {}, spares) if eligible else None
+
+
+class StreamingCall:
+    """One SDK method's streamed call, as the adapters open it: the first attempt sent directly
+    where :func:`direct_attempt` allows it, and the SDK's own call otherwise and after a retryable
+    failure of that attempt (with one retry less: one was made)."""
+
+    def __init__(
+        self,
+        client: Any,
+        method: Callable[[Any], Callable[..., Any]],
+        path: str,
+        sdk: Any,
+        *,
+        spans: bool,
+        spares: int,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.direct = direct_attempt(client, path, sdk, spans=spans, spares=spares, options=options)
+        # Resolved once, now: the SDK builds its resource objects lazily, on first access, and
+        # the app moves what exists at start-up out of the garbage collector's full passes.
+        self._create = method(client)
+        retries = client.max_retries
+        self._create_after_retry = (
+            method(client.with_options(max_retries=retries - 1)) if retries > 0 else self._create
+        )
+
+    async def open(self, body: dict[str, Any], **sdk_arguments: Any) -> tuple[Any, Any]:
+        """``(context, response)`` once the answer's head is in. ``body`` is what the SDK would send
+        for ``sdk_arguments`` (its fields in its order, omitted ones left out). Raises the SDK's
+        exceptions."""
+        create = self._create
+        if self.direct is not None:
+            sent = await self.direct.send(body)
+            if isinstance(sent, Opened):
+                return sent, sent
+            if isinstance(sent, Retry):
+                create = self._create_after_retry
+        context = create(**sdk_arguments)
+        return context, await context.__aenter__()
+
+    async def aclose(self) -> None:
+        if self.direct is not None:
+            await self.direct.aclose()

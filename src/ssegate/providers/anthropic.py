@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
-from ssegate.providers._direct import Opened, Retry, direct_attempt
+from ssegate.providers._direct import StreamingCall
 from ssegate.providers._upstream import (
     BodyPush,
     ChunkHandler,
@@ -98,23 +98,19 @@ class AnthropicProvider(SSEAdapter):
             ),
         )
 
-        # Resolved once, now: the SDK builds its resource objects lazily, on first access, and
-        # the app moves what exists at start-up out of the garbage collector's full passes.
-        self._create = self._client.messages.with_streaming_response.create
         # A call's first attempt goes out directly with the SDK's own prepared request; the SDK
-        # makes the calls that attempt hands back, with one retry less (see _direct).
-        self._direct = direct_attempt(
-            self._client, "/v1/messages", anthropic, spans=spans is not False, spares=spare_connections
-        )
-        self._create_after_retry = (
-            self._client.with_options(max_retries=max_retries - 1).messages.with_streaming_response.create
-            if max_retries > 0
-            else self._create
+        # makes the calls that attempt hands back (see _direct).
+        self._call = StreamingCall(
+            self._client,
+            lambda client: client.messages.with_streaming_response.create,
+            "/v1/messages",
+            anthropic,
+            spans=spans is not False,
+            spares=spare_connections,
         )
 
     async def aclose(self) -> None:
-        if self._direct is not None:
-            await self._direct.aclose()
+        await self._call.aclose()
         await self._client.close()
 
     def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
@@ -145,30 +141,22 @@ class AnthropicProvider(SSEAdapter):
         ]
         model = request.model or self.info.default_model
         try:
-            create = self._create
-            if self._direct is not None:
-                # The body as the SDK sends it: its fields in its order, omitted ones left out.
-                body: dict[str, Any] = {
-                    "max_tokens": request.max_tokens,
-                    "messages": messages,
-                    "model": model,
-                    "stream": True,
-                }
-                if request.system is not None:
-                    body["system"] = request.system
-                sent = await self._direct.send(body)
-                if isinstance(sent, Opened):
-                    return sent, sent
-                if isinstance(sent, Retry):
-                    create = self._create_after_retry
-            context = create(
+            body: dict[str, Any] = {
+                "max_tokens": request.max_tokens,
+                "messages": messages,
+                "model": model,
+                "stream": True,
+            }
+            if request.system is not None:
+                body["system"] = request.system
+            context, response = await self._call.open(
+                body,
                 model=model,
                 max_tokens=request.max_tokens,
                 messages=messages,
                 system=request.system if request.system is not None else anthropic.omit,
                 stream=True,
             )
-            response = await context.__aenter__()
         except anthropic.APIStatusError as exc:
             raise _status_error(exc) from exc
         except anthropic.APITimeoutError as exc:

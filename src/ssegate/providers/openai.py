@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
-from ssegate.providers._direct import Opened, Retry, direct_attempt
+from ssegate.providers._direct import StreamingCall
 from ssegate.providers._upstream import (
     BodyPush,
     ChunkHandler,
@@ -88,21 +88,20 @@ class OpenAIProvider(SSEAdapter):
             ),
         )
 
-        # Resolved once, now: the SDK builds its resource objects lazily, on first access, and
-        # the app moves what exists at start-up out of the garbage collector's full passes.
-        self._create = self._client.chat.completions.with_streaming_response.create
         # A call's first attempt goes out directly with the SDK's own prepared request (see
         # _direct); the SDK's method asks for bearer auth in the request's options.
-        bearer = {"security": {"bearer_auth": True}}
-        self._direct = direct_attempt(
-            self._client, "/chat/completions", openai, spans=False, spares=spare_connections, options=bearer
+        self._call = StreamingCall(
+            self._client,
+            lambda client: client.chat.completions.with_streaming_response.create,
+            "/chat/completions",
+            openai,
+            spans=False,
+            spares=spare_connections,
+            options={"security": {"bearer_auth": True}},
         )
-        retrying = self._client.with_options(max_retries=max_retries - 1) if max_retries > 0 else self._client
-        self._create_after_retry = retrying.chat.completions.with_streaming_response.create
 
     async def aclose(self) -> None:
-        if self._direct is not None:
-            await self._direct.aclose()
+        await self._call.aclose()
         await self._client.close()
 
     def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
@@ -133,23 +132,14 @@ class OpenAIProvider(SSEAdapter):
                 messages.append({"role": "assistant", "content": m.content})
         model = request.model or self.info.default_model
         try:
-            create = self._create
-            if self._direct is not None:
-                # The body as the SDK sends it: its fields in its order, omitted ones left out.
-                sent = await self._direct.send(
-                    {
-                        "model": model,
-                        "stream": True,
-                        "messages": messages,
-                        "max_tokens": request.max_tokens,
-                        "stream_options": {"include_usage": True},
-                    }
-                )
-                if isinstance(sent, Opened):
-                    return sent, sent
-                if isinstance(sent, Retry):
-                    create = self._create_after_retry
-            context = create(
+            context, response = await self._call.open(
+                {
+                    "model": model,
+                    "stream": True,
+                    "messages": messages,
+                    "max_tokens": request.max_tokens,
+                    "stream_options": {"include_usage": True},
+                },
                 model=model,
                 messages=messages,
                 # max_tokens, not max_completion_tokens: every compatible server understands it.
@@ -157,7 +147,6 @@ class OpenAIProvider(SSEAdapter):
                 stream=True,
                 stream_options={"include_usage": True},
             )
-            response = await context.__aenter__()
         except openai.APIStatusError as exc:
             raise error_for_status(exc.status_code, error_body_summary(exc.body, str(exc))[1]) from exc
         except openai.APITimeoutError as exc:
