@@ -81,9 +81,12 @@ class DirectAttempt:
         self._template: httpx2.Request | None = None
         self._headers: list[tuple[str, str]] = []
         self._url = URL()
-        self._key: Any = None  # aiohttp's pool key for this endpoint's connections
         self._timeout: aiohttp.ClientTimeout | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._request_options: Any = None  # the SDK's options for this endpoint's requests
+        # aiohttp's pool and its key for this endpoint's connections; no pool: no spares.
+        self._pool: aiohttp.BaseConnector | None = None
+        self._pool_key: Any = None
 
     async def _prepare(self) -> httpx2.Request:
         """The SDK's own request for this endpoint, built once (as its ``post`` builds one)."""
@@ -96,7 +99,7 @@ class DirectAttempt:
             headers={self._sdk._constants.RAW_RESPONSE_HEADER: "stream"},
             **self._options,
         )
-        options = await client._prepare_options(options)
+        options = self._request_options = await client._prepare_options(options)
         request: httpx2.Request = client._build_request(options, retries_taken=0)
         await client._prepare_request(request)
         # As the SDK's transport hands them to aiohttp: httpx's items(), names in lower case.
@@ -112,6 +115,16 @@ class DirectAttempt:
         if not isinstance(transport.client, aiohttp.ClientSession):
             transport.client = transport.get_client()  # what the transport does on its first request
         self._session = transport.client
+        connector = self._session.connector
+        # aiohttp's pool of idle connections by key, and its count of free slots (internals: a
+        # version without them opens no spares).
+        if (
+            connector is not None
+            and hasattr(connector, "_conns")
+            and hasattr(connector, "_available_connections")
+        ):
+            self._pool = connector
+            self._pool_key = self._request_for_pool().connection_key
         self._template = request
         return request
 
@@ -161,17 +174,13 @@ class DirectAttempt:
         """Open a connection for a later call, off this one's path, while fewer than ``spares``
         wait idle in the pool. Concurrent calls each need their own connection (HTTP/1.1), and a
         new one costs a start about 1.5 ms here (bench W5), a TLS handshake on a real network."""
-        if self._spares <= 0 or self._opening_spare is not None or self._session is None:
+        pool = self._pool
+        if self._spares <= 0 or self._opening_spare is not None or pool is None:
             return
-        connector = self._session.connector
-        idle = getattr(connector, "_conns", None)  # aiohttp's pool of idle connections, by key
-        if connector is None or idle is None or not hasattr(connector, "_available_connections"):
-            return
-        if self._key is None:
-            self._key = self._request_for_pool().connection_key
-        if len(idle.get(self._key, ())) >= self._spares or connector._available_connections(self._key) <= 1:
+        key = self._pool_key
+        if len(pool._conns.get(key, ())) >= self._spares or pool._available_connections(key) <= 1:
             return  # enough are ready, or the last slots under the pool's limit stay for calls
-        self._opening_spare = asyncio.create_task(self._open_spare(connector))
+        self._opening_spare = asyncio.create_task(self._open_spare(pool))
 
     def _request_for_pool(self) -> aiohttp.ClientRequest:
         """A request to this endpoint as ``session.request`` builds it: what the pool keys
@@ -205,12 +214,9 @@ class DirectAttempt:
         client = self._client
         if client.max_retries <= 0:
             raise error from cause
-        options = self._sdk._models.FinalRequestOptions.construct(
-            method="post", url=self._path, **self._options
-        )
         # The SDK's first back-off (or the answer's retry-after), as its own retry loop waits it.
         delay = client._calculate_retry_timeout(
-            client.max_retries, options, answer.headers if answer is not None else None
+            client.max_retries, self._request_options, answer.headers if answer is not None else None
         )
         await asyncio.sleep(delay)
         return RETRY

@@ -123,10 +123,11 @@ class _AiohttpBody:
 
 
 def _aiohttp_body(http_response: Any) -> _AiohttpBody | None:
-    """aiohttp's side of an identity-encoded SDK response, else ``None`` (another transport, a
-    custom ``http_client``, or a compressed body, which httpx decodes: the transport is told not
-    to). Our idle timer times the body, so aiohttp's own read timer, re-armed (a new timer handle)
-    for every chunk that arrives, is turned off."""
+    """aiohttp's side of an identity-encoded SDK response, or of an answer sent directly (see
+    _direct; aiohttp decodes that one), else ``None`` (another transport, a custom
+    ``http_client``, or a compressed body, which httpx decodes: the transport is told not to).
+    Our idle timer times the body, so aiohttp's own read timer, re-armed (a new timer handle) for
+    every chunk that arrives, is turned off."""
     if isinstance(http_response, aiohttp.ClientResponse):
         # Sent directly (see _direct), with aiohttp decoding what it was sent compressed.
         aiohttp_response: Any = http_response

@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
 
         def measured_provider(name: str) -> MeasuredProvider:
             # One wrapper per provider, made once: it asks at construction whether its provider
-            # can push (an isinstance() against a runtime-checkable Protocol, ~50 us here).
+            # can push (an isinstance() against a runtime-checkable Protocol, 32 us here).
             provider = measured.get(name)
             if provider is None:
                 provider = measured[name] = MeasuredProvider(registry.get(name), metrics)
