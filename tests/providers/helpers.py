@@ -80,3 +80,11 @@ async def pushed(provider: PushingProvider, request: GenerationRequest) -> Async
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def answers_in_a_row(provider: Provider, count: int) -> None:
+    """Ask ``count`` times, one answer after another; each must be the fakes' whole default answer."""
+    for _ in range(count):
+        events, error = await collect(open_stream(provider, ask("hi")))
+        assert error is None
+        assert text_of(events) == "Hello, world!"

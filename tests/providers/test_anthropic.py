@@ -28,7 +28,7 @@ from ssegate.providers.base import (
 )
 from tests.fakes._upstream import Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic, ToolUse
-from tests.providers.helpers import ask, collect, of_type, open_stream, text_of
+from tests.providers.helpers import answers_in_a_row, ask, collect, of_type, open_stream, text_of
 from tests.support.servers import free_port
 
 API_KEY = "sk-ant-test-key"
@@ -199,8 +199,11 @@ async def test_anthropic_unknown_error_event_is_a_final_upstream_error(
     assert (error.code, error.retryable) == ("upstream_error", False)
 
 
-async def test_anthropic_connection_refused_is_unavailable() -> None:
-    provider = build_provider("anthropic", anthropic_config(f"http://127.0.0.1:{free_port()}"))
+# With a retry, the refused first attempt (sent directly, see providers._direct) is retried by the SDK.
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_anthropic_connection_refused_is_unavailable(retries: int) -> None:
+    config = anthropic_config(f"http://127.0.0.1:{free_port()}", max_retries=retries)
+    provider = build_provider("anthropic", config)
     try:
         events, error = await collect(open_stream(provider, ask("hi")))
     finally:
@@ -382,10 +385,7 @@ async def test_anthropic_answers_one_after_another_reuse_one_connection(
     config = dataclasses.replace(anthropic_config(fake_anthropic.url), spare_connections=0)
     provider = build_provider("anthropic", config)
     try:
-        for _ in range(3):
-            events, error = await collect(open_stream(provider, ask("hi")))
-            assert error is None
-            assert text_of(events) == "Hello, world!"
+        await answers_in_a_row(provider, 3)
     finally:
         await provider.aclose()
     assert fake_anthropic.connections_accepted == 1

@@ -20,8 +20,7 @@ from ssegate.providers.openai import OpenAIProvider
 from tests.fakes._upstream import FakeUpstream, Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic
 from tests.fakes.fake_openai import FakeOpenAI, OpenAIScript
-from tests.providers.helpers import ask, collect, open_stream, text_of
-from tests.support.servers import free_port
+from tests.providers.helpers import answers_in_a_row, ask, collect, open_stream, text_of
 
 pytestmark = pytest.mark.usefixtures("reading")
 
@@ -106,10 +105,7 @@ async def test_after_the_first_call_the_sdk_builds_no_request(
 
     monkeypatch.setattr(provider._client, "_build_request", counting_build)
     try:
-        for _ in range(3):
-            events, error = await collect(open_stream(provider, ask("hi")))
-            assert error is None
-            assert text_of(events) == "Hello, world!"
+        await answers_in_a_row(provider, 3)
     finally:
         await provider.aclose()
 
@@ -138,19 +134,6 @@ async def test_a_retryable_status_is_retried_by_the_sdk_with_the_retries_left(
         assert error is not None
         assert (error.retryable, error.status) == (True, status)
         assert "fake" in error.message  # the vendor's words, from the SDK's own error
-
-
-@pytest.mark.parametrize("vendor", VENDORS)
-async def test_a_refused_connection_is_retried_by_the_sdk_then_unavailable(vendor: str) -> None:
-    provider = build_provider(vendor, config(vendor, f"http://127.0.0.1:{free_port()}", max_retries=1))
-    try:
-        events, error = await collect(open_stream(provider, ask("hi")))
-    finally:
-        await provider.aclose()
-
-    assert events == []
-    assert error is not None
-    assert (error.code, error.retryable) == ("upstream_unavailable", True)
 
 
 def test_spans_leave_every_attempt_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:

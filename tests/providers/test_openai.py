@@ -31,9 +31,14 @@ API_KEY = "sk-test-key"
 pytestmark = pytest.mark.usefixtures("reading")
 
 
-def openai_config(url: str, *, idle_timeout: float = 30.0, api_key: str | None = API_KEY) -> ProviderConfig:
+def openai_config(
+    url: str, *, idle_timeout: float = 30.0, api_key: str | None = API_KEY, max_retries: int = 0
+) -> ProviderConfig:
     return ProviderConfig(
-        openai_api_key=api_key, openai_base_url=f"{url}/v1", idle_timeout=idle_timeout, max_retries=0
+        openai_api_key=api_key,
+        openai_base_url=f"{url}/v1",
+        idle_timeout=idle_timeout,
+        max_retries=max_retries,
     )
 
 
@@ -184,8 +189,10 @@ async def test_openai_server_error_chunk_after_200_is_retryable(
     assert (error.code, error.retryable) == ("upstream_unavailable", True)
 
 
-async def test_openai_connection_refused_is_unavailable() -> None:
-    provider = build_provider("openai", openai_config(f"http://127.0.0.1:{free_port()}"))
+# With a retry, the refused first attempt (sent directly, see providers._direct) is retried by the SDK.
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_openai_connection_refused_is_unavailable(retries: int) -> None:
+    provider = build_provider("openai", openai_config(f"http://127.0.0.1:{free_port()}", max_retries=retries))
     try:
         events, error = await collect(open_stream(provider, ask("hi")))
     finally:
