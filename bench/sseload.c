@@ -139,6 +139,7 @@ static opts_t O = {
 
 enum { MODE_IDLE, MODE_FANOUT, MODE_STREAMS };
 static int g_mode;
+static bool g_ttft_log; /* SSELOAD_TTFT_LOG set: one stderr line per stream's first token */
 
 /* ---------------------------------------------------------------- connections ----------------- */
 
@@ -282,6 +283,10 @@ static void scan_stamps(worker_t *w, conn_t *c, const char *p, size_t n, int64_t
             if (c->tokens == 0) {
                 c->first_token_us = now;
                 hist_add(&w->ttft, now - c->open_us);
+                /* diagnostics: when each stream opened, its TTFT and the upstream's part of it */
+                if (g_ttft_log)
+                    fprintf(stderr, "ttft open_us=%lld ttft_us=%lld upstream_write_us=%lld\n",
+                            (long long)c->open_us, (long long)(now - c->open_us), (long long)(t - c->open_us));
             }
             c->tokens++;
             hist_add(&w->hist, now - t);
@@ -797,6 +802,7 @@ static uint64_t sum_counted(void) {
     })
 
 int main(int argc, char **argv) {
+    g_ttft_log = getenv("SSELOAD_TTFT_LOG") != NULL;
     int opt;
     while ((opt = getopt(argc, argv, "h:p:P:c:d:w:g:t:q:T:H:m:b:R:U:k:z:F:e:Q:r:E:B:S:L:")) != -1) {
         switch (opt) {

@@ -111,7 +111,16 @@ LLM_PEERS = (
         "/v1/chat",
         '{"max_tokens":%d,' + _PROMPT + "}",
     ),
+    # Not a peer: the least any Python relay does per token here, the bound for one process.
+    LlmTarget(
+        "python-floor",
+        "bare Python relay (reference)",
+        "/v1/chat",
+        '{"max_tokens":%d,' + _PROMPT + "}",
+    ),
 )
+# Reference targets: shown beside the peers, never counted among them.
+REFERENCES = frozenset({"python-floor", "direct"})
 # The client reads the fake upstream itself: the floor that W5's overhead is measured against.
 LLM_DIRECT = LlmTarget(
     "direct",
@@ -167,6 +176,8 @@ def setup_peers(names: set[str]) -> set[str]:
             ok = _run([str(PEER_VENV / "bin/pip"), "install", "-q", *PY_PEER_PACKAGES])
         if ok:
             ready |= names & {"starlette", "starlette-sdk"}
+    if "python-floor" in names and ssegate_available():
+        ready.add("python-floor")  # the project's own venv has what it needs (uvloop, orjson)
     if names & {"express", "bettersse", "express-sdk"} and shutil.which("npm"):
         NODE_DIR.mkdir(parents=True, exist_ok=True)
         ok = True
@@ -302,6 +313,9 @@ def start_llm(target: LlmTarget, upstream_port: int, logs: Path) -> Iterator[tup
         env = _node_env()
     elif target.name == "starlette-sdk":
         argv = [str(PEER_VENV / "bin/python"), str(PEERS_DIR / "llm_starlette_peer.py"), str(port), upstream]
+    elif target.name == "python-floor":
+        relay = PEERS_DIR / "llm_floor_relay.py"
+        argv = [str(VENV_BIN / "python"), str(relay), str(port), str(upstream_port)]
     else:
         raise ValueError(target.name)
     with procs.running(argv, port, env=env, log=logs / f"{target.name}.log") as proc:

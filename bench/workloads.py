@@ -66,6 +66,7 @@ class Plan:
             "ssegate-redis-2w": (25, 50, 75, 100, 150, 200, 300, 400),
             "express-sdk": (50, 100, 150, 200, 250, 300, 400, 500, 600),
             "starlette-sdk": (25, 50, 75, 100, 150, 200, 300),
+            "python-floor": (100, 200, 300, 400, 500, 600, 800, 1000, 1200),
         }
     )
     w4_tokens: int = 500
@@ -96,6 +97,7 @@ class Plan:
                 "ssegate-redis-2w": (5,),
                 "express-sdk": (5,),
                 "starlette-sdk": (5,),
+                "python-floor": (5,),
             },
             w4_tokens=20,
             w4_rate=50,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench import targets
+from bench import report, targets
 
 pytestmark = pytest.mark.skipif(not targets.ssegate_available(), reason="the ssegate server is not installed")
 
@@ -71,3 +71,29 @@ def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Pa
     assert "| ssegate |" in markdown or "| ssegate " in markdown
     assert "ssegate, Redis, 2 workers" in markdown
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(120)
+def test_the_python_floor_reference_relays_every_token_and_is_not_counted_as_a_peer(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "bench.run", "--quick", "--only", "w4", "--no-ssegate"]
+    result = subprocess.run(
+        [*argv, "--peers", "python-floor", "--out", str(tmp_path)],
+        cwd=targets.REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (raw,) = (tmp_path / "raw").glob("*.jsonl")
+    records = [json.loads(line) for line in raw.read_text().splitlines()]
+    assert {r["target"] for r in records} == {"python-floor"}
+    for record in records:
+        streams = record["result"]["streams"]
+        assert streams["completed"] == record["params"]["streams"]
+        assert streams["token_delivery"] == 1.0, record
+    assert "bare Python relay (reference)" in (tmp_path / "results.md").read_text()
+    # A reference is shown, not beaten: W4's "above every peer" leaves it out.
+    summary = {"ssegate": {"w4": {"best_n": 700}}, "express-sdk": {"w4": {"best_n": 200}}}
+    assert report.goals_met({**summary, "python-floor": {"w4": {"best_n": 1000}}})["w4"] == "**yes**"
+    assert report.goals_met({**summary, "express-sdk": {"w4": {"best_n": 800}}})["w4"] == "**no**"
