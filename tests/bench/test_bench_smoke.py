@@ -23,13 +23,13 @@ FANOUT_KEYS = {"connections_ok", "events", "events_per_s", "latency_ms", "pub", 
 LATENCY_KEYS = {"n", "p50", "p90", "p99", "p999", "max", "mean"}
 
 
-def _run_quick(out: Path) -> list[dict[str, Any]]:
+def _run_quick(out: Path, *options: str, timeout: float = 170) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), *options],
         cwd=targets.REPO,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,18 +75,7 @@ def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Pa
 
 @pytest.mark.timeout(120)
 def test_the_python_floor_reference_relays_every_token_and_is_not_counted_as_a_peer(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "bench.run", "--quick", "--only", "w4", "--no-ssegate"]
-    result = subprocess.run(
-        [*argv, "--peers", "python-floor", "--out", str(tmp_path)],
-        cwd=targets.REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (raw,) = (tmp_path / "raw").glob("*.jsonl")
-    records = [json.loads(line) for line in raw.read_text().splitlines()]
+    records = _run_quick(tmp_path, "--only", "w4", "--no-ssegate", "--peers", "python-floor", timeout=110)
     assert {r["target"] for r in records} == {"python-floor"}
     for record in records:
         streams = record["result"]["streams"]
