@@ -39,11 +39,9 @@ class Upstream(asyncio.Protocol):
         self.viewer: Viewer | None = None
         self.buf = b""
         self.in_body = False
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.opened.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

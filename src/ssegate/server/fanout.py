@@ -364,16 +364,13 @@ class _Group:
         """Write what this turn's appends owe the members, now (before anything written after)."""
         owed, self.owed = self.owed, None
         if owed is not None:
-            chunk = b"".join(owed)
-            self._count_write(chunk, len(owed), len(self.members))
-            self._write_framed(frame(chunk), self.members)
+            self._write(b"".join(owed), len(owed))
 
     def pay_timed(self) -> None:
         """:meth:`pay` at the end of the turn, setting the write budget as any write does."""
-        if self.owed is not None:
-            started = time.perf_counter()
-            self.pay()
-            self._wrote(time.perf_counter() - started)
+        owed, self.owed = self.owed, None
+        if owed is not None:
+            self._timed_write(b"".join(owed), len(owed))
 
     def _keepalive(self) -> None:
         # One timer per group, moved forward lazily: writes only update last_write.
