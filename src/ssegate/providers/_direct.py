@@ -33,6 +33,8 @@ import httpx2
 import orjson
 from yarl import URL
 
+from ssegate.providers._lane import use_lane
+
 # Headers aiohttp writes from the body it sends (the SDK's template was built for another body).
 _BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
@@ -116,6 +118,8 @@ class DirectAttempt:
             transport.client = transport.get_client()  # what the transport does on its first request
         self._session = transport.client
         connector = self._session.connector
+        # Its connections frame a streamed body themselves, for the push path (see _lane).
+        use_lane(connector)
         # aiohttp's pool of idle connections by key, and its count of free slots (internals: a
         # version without them opens no spares).
         if (

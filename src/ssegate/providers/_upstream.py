@@ -15,6 +15,7 @@ import aiohttp
 import httpx2
 from aiohttp.client_proto import ResponseHandler
 
+from ssegate.providers._lane import LaneHandler
 from ssegate.providers.base import Deliver, GenerationRequest, ProviderEvent, UpstreamError, pull_into
 
 # Statuses whose meaning does not depend on the vendor (RFC 9110 plus Anthropic's 529).
@@ -112,14 +113,19 @@ def body_reader(http_response: Any) -> ChunkReader:
 class _AiohttpBody:
     """The body of a response read through the SDKs' aiohttp transport, as aiohttp holds it."""
 
-    __slots__ = ("connected", "content", "protocol")
+    __slots__ = ("connected", "content", "identity", "protocol")
 
     def __init__(
-        self, content: aiohttp.StreamReader, connected: bool, protocol: ResponseHandler | None
+        self,
+        content: aiohttp.StreamReader,
+        connected: bool,
+        protocol: ResponseHandler | None,
+        identity: bool,
     ) -> None:
         self.content = content
         self.connected = connected  # False: aiohttp had the whole body and let the connection go
         self.protocol = protocol
+        self.identity = identity  # the body is sent as is (aiohttp decodes nothing)
 
 
 def _aiohttp_body(http_response: Any) -> _AiohttpBody | None:
@@ -132,6 +138,7 @@ def _aiohttp_body(http_response: Any) -> _AiohttpBody | None:
         # Sent directly (see _direct), with aiohttp decoding what it was sent compressed.
         aiohttp_response: Any = http_response
         content: Any = http_response.content
+        encoding = http_response.headers.get("content-encoding", "identity").strip().lower()
     else:
         stream = getattr(http_response, "stream", None)
         stream = getattr(stream, "_stream", stream)  # httpx's client wraps the transport's stream once
@@ -146,7 +153,7 @@ def _aiohttp_body(http_response: Any) -> _AiohttpBody | None:
         protocol = None
     else:
         protocol.read_timeout = None
-    return _AiohttpBody(content, connection is not None, protocol)
+    return _AiohttpBody(content, connection is not None, protocol, encoding == "identity")
 
 
 class IdleReader:
@@ -236,10 +243,17 @@ class BodyPush:
     """
 
     def __init__(
-        self, content: aiohttp.StreamReader, protocol: ResponseHandler | None, idle_timeout: float
+        self,
+        content: aiohttp.StreamReader,
+        protocol: ResponseHandler | None,
+        idle_timeout: float,
+        *,
+        framed_here: bool = False,
     ) -> None:
         self._content = content
         self._aiohttp = protocol
+        # The connection's protocol frames the body itself: chunks come straight to _take.
+        self._lane = protocol if framed_here and isinstance(protocol, LaneHandler) else None
         self._idle = idle_timeout
         self._loop = asyncio.get_running_loop()
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -256,7 +270,10 @@ class BodyPush:
         self._timer = self._loop.call_at(self._deadline, self._check_idle)
         # No protocol: aiohttp had the whole body before we looked and let the connection go.
         protocol = self._aiohttp
-        if protocol is not None and protocol.transport is not None:
+        if self._lane is not None and self._lane.in_body:
+            self._lane.attach(self._take, self._drain)
+        elif protocol is not None and protocol.transport is not None:
+            self._lane = None
             self._transport = protocol.transport
             protocol.transport.set_protocol(_Forwarding(protocol, self._drain))
         try:
@@ -268,6 +285,17 @@ class BodyPush:
     def finish(self) -> None:
         """The handler saw the end of the answer: :meth:`run` returns."""
         self._settle(None)
+
+    def _take(self, chunk: bytes) -> None:
+        """A whole chunk's data, from the connection's own framing (see _lane)."""
+        if self._done.done():
+            return
+        self._deadline = self._loop.time() + self._idle
+        try:
+            assert self._handle is not None
+            self._handle(chunk)
+        except BaseException as exc:  # the handler's errors end the call, not the loop
+            self._settle(exc)
 
     def _drain(self) -> None:
         if self._done.done():
@@ -311,6 +339,8 @@ class BodyPush:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._lane is not None:
+            self._lane.detach()
         transport, self._transport = self._transport, None
         if transport is not None and self._aiohttp is not None and not transport.is_closing():
             transport.set_protocol(self._aiohttp)
@@ -350,7 +380,7 @@ def body_push(http_response: Any, idle_timeout: float) -> BodyPush | None:
     body = _aiohttp_body(http_response)
     if body is None or (body.connected and body.protocol is None):
         return None  # a connection whose protocol is not aiohttp's response handler: pull it
-    return BodyPush(body.content, body.protocol, idle_timeout)
+    return BodyPush(body.content, body.protocol, idle_timeout, framed_here=body.identity)
 
 
 class SSEAdapter:
