@@ -354,15 +354,20 @@ class Gateway:
         upstream socket's callback: no task switch per token (about a tenth of a relayed token's
         CPU, bench W4). What the log raises there (the stream ended elsewhere) ends the call."""
         finished: list[dict[str, Any]] = []
+        append = log.append_now
 
         def deliver(provider_event: ProviderEvent) -> None:
             if finished:
+                return
+            if type(provider_event) is TextDelta:  # nearly every event: no mapping list
+                if provider_event.text:
+                    append(key, "text", _json(_text_data(provider_event.text)))
                 return
             for event, data in mapper.map(provider_event):
                 if event == "done":
                     finished.append(data)
                     return
-                log.append_now(key, event, _json(data))
+                append(key, event, _json(data))
                 if event == "usage":
                     log.set_meta_now(key, {"usage": _json(data)})
 
@@ -458,6 +463,11 @@ class Gateway:
         )
 
 
+def _text_data(text: str) -> dict[str, Any]:
+    """A ``text`` event's data."""
+    return {"delta": text}
+
+
 class _WireMapper:
     """Provider events -> (wire event type, JSON-ready data). Keeps the running usage."""
 
@@ -472,7 +482,7 @@ class _WireMapper:
 
     def map(self, event: ProviderEvent) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(event, TextDelta):
-            return [("text", {"delta": event.text})] if event.text else []
+            return [("text", _text_data(event.text))] if event.text else []
         if isinstance(event, ThinkingDelta):
             return [("thinking", {"delta": event.text})] if event.text else []
         if isinstance(event, ToolCallStart):

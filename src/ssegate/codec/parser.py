@@ -78,6 +78,21 @@ class EventStreamParser:
         """Parse the next chunk of the stream; return the events, comments and retries it completed."""
         return self._feed_text(self._decoder.decode(data))
 
+    def at_event_boundary(self) -> bool:
+        """Whether the next byte starts a new event: no line, field, id or partial character is
+        pending, and the stream's start (its byte-order mark) is behind. A caller that recognises a
+        whole event by its bytes may then read it without :meth:`feed`: the parser's state after
+        that event would be this same state."""
+        return (
+            not self._at_stream_start
+            and not self._line_fragments
+            and not self._data_lines
+            and not self._event_type
+            and not self._after_cr
+            and self._id_buffer == self.last_event_id
+            and not self._decoder.getstate()[0]
+        )
+
     def end(self) -> list[Parsed]:
         """The stream ended: flush the decoder; an unterminated event is discarded, as the spec says.
 

@@ -118,6 +118,11 @@ class AnthropicProvider(SSEAdapter):
         mapper = _EventMapper()
 
         def handle(chunk: bytes) -> None:
+            if parser.at_event_boundary() and len(chunk) <= parser.max_event_size:
+                text = text_delta(chunk)
+                if text is not None:
+                    deliver(TextDelta(text))
+                    return
             for item in parser.feed(chunk):
                 if type(item) is Event:
                     for event in mapper.map(item):
@@ -188,6 +193,32 @@ class AnthropicProvider(SSEAdapter):
                             return
         finally:
             reader.close()
+
+
+_TEXT_DELTA_HEAD = b"event: content_block_delta\ndata: "
+
+
+def text_delta(chunk: bytes) -> str | None:
+    """The text of a chunk that is one ``text_delta`` event and nothing else (how Anthropic sends
+    each token), else ``None``. The same text the parser and :class:`_EventMapper` would give, for
+    a fraction of their calls: a relayed token's most frequent shape (bench W4)."""
+    head = len(_TEXT_DELTA_HEAD)
+    if (
+        not chunk.startswith(_TEXT_DELTA_HEAD)
+        or chunk.find(b"\n", head) != len(chunk) - 2
+        or not chunk.endswith(b"\n\n")
+        or b"\r" in chunk
+    ):
+        return None
+    try:
+        data = orjson.loads(chunk[head:-2])
+    except orjson.JSONDecodeError:
+        return None  # invalid UTF-8, say: the parser's rules (replacement characters) apply
+    delta = data.get("delta") if type(data) is dict else None
+    if type(delta) is not dict or delta.get("type") != "text_delta":
+        return None
+    text = delta.get("text")
+    return text if type(text) is str else None
 
 
 def sdk_spans_option() -> Literal[False] | None:
