@@ -109,11 +109,12 @@ class _Stream:
             self.head = 0
 
     def wake(self, appended: LogEntry | None = None) -> None:
-        waiters, self.waiters = self.waiters, []
-        self.stale = 0
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(True)
+        if self.waiters:  # none while every reader is in the live fan-out
+            waiters, self.waiters = self.waiters, []
+            self.stale = 0
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
         for listener in self.listeners[:]:  # a listener may stop listening
             listener(appended)
 

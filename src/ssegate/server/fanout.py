@@ -514,7 +514,8 @@ class _Group:
         self.last_write = self.loop.time()
 
     def _write(self, chunk: bytes, events: int) -> None:
-        self._finish_pending()
+        if self.pending is not None or self.owed is not None:
+            self._finish_pending()
         if not chunk:
             return  # only hidden entries; an empty HTTP chunk would end the response
         self._count_write(chunk, events, len(self.members))
@@ -527,7 +528,10 @@ class _Group:
         metrics.events_sent += events * members
 
     def _write_framed(self, framed: bytes, members: Iterable[Member]) -> None:
-        dropped = [member for member in members if not member.socket.write(framed)]
+        dropped: list[Member] = []
+        for member in members:  # a plain loop: a comprehension is a call of its own, per write
+            if not member.socket.write(framed):
+                dropped.append(member)
         for member in dropped:  # it has this write's events: it resumes after them
             self.members.discard(member)
             member.slow = not member.socket.closing  # a closed one just leaves

@@ -254,7 +254,8 @@ class MeasuredProvider:
         pace = _Pace(self._metrics)
 
         def measured(event: ProviderEvent) -> None:
-            pace.observe(event)
+            if pace.first is None or type(event) is not TextDelta:  # past the first, text tells nothing
+                pace.observe(event)
             deliver(event)
 
         try:
