@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ssegate.providers import ProviderConfig, build_provider
@@ -173,6 +174,31 @@ async def test_a_connection_lost_mid_chunk_is_a_truncated_body(lane: Lane) -> No
     assert lane.sunk == [EVENTS[0]]
     assert isinstance(payload.exception(), aiohttp.ClientPayloadError)
     assert lane.told == 2  # the held bytes reached aiohttp, then the end did
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nbad header\r\n\r\n",
+    ],
+)
+async def test_a_head_aiohttp_refuses_fails_with_aiohttps_own_error(lane: Lane, head: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    ours, peer = socket.socketpair()
+    transport, plain = await loop.create_connection(lambda: ResponseHandler(loop), sock=ours)
+    try:
+        plain.set_response_params(read_until_eof=False, auto_decompress=False)
+        answer = head + chunk(EVENTS[0]) + LAST
+        plain.data_received(answer)  # what aiohttp alone says of this answer
+        lane.feed(answer)
+        expected = plain.exception()
+        assert isinstance(expected, HttpProcessingError)
+        assert str(lane.handler.exception()) == str(expected)
+        assert not lane.handler.in_body
+    finally:
+        transport.close()
+        peer.close()
 
 
 async def test_a_body_with_a_length_is_aiohttps_alone(lane: Lane) -> None:

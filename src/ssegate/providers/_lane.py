@@ -118,8 +118,13 @@ class LaneHandler(ResponseHandler):
         if status.startswith(_BODYLESS_STATUS) or not _is_chunked(head):
             self._give_up(data)
             return b""
-        self._lane = _BODY
         super().data_received(head)
+        if self.exception() is not None:
+            # aiohttp refused the head and closed the connection; given in one piece, it would
+            # never have parsed what follows (nor replaced its error with a later one)
+            self._lane = _OFF
+            return b""
+        self._lane = _BODY
         return body
 
     def _chunks(self, data: bytes) -> None:
