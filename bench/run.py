@@ -108,8 +108,9 @@ def plan_text(plan: Plan) -> str:
         " each text delta carries its write time), one viewer each, opened evenly over"
         f" {p.w4_ramp:g} s. Pass: p99 token latency (upstream write → client receipt) ≤ 100 ms,"
         " TTFT p99 ≤ 120 ms (request start → first token; includes the fake's 20 ms before its first"
-        " delta), ≥ 99.9 % tokens, every stream completed, no errors. N is stepped up until a step"
-        f" fails; the highest passing N is repeated to {p.reps} runs.",
+        " delta), ≥ 99.9 % tokens, every stream completed, no errors. N is stepped up until two steps"
+        f" in a row fail, as in W2; the highest passing N is repeated to {p.reps} runs and a majority"
+        " must pass (else the next lower passing N is confirmed).",
         f"**W5 overhead**: {p.w5_streams} streams of {p.w5_tokens} tokens, TTFT straight from the fake"
         " upstream vs. through the gateway, alternating, same upstream process; overhead = gateway"
         " TTFT percentile − direct TTFT percentile.",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import targets
 
@@ -42,6 +42,7 @@ QUIET_SAMPLE_S = 0.5
 QUIET_MAX_WAIT_S = 30.0
 
 Record = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -234,17 +235,12 @@ class Runner:
     def w2(self, target: targets.FanoutTarget) -> None:
         """Step the publish rate up until two steps in a row fail, then confirm the best step."""
         p = self.plan
-        passing: list[float] = []
-        fails = 0
-        for rate in p.w2_rates:
-            record = self.fanout("w2", target, p.w2_subs, rate, p.w2_warmup, p.w2_window, step=rate)
-            if record["sustained"]:
-                passing.append(rate)
-                fails = 0
-            else:
-                fails += 1
-                if fails == 2:
-                    break
+        passing = step_up(
+            p.w2_rates,
+            lambda rate: bool(
+                self.fanout("w2", target, p.w2_subs, rate, p.w2_warmup, p.w2_window, step=rate)["sustained"]
+            ),
+        )
         self._confirm(
             passing,
             lambda rate, rep: bool(
@@ -364,14 +360,14 @@ class Runner:
         return self._record(record)
 
     def w4(self, target: targets.LlmTarget) -> None:
-        """Raise N until a step fails; confirm the highest passing N over ``reps`` runs."""
+        """Raise N until two steps in a row fail (as W2 does: one unlucky run at the boundary does
+        not end the search); confirm the highest passing N over ``reps`` runs."""
         p = self.plan
-        passing: list[int] = []
         with targets.start_upstream(self.logs, p.w4_tokens, p.w4_rate) as upstream:
-            for n in p.w4_steps.get(target.name, ()):
-                if not self.streams("w4", target, upstream, n, p.w4_tokens)["pass"]:
-                    break
-                passing.append(n)
+            passing = step_up(
+                p.w4_steps.get(target.name, ()),
+                lambda n: bool(self.streams("w4", target, upstream, n, p.w4_tokens)["pass"]),
+            )
             self._confirm(
                 passing,
                 lambda n, rep: bool(self.streams("w4", target, upstream, n, p.w4_tokens, rep=rep)["pass"]),
@@ -384,6 +380,22 @@ class Runner:
             for rep in range(p.reps):
                 for target in (targets.LLM_DIRECT, gateway):
                     self.streams("w5", target, upstream, p.w5_streams, p.w5_tokens, rep=rep)
+
+
+def step_up(steps: Iterable[T], passes: Callable[[T], bool]) -> list[T]:
+    """The steps that pass, tried in order until two in a row fail: one unlucky run at the
+    boundary does not end the search (the confirmation then asks a majority of runs)."""
+    passing: list[T] = []
+    fails = 0
+    for step in steps:
+        if passes(step):
+            passing.append(step)
+            fails = 0
+            continue
+        fails += 1
+        if fails == 2:
+            break
+    return passing
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.workloads import step_up
 
 from bench import report, targets
 
@@ -86,3 +87,15 @@ def test_the_python_floor_reference_relays_every_token_and_is_not_counted_as_a_p
     summary = {"ssegate": {"w4": {"best_n": 700}}, "express-sdk": {"w4": {"best_n": 200}}}
     assert report.goals_met({**summary, "python-floor": {"w4": {"best_n": 1000}}})["w4"] == "**yes**"
     assert report.goals_met({**summary, "express-sdk": {"w4": {"best_n": 800}}})["w4"] == "**no**"
+
+
+def test_a_search_goes_on_past_one_failing_step_and_stops_after_two() -> None:
+    outcomes = {100: True, 200: True, 300: False, 400: True, 500: False, 600: False, 800: True}
+    tried: list[int] = []
+
+    def passes(n: int) -> bool:
+        tried.append(n)
+        return outcomes[n]
+
+    assert step_up(sorted(outcomes), passes) == [100, 200, 400]
+    assert tried == [100, 200, 300, 400, 500, 600]  # 800 is never tried
