@@ -59,6 +59,11 @@ class Responder:
             self._writer.write(b"%x\r\n%b\r\n" % (len(data), data))
             await self._writer.drain()
 
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, outside the chunked framing (a broken upstream's)."""
+        self._writer.write(data)
+        await self._writer.drain()
+
     async def end(self) -> None:
         self._writer.write(b"0\r\n\r\n")
         await self._writer.drain()

@@ -35,6 +35,7 @@ class Faults:
     stall_after: int | None = None  # then send nothing until the client hangs up
     drop_after: int | None = None  # then cut the connection (truncated chunked body)
     end_after: int | None = None  # then end the body cleanly, without the vendor's final event
+    garble_after: int | None = None  # then send a chunk whose size is not hex, and hold on
     interval: float = 0.0  # seconds between deltas, when no shared clock paces them
     gzip: bool = False  # send the body gzip-compressed (content-encoding: gzip), flushed per event
 
@@ -159,6 +160,10 @@ class FakeUpstream(Generic[ScriptT]):
                     return False
                 if deltas == faults.end_after:
                     await responder.end()
+                    return False
+                if deltas == faults.garble_after:
+                    await responder.send_raw(b"zz\r\nnot a chunk\r\n")
+                    await responder.wait_client_gone()
                     return False
             if frame.is_delta:
                 if not await self._pace(faults, responder):

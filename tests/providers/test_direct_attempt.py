@@ -7,6 +7,7 @@ must end as the SDK would end it: its retries (one attempt already made), its er
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -162,3 +163,20 @@ async def test_a_spare_connection_waits_for_the_next_call(fake: FakeUpstream[Any
         await first.aclose()  # type: ignore[attr-defined]
         await second.aclose()  # type: ignore[attr-defined]
         await provider.aclose()
+
+
+async def test_a_malformed_chunk_ends_the_answer_at_once(fake: FakeUpstream[Any]) -> None:
+    # aiohttp refuses the chunk and closes the connection; the body's reader must hear of it then,
+    # not when the idle timer (here far longer than the test allows) gives up on a silent upstream
+    fake.then(script(fake, Faults(garble_after=1)))
+    settings = dataclasses.replace(config(vendor_of(fake), fake.url), idle_timeout=60.0)
+    provider = build_provider(vendor_of(fake), settings)
+    try:
+        async with asyncio.timeout(10):
+            events, error = await collect(open_stream(provider, ask("hi")))
+    finally:
+        await provider.aclose()
+
+    assert text_of(events) == "Hello"
+    assert error is not None
+    assert (error.code, error.retryable) == ("upstream_disconnected", True)

@@ -163,6 +163,12 @@ async def test_a_malformed_chunk_fails_as_aiohttp_fails_it(lane: Lane, bad: byte
     assert lane.handler.transport is None or lane.handler.transport.is_closing()
     assert not payload.is_eof()
     assert lane.told >= 1
+    # and once the connection is gone, the body's reader learns that it broke (aiohttp alone
+    # leaves it waiting)
+    closed = lane.handler.closed
+    if closed is not None:
+        await closed
+    assert isinstance(payload.exception(), aiohttp.ClientPayloadError)
 
 
 async def test_a_connection_lost_mid_chunk_is_a_truncated_body(lane: Lane) -> None:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import ClientPayloadError
 from aiohttp.client_proto import ResponseHandler
 
 # A chunk-size line with no extension (Anthropic and OpenAI send none). Hex digits only: int()
@@ -98,8 +99,14 @@ class LaneHandler(ResponseHandler):
         self._tell_push()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        body = self._payload
         self._give_up(b"")
         super().connection_lost(exc)
+        if body is not None and not body.is_eof() and body.exception() is None:
+            # aiohttp refused a malformed chunk and closed the connection, but that error never
+            # reaches the body's buffer: its reader would wait for the idle timeout, then call a
+            # broken body a silent one
+            body.set_exception(ClientPayloadError(f"Response payload is not completed: {self.exception()!r}"))
         self._tell_push()
 
     # -- framing ----------------------------------------------------------------------------------
