@@ -11,7 +11,9 @@ So aiohttp's parser always stands at a chunk boundary, and it still sees the res
 last chunk with its trailers: it parses the head, ends the message and releases the connection
 for keep-alive exactly as before. Anything this does not expect (a body that is not chunked, a
 chunk extension, a malformed size line, a 1xx or bodiless answer) hands the rest of the response
-to aiohttp as it arrives, so its parser and its errors decide as they always did.
+to aiohttp as it arrives, so its parser and its errors decide as they always did; one thing is
+added: when aiohttp closes the connection on a malformed chunk, the body's buffer fails too (aiohttp
+alone would leave its reader waiting for the idle timeout).
 """
 
 from __future__ import annotations
