@@ -30,6 +30,7 @@ from aiohttp.client_proto import ResponseHandler
 # A chunk-size line with no extension (Anthropic and OpenAI send none). Hex digits only: int()
 # would also take "0x1f", "+1f" or "1_f", which aiohttp refuses.
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,8})\r\n")
+_SIZE_LINE_MAX = 8 + 2  # the longest line that pattern matches
 # A chunk bigger than this is not held until it is whole: it goes to aiohttp as it arrives.
 MAX_HELD_CHUNK = 64 * 1024
 # A response head bigger than this goes to aiohttp, which applies its own limits.
@@ -148,7 +149,7 @@ class LaneHandler(ResponseHandler):
                 continue
             match = _SIZE_LINE.match(data, pos)
             if match is None:
-                if data.find(b"\r\n", pos, pos + 12) >= 0 or size_of - pos > 12:
+                if data.find(b"\r\n", pos, pos + _SIZE_LINE_MAX) >= 0 or size_of - pos > _SIZE_LINE_MAX:
                     self._give_up(data[pos:])  # an extension or a malformed line: aiohttp's call
                 else:
                     self._held = data[pos:]  # the size line is not whole yet
@@ -201,15 +202,9 @@ def _is_chunked(head: bytes) -> bool:
     return False
 
 
-def use_lane(connector: Any) -> bool:
-    """Make ``connector`` (aiohttp's pool) open its connections with :class:`LaneHandler`; whether
-    it could (its protocol factory is aiohttp's own, as aiohttp 3.x builds it)."""
+def use_lane(connector: Any) -> None:
+    """Make ``connector`` (aiohttp's pool) open its connections with :class:`LaneHandler`, where its
+    protocol factory is aiohttp's own, as aiohttp 3.x builds it (else nothing changes)."""
     factory = getattr(connector, "_factory", None)
-    if not isinstance(factory, functools.partial):
-        return False
-    if factory.func is LaneHandler:
-        return True
-    if factory.func is not ResponseHandler:
-        return False
-    connector._factory = functools.partial(LaneHandler, *factory.args, **factory.keywords)
-    return True
+    if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
+        connector._factory = functools.partial(LaneHandler, *factory.args, **factory.keywords)
