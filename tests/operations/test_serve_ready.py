@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -99,3 +100,56 @@ async def test_serve_warns_when_even_the_hard_open_files_limit_is_too_low() -> N
     warning = next(line for line in lines if "open files" in line)
     assert warning.startswith("ssegate: warning: open files are limited to 1024")
     assert "SSEGATE_MAX_STREAMS_TOTAL" in warning
+
+
+async def test_serve_on_a_taken_port_says_so_and_exits() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ssegate", "serve", "--port", str(port),
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), _WAIT)
+    assert process.returncode == 3  # uvicorn's exit status for a server that could not start
+    assert "address already in use" in stderr.decode().lower()
+    assert "serving on" not in stderr.decode()
+
+
+async def test_serve_out_of_file_descriptors_pauses_accepting_and_serves_again() -> None:
+    def few_files() -> None:  # in the child, before it runs Python
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ssegate", "serve", "--port", str(port),
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SSEGATE_MAX_STREAMS_TOTAL": "10"},
+        stderr=asyncio.subprocess.PIPE, preexec_fn=few_files,
+    )  # fmt: skip
+    assert process.stderr is not None
+    clients: list[socket.socket] = []
+    try:
+        line = ""
+        while not line.startswith("ssegate: serving on"):
+            line = (await asyncio.wait_for(process.stderr.readline(), _WAIT)).decode()
+            assert line, "ssegate serve ended before announcing itself"
+        # More idle connections than it has descriptors left: the kernel queues the rest.
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(120)]
+        while "not accepting for" not in line:
+            line = (await asyncio.wait_for(process.stderr.readline(), _WAIT)).decode()
+            assert line, "ssegate serve ended instead of pausing"
+        assert "Too many open files" in line
+        for client in clients:
+            client.close()
+        clients = []
+        async with httpx.AsyncClient(timeout=_WAIT) as client:
+            response = await client.get(f"http://127.0.0.1:{port}/healthz")
+        assert response.status_code == 200
+        assert process.returncode is None
+    finally:
+        for client in clients:
+            client.close()
+        process.terminate()
+        await asyncio.wait_for(process.wait(), _WAIT)

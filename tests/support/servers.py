@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from ssegate.server.app import App
+from ssegate.server.listener import Server
 from ssegate.server.main import UVICORN_OPTIONS, ServedApp
 
 
@@ -40,14 +41,17 @@ def free_port() -> int:
 async def serve_asgi(app: Any, **config: Any) -> AsyncIterator[str]:
     """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``).
 
-    ssegate's own app is served as ``ssegate serve`` serves it (see ssegate.server.main).
+    ssegate's own app is served as ``ssegate serve`` serves it (see ssegate.server.main and
+    ssegate.server.listener).
     """
     sock = bound_socket()
     port = sock.getsockname()[1]
+    server_class = uvicorn.Server
     if isinstance(app, App):
         app = ServedApp(app)
         config = {**UVICORN_OPTIONS, **config}
-    server = uvicorn.Server(
+        server_class = Server  # accepting as ssegate serve does
+    server = server_class(
         uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **config)
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))

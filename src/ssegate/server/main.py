@@ -19,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 from ssegate.config import Settings
 from ssegate.server.app import App, create_app
 from ssegate.server.auth import exposure_problem
+from ssegate.server.listener import Server
 from ssegate.server.middleware import configure_access_log
 from ssegate.server.protocol import SlimHttpToolsProtocol
 
@@ -178,7 +179,7 @@ def _announce(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class _AnnouncingServer(uvicorn.Server):
+class _AnnouncingServer(Server):
     """Says "serving on" once the socket listens: the app's start-up (importing a vendor SDK takes
     seconds) comes first, and a client that connects on the line must not be refused."""
 

@@ -1,0 +1,150 @@
+"""The acceptor: a busy event loop takes every waiting connection at once, not one per turn.
+
+Run on uvloop, the loop ``ssegate serve`` runs on (libuv accepts a single connection per poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from ssegate.server.listener import ACCEPT_BATCH, Acceptor
+from tests.support.servers import bound_socket
+
+WAITING = 50
+
+
+def _on_uvloop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+class _Counted(asyncio.Protocol):
+    opened: list[asyncio.BaseTransport]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.opened.append(transport)
+
+
+def _counting_factory(opened: list[asyncio.BaseTransport]) -> Callable[[], asyncio.Protocol]:
+    def make() -> asyncio.Protocol:
+        protocol = _Counted()
+        protocol.opened = opened
+        return protocol
+
+    return make
+
+
+async def _turns_until(loop: asyncio.AbstractEventLoop, done: Callable[[], bool], most: int) -> int:
+    """Turns of the loop (each a chain of call_soon) until ``done()``; ``most`` + 1 if never."""
+    finished: asyncio.Future[int] = loop.create_future()
+    turns = 0
+
+    def turn() -> None:
+        nonlocal turns
+        turns += 1
+        if done() or turns > most:
+            finished.set_result(turns)
+        else:
+            loop.call_soon(turn)
+
+    loop.call_soon(turn)
+    return await finished
+
+
+def test_every_waiting_connection_is_accepted_within_a_few_turns() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        opened: list[asyncio.BaseTransport] = []
+        listening = bound_socket()
+        acceptor = Acceptor(loop, listening, _counting_factory(opened), owns_socket=True)
+        # Blocking connects: each returns once the kernel finished the handshake, so all of
+        # them wait in the listen queue before the loop runs again.
+        clients = [socket.create_connection(listening.getsockname()) for _ in range(WAITING)]
+        try:
+            turns = await _turns_until(loop, lambda: len(opened) == WAITING, most=WAITING)
+            # libuv's own accepting needs a turn per connection (WAITING turns and more).
+            assert len(opened) == WAITING
+            assert turns <= 5
+        finally:
+            for client in clients:
+                client.close()
+            for transport in opened:
+                transport.close()
+            acceptor.close()
+
+    _on_uvloop(main)
+
+
+def test_one_wake_up_accepts_at_most_a_batch_and_the_rest_on_the_next() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        opened: list[asyncio.BaseTransport] = []
+        made_before_the_loop_moved_on: list[int] = []
+        count_opened = _counting_factory(opened)
+        made = 0
+
+        def factory() -> asyncio.Protocol:
+            nonlocal made
+            made += 1
+            if made == 1:  # runs once the wake-up that accepted this connection has returned
+                loop.call_soon(lambda: made_before_the_loop_moved_on.append(made))
+            return count_opened()
+
+        listening = bound_socket()
+        acceptor = Acceptor(loop, listening, factory, owns_socket=True)
+        waiting = ACCEPT_BATCH + 10
+        clients = [socket.create_connection(listening.getsockname()) for _ in range(waiting)]
+        try:
+            await _turns_until(loop, lambda: len(opened) == waiting, most=20)
+            # the established connections get the loop back after a batch; the rest come next
+            assert made_before_the_loop_moved_on == [ACCEPT_BATCH]
+            assert len(opened) == waiting
+        finally:
+            for client in clients:
+                client.close()
+            for transport in opened:
+                transport.close()
+            acceptor.close()
+
+    _on_uvloop(main)
+
+
+def test_a_closed_acceptor_that_owns_its_socket_refuses_new_connections() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listening = bound_socket()
+        address = listening.getsockname()
+        acceptor = Acceptor(loop, listening, _counting_factory([]), owns_socket=True)
+        acceptor.close()
+        acceptor.close()  # twice is harmless
+        await acceptor.wait_closed()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=5).close()
+
+    _on_uvloop(main)
+
+
+def test_a_closed_acceptor_leaves_a_given_socket_open_and_unserved() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        opened: list[asyncio.BaseTransport] = []
+        listening = bound_socket()
+        acceptor = Acceptor(loop, listening, _counting_factory(opened))
+        acceptor.close()
+        client = socket.create_connection(listening.getsockname())  # queued by the kernel
+        try:
+            turns = await _turns_until(loop, lambda: bool(opened), most=20)
+            assert turns > 20  # nobody accepts any more
+            assert not opened
+            assert listening.fileno() >= 0  # still the caller's to close
+        finally:
+            client.close()
+            listening.close()
+
+    _on_uvloop(main)
