@@ -23,6 +23,7 @@ import heapq
 import itertools
 import json
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ FIRST_DELTA_DELAY_S = 0.020
 # the lateness never leaks into the measured latency.
 TICK_S = 0.001
 MAX_HEAD_BYTES = 16384
+# Most connections accepted per wake-up of the listening socket.
+ACCEPT_BATCH = 128
 
 
 def _event(name: str, payload: dict[str, object]) -> bytes:
@@ -260,15 +263,35 @@ async def serve(host: str, port: int, tokens: int, rate: float) -> Stats:
     loop = asyncio.get_running_loop()
     stats = Stats()
     pacer = Pacer(loop, 1.0 / rate, stats)
-    server = await loop.create_server(
-        lambda: UpstreamProtocol(pacer, stats, tokens), host, port, backlog=4096, reuse_address=True
-    )
+    listening = socket.create_server((host, port), backlog=4096, reuse_port=False)
+    listening.setblocking(False)
+    opening: set[asyncio.Task[object]] = set()
+
+    def accept_waiting() -> None:
+        # Every waiting connection, not one per loop turn as libuv accepts: while the pacer writes
+        # hundreds of tokens a tick, one per turn would hold new streams in the listen queue.
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            conn.setblocking(False)
+            task = loop.create_task(
+                loop.connect_accepted_socket(lambda: UpstreamProtocol(pacer, stats, tokens), conn)
+            )
+            opening.add(task)
+            task.add_done_callback(opening.discard)
+
+    loop.add_reader(listening.fileno(), accept_waiting)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"fake anthropic upstream on http://{host}:{port}", file=sys.stderr, flush=True)
-    async with server:
+    try:
         await stop.wait()
+    finally:
+        loop.remove_reader(listening.fileno())
+        listening.close()
     return stats
 
 
