@@ -40,6 +40,14 @@ def _counting_factory(opened: list[asyncio.BaseTransport]) -> Callable[[], async
     return make
 
 
+def _close_all(clients: list[socket.socket], opened: list[asyncio.BaseTransport], acceptor: Acceptor) -> None:
+    for client in clients:
+        client.close()
+    for transport in opened:
+        transport.close()
+    acceptor.close()
+
+
 async def _turns_until(loop: asyncio.AbstractEventLoop, done: Callable[[], bool], most: int) -> int:
     """Turns of the loop (each a chain of call_soon) until ``done()``; ``most`` + 1 if never."""
     finished: asyncio.Future[int] = loop.create_future()
@@ -72,11 +80,7 @@ def test_every_waiting_connection_is_accepted_within_a_few_turns() -> None:
             assert len(opened) == WAITING
             assert turns <= 5
         finally:
-            for client in clients:
-                client.close()
-            for transport in opened:
-                transport.close()
-            acceptor.close()
+            _close_all(clients, opened, acceptor)
 
     _on_uvloop(main)
 
@@ -106,11 +110,7 @@ def test_one_wake_up_accepts_at_most_a_batch_and_the_rest_on_the_next() -> None:
             assert made_before_the_loop_moved_on == [ACCEPT_BATCH]
             assert len(opened) == waiting
         finally:
-            for client in clients:
-                client.close()
-            for transport in opened:
-                transport.close()
-            acceptor.close()
+            _close_all(clients, opened, acceptor)
 
     _on_uvloop(main)
 
