@@ -6,8 +6,9 @@ Run on uvloop, the loop ``ssegate serve`` runs on (libuv accepts a single connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -40,12 +41,28 @@ def _counting_factory(opened: list[asyncio.BaseTransport]) -> Callable[[], async
     return make
 
 
-def _close_all(clients: list[socket.socket], opened: list[asyncio.BaseTransport], acceptor: Acceptor) -> None:
-    for client in clients:
-        client.close()
-    for transport in opened:
-        transport.close()
-    acceptor.close()
+@contextlib.contextmanager
+def _waiting_connections(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.Protocol],
+    opened: list[asyncio.BaseTransport],
+    count: int,
+) -> Iterator[None]:
+    """An acceptor on a new socket and ``count`` connections waiting in its listen queue; all
+    closed on exit, with the transports the factory's protocols put in ``opened``."""
+    listening = bound_socket()
+    acceptor = Acceptor(loop, listening, factory, owns_socket=True)
+    # Blocking connects: each returns once the kernel finished the handshake, so all of them
+    # wait in the listen queue before the loop runs again.
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for client in clients:
+            client.close()
+        for transport in opened:
+            transport.close()
+        acceptor.close()
 
 
 async def _turns_until(loop: asyncio.AbstractEventLoop, done: Callable[[], bool], most: int) -> int:
@@ -69,18 +86,11 @@ def test_every_waiting_connection_is_accepted_within_a_few_turns() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         opened: list[asyncio.BaseTransport] = []
-        listening = bound_socket()
-        acceptor = Acceptor(loop, listening, _counting_factory(opened), owns_socket=True)
-        # Blocking connects: each returns once the kernel finished the handshake, so all of
-        # them wait in the listen queue before the loop runs again.
-        clients = [socket.create_connection(listening.getsockname()) for _ in range(WAITING)]
-        try:
+        with _waiting_connections(loop, _counting_factory(opened), opened, WAITING):
             turns = await _turns_until(loop, lambda: len(opened) == WAITING, most=WAITING)
             # libuv's own accepting needs a turn per connection (WAITING turns and more).
             assert len(opened) == WAITING
             assert turns <= 5
-        finally:
-            _close_all(clients, opened, acceptor)
 
     _on_uvloop(main)
 
@@ -100,17 +110,12 @@ def test_one_wake_up_accepts_at_most_a_batch_and_the_rest_on_the_next() -> None:
                 loop.call_soon(lambda: made_before_the_loop_moved_on.append(made))
             return count_opened()
 
-        listening = bound_socket()
-        acceptor = Acceptor(loop, listening, factory, owns_socket=True)
         waiting = ACCEPT_BATCH + 10
-        clients = [socket.create_connection(listening.getsockname()) for _ in range(waiting)]
-        try:
+        with _waiting_connections(loop, factory, opened, waiting):
             await _turns_until(loop, lambda: len(opened) == waiting, most=20)
             # the established connections get the loop back after a batch; the rest come next
             assert made_before_the_loop_moved_on == [ACCEPT_BATCH]
             assert len(opened) == waiting
-        finally:
-            _close_all(clients, opened, acceptor)
 
     _on_uvloop(main)
 

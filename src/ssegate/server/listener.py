@@ -112,10 +112,8 @@ class Acceptor:
             logger.error("ssegate: opening an accepted connection failed: %r", exc)
             connection.close()
             return
-        if isinstance(waiting, asyncio.Future):
-            waiting.add_done_callback(functools.partial(_finish_opening, opening))
-        else:  # pragma: no cover - a loop whose coroutine waits on something else
-            self._loop.create_task(_resume_opening(opening))
+        # It waits on a future that connection_made resolves (uvloop's and asyncio's alike).
+        waiting.add_done_callback(functools.partial(_finish_opening, opening))
 
 
 def _finish_opening(opening: Coroutine[Any, Any, object], _connected: asyncio.Future[Any]) -> None:
@@ -125,13 +123,6 @@ def _finish_opening(opening: Coroutine[Any, Any, object], _connected: asyncio.Fu
         pass
     except Exception:  # the loop closed this transport already; nothing left to clean up
         logger.debug("ssegate: an accepted connection closed before it opened", exc_info=True)
-    else:  # pragma: no cover - connect_accepted_socket waits only once
-        opening.close()
-
-
-async def _resume_opening(opening: Coroutine[Any, Any, object]) -> None:  # pragma: no cover
-    # Only for a loop whose connect_accepted_socket suspends on something that is not a Future.
-    await asyncio.shield(asyncio.ensure_future(opening))
 
 
 class Server(uvicorn.Server):
@@ -143,16 +134,13 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])  # lifespan, state, no listening of its own
-        if not self.started:  # pragma: no cover - uvicorn exits when the lifespan fails
-            return
         owned = not sockets
-        if owned:
+        if not sockets:
             try:
                 sockets = [self.config.bind_socket()]
             except SystemExit:  # uvicorn logged why (the address is taken, say)
                 await self.lifespan.shutdown()
                 raise
-        assert sockets is not None
         config = self.config
         factory = functools.partial(
             config.http_protocol_class,  # type: ignore[call-arg]  # uvicorn's protocols take these
