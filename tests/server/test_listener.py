@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -151,5 +153,72 @@ def test_a_closed_acceptor_leaves_a_given_socket_open_and_unserved() -> None:
         finally:
             client.close()
             listening.close()
+
+    _on_uvloop(main)
+
+
+class _Echo(_Counted):
+    transport: Any  # uvloop's transports are not asyncio.Transport subclasses
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _socket_objects() -> int:
+    gc.collect()
+    return sum(isinstance(o, socket.socket) for o in gc.get_objects())
+
+
+def test_on_uvloop_connections_are_handed_over_as_bare_descriptors_and_closed_once() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        opened: list[asyncio.BaseTransport] = []
+        count = 20
+
+        def factory() -> asyncio.Protocol:
+            protocol = _Echo()
+            protocol.opened = opened
+            return protocol
+
+        listening = bound_socket()
+        acceptor = Acceptor(loop, listening, factory, owns_socket=True)
+        clients = [socket.create_connection(listening.getsockname()) for _ in range(count)]
+        sockets_with_clients = _socket_objects()
+        try:
+            await _turns_until(loop, lambda: len(opened) == count, most=50)
+            assert len(opened) == count
+            all_open = _open_descriptors()
+            # No socket object is kept per connection (uvloop would hold it for the
+            # connection's lifetime): only the clients' own.
+            assert _socket_objects() == sockets_with_clients
+            # The descriptors work: each echoes (non-blocking, or the loop would stall here).
+            for client in clients:
+                client.settimeout(10)
+                client.sendall(b"ping")
+            replies = await asyncio.gather(*(asyncio.to_thread(c.recv, 4) for c in clients))
+            assert replies == [b"ping"] * count
+            # Half closed by the server, half by their clients: every descriptor goes, once.
+            for transport in opened[: count // 2]:
+                transport.close()
+            for client in clients[count // 2 :]:
+                client.close()
+            # gone: the half the server closed, and both ends of the half the clients closed
+            left = all_open - count // 2 - 2 * (count // 2)
+            await _turns_until(loop, lambda: _open_descriptors() == left, most=200)
+            assert _open_descriptors() == left
+        finally:
+            for client in clients:
+                client.close()
+            for transport in opened:
+                transport.close()
+            acceptor.close()
 
     _on_uvloop(main)

@@ -7,6 +7,8 @@ connections queue in the kernel: under bench W4 (600 streams opened over 2 s) a 
 last streams' time to first token grew to 0.3–3 s with the CPU below 90 %. :class:`Acceptor`
 takes the listening socket from libuv and accepts up to :data:`ACCEPT_BATCH` connections per
 wake-up, as asyncio's own loop does, handing each to the loop as a transport of uvicorn's protocol.
+On uvloop it hands over the bare descriptor (see :class:`_Descriptor`): an idle subscriber's
+connection costs what it did under libuv's own accepting (bench W3).
 
 :class:`Server` is uvicorn's server with its listening sockets served this way.
 """
@@ -17,11 +19,20 @@ import asyncio
 import errno
 import functools
 import logging
+import os
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import uvicorn
+
+_UVLOOP: tuple[type, ...]
+try:
+    from uvloop import Loop
+
+    _UVLOOP = (Loop,)
+except ImportError:  # uvicorn[standard] has no uvloop on Windows and PyPy
+    _UVLOOP = ()
 
 __all__ = ["ACCEPT_BATCH", "Acceptor", "Server"]
 
@@ -56,6 +67,9 @@ class Acceptor:
         self._owns_socket = owns_socket
         self._accepting = False
         self._closed = False
+        # uvloop's transports own their descriptor and read only its number from what they are
+        # given; asyncio's do their IO through the socket object, so they get one each.
+        self._descriptor = _Descriptor(listening.family) if isinstance(loop, _UVLOOP) else None
         listening.setblocking(False)
         self._resume()
 
@@ -84,7 +98,7 @@ class Acceptor:
     def _accept_pending(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                connection, _ = self._listening.accept()
+                fd, _ = self._listening._accept()  # type: ignore[attr-defined]  # no socket object yet
             except (BlockingIOError, InterruptedError):
                 return  # the queue is empty
             except ConnectionAbortedError:
@@ -97,23 +111,53 @@ class Acceptor:
                 else:
                     logger.error("ssegate: accepting a connection failed: %s", exc)
                 return
-            connection.setblocking(False)
-            self._open(connection)
+            self._open(fd)
 
-    def _open(self, connection: socket.socket) -> None:
+    def _open(self, fd: int) -> None:
         """The loop's ``connect_accepted_socket``, run without a task: it sets the transport and
         protocol up before its first suspension, then only waits for ``connection_made``."""
-        opening = self._loop.connect_accepted_socket(self._factory, connection)
+        connection: socket.socket | _Descriptor
+        if self._descriptor is None:
+            connection = socket.socket(fileno=fd)
+            connection.setblocking(False)
+        else:
+            connection = self._descriptor
+            connection.fd = fd  # read by the call below before it first suspends
+        opening = self._loop.connect_accepted_socket(self._factory, connection)  # type: ignore[arg-type]
         try:
             waiting = opening.send(None)
         except StopIteration:
             return
         except Exception as exc:  # the protocol could not be made: this connection only
             logger.error("ssegate: opening an accepted connection failed: %r", exc)
-            connection.close()
+            if isinstance(connection, socket.socket):
+                connection.close()
+            else:
+                os.close(fd)
             return
         # It waits on a future that connection_made resolves (uvloop's and asyncio's alike).
         waiting.add_done_callback(functools.partial(_finish_opening, opening))
+
+
+class _Descriptor:
+    """What uvloop's ``connect_accepted_socket`` reads of a socket (family, type, descriptor) and
+    what its transport calls when it closes, shared by all the connections of one
+    :class:`Acceptor`. uvloop keeps the object it is given for the transport's lifetime: a socket
+    object per connection would be 88 B of every held connection; libuv closes the descriptor
+    itself, so ``close`` has nothing to do."""
+
+    __slots__ = ("family", "fd")
+    type = socket.SOCK_STREAM
+
+    def __init__(self, family: int) -> None:
+        self.family = family
+        self.fd = -1
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        """The transport's handle closed the descriptor already."""
 
 
 def _finish_opening(opening: Coroutine[Any, Any, object], _connected: asyncio.Future[Any]) -> None:
