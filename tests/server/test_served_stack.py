@@ -161,7 +161,6 @@ async def test_a_held_subscriber_is_suspended_in_the_app_s_own_frames_only() -> 
     assert chains == [
         [
             "RequestResponseCycle.run_asgi",
-            "AccessLogMiddleware.__call__",
             "StreamEndpoint.__call__",
             "EventStreamResponse.__call__",
             "RequestResponseCycle.receive",
@@ -185,7 +184,6 @@ async def test_a_generation_started_with_a_stream_takes_the_short_path_too() -> 
     assert chains == [
         [
             "RequestResponseCycle.run_asgi",
-            "AccessLogMiddleware.__call__",
             "StreamEndpoint.__call__",
             "_StreamGeneration.__call__",
             "_StreamGeneration._stream",

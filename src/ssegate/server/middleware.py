@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ssegate.server.auth import PRINCIPAL_SCOPE_KEY
+from ssegate.server.dispatch import REQUEST_END
 from ssegate.server.fanout import LIVE_BYTES
 from ssegate.server.metrics import Metrics
 
@@ -127,14 +128,17 @@ def redact_query(query: str) -> str:
     return urlencode([(k, REDACTED if k in _SECRET_PARAMS else v) for k, v in pairs], safe="/:*")
 
 
-class _CountingSend:
-    """``send`` that notes the status and counts body bytes (a slotted object, not a closure with
-    its cells: it lives as long as a held connection)."""
+class _Exchange:
+    """One request as the access log sees it: a ``send`` that notes the status and counts body
+    bytes, and when it started (a slotted object, not a closure with its cells: it lives as long
+    as a held connection)."""
 
-    __slots__ = ("send", "sent", "status")
+    __slots__ = ("log", "send", "sent", "started", "status")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, log: AccessLogMiddleware, send: Send) -> None:
+        self.log = log
         self.send = send
+        self.started = time.monotonic()
         self.status = 0
         self.sent = 0
 
@@ -145,31 +149,47 @@ class _CountingSend:
             self.status = message["status"]
         await self.send(message)
 
+    def request_ended(self, scope: Scope, *, failed: bool) -> None:
+        if failed:
+            self.status = self.status or 500  # the error page is sent outside this middleware
+        self.sent += scope.get(LIVE_BYTES, 0)  # written by the fan-out, under this middleware
+        self.log.record(scope, self.status, self.sent, time.monotonic() - self.started)
+
 
 class AccessLogMiddleware:
-    """One JSON line per request; also counts responses by status for ``/metrics``."""
+    """One JSON line per request; also counts responses by status for ``/metrics``.
+
+    On the short path of held streams (:mod:`ssegate.server.dispatch`) the endpoint says when the
+    request ended, so this layer is a plain function there and keeps no frame per connection.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, *, log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
         self.log = log
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        counting = _CountingSend(send)
+            return self.app(scope, receive, send)
+        exchange = _Exchange(self, send)
+        if REQUEST_END in scope:
+            scope[REQUEST_END] = exchange
+            return self.app(scope, receive, exchange)
+        return self._until_the_end(scope, receive, exchange)
+
+    async def _until_the_end(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
+        failed = True
         try:
-            await self.app(scope, receive, counting)
-            counting.sent += scope.get(LIVE_BYTES, 0)  # written by the fan-out, under this middleware
-        except BaseException:
-            counting.status = counting.status or 500  # the error page is sent outside this middleware
-            raise
+            await self.app(scope, receive, exchange)
+            failed = False
         finally:
-            self.metrics.requests[counting.status] += 1
-            if self.log and access_logger.isEnabledFor(logging.INFO):
-                self._write(scope, counting.status, counting.sent, time.monotonic() - started)
+            exchange.request_ended(scope, failed=failed)
+
+    def record(self, scope: Scope, status: int, sent: int, duration: float) -> None:
+        """Count the response by status, and log it if the access log is on."""
+        self.metrics.requests[status] += 1
+        if self.log and access_logger.isEnabledFor(logging.INFO):
+            self._write(scope, status, sent, duration)
 
     @staticmethod
     def _write(scope: Scope, status: int, sent: int, duration: float) -> None:
