@@ -49,16 +49,17 @@ def _waiting_connections(
     factory: Callable[[], asyncio.Protocol],
     opened: list[asyncio.BaseTransport],
     count: int,
-) -> Iterator[None]:
-    """An acceptor on a new socket and ``count`` connections waiting in its listen queue; all
-    closed on exit, with the transports the factory's protocols put in ``opened``."""
+) -> Iterator[list[socket.socket]]:
+    """An acceptor on a new socket and ``count`` connections waiting in its listen queue (their
+    client sockets are yielded); all closed on exit, with the transports the factory's protocols
+    put in ``opened``."""
     listening = bound_socket()
     acceptor = Acceptor(loop, listening, factory, owns_socket=True)
     # Blocking connects: each returns once the kernel finished the handshake, so all of them
     # wait in the listen queue before the loop runs again.
     clients = [socket.create_connection(listening.getsockname()) for _ in range(count)]
     try:
-        yield
+        yield clients
     finally:
         for client in clients:
             client.close()
@@ -188,11 +189,8 @@ def test_on_uvloop_connections_are_handed_over_as_bare_descriptors_and_closed_on
             protocol.opened = opened
             return protocol
 
-        listening = bound_socket()
-        acceptor = Acceptor(loop, listening, factory, owns_socket=True)
-        clients = [socket.create_connection(listening.getsockname()) for _ in range(count)]
-        sockets_with_clients = _socket_objects()
-        try:
+        with _waiting_connections(loop, factory, opened, count) as clients:
+            sockets_with_clients = _socket_objects()
             await _turns_until(loop, lambda: len(opened) == count, most=50)
             assert len(opened) == count
             all_open = _open_descriptors()
@@ -214,11 +212,5 @@ def test_on_uvloop_connections_are_handed_over_as_bare_descriptors_and_closed_on
             left = all_open - count // 2 - 2 * (count // 2)
             await _turns_until(loop, lambda: _open_descriptors() == left, most=200)
             assert _open_descriptors() == left
-        finally:
-            for client in clients:
-                client.close()
-            for transport in opened:
-                transport.close()
-            acceptor.close()
 
     _on_uvloop(main)
