@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import targets
-from bench.workloads import Record, by, median
+from bench.workloads import MACHINE, Record, by, median
 
 GOALS = {"w1": 50.0, "w2": 300_000.0, "w3": 10.0, "w4": 600, "w5_p50": 2.0, "w5_p99": 10.0}
 # The issue's figures for the peers on this machine, shown beside ours for cross-checking.
@@ -90,7 +90,8 @@ def summarize(records: list[Record]) -> dict[str, dict[str, Any]]:
     """Per target: the headline figure of every workload it ran (medians of reps)."""
     out: dict[str, dict[str, Any]] = {}
     for record in records:
-        out.setdefault(record["target"], {"title": record["title"]})
+        if record["workload"] != MACHINE:
+            out.setdefault(record["target"], {"title": record["title"]})
     for name, s in out.items():
         w1 = by(records, workload="w1", target=name)
         if w1:
@@ -242,6 +243,7 @@ def render_markdown(
         "Every server runs as one process on 127.0.0.1 (nginx: one worker); the load client is "
         "`bench/sseload.c` (C, epoll, one thread) on the same machine. Figures are medians of the runs "
         "shown; raw JSON lines are in [`raw/`](raw/).",
+        *speed_lines(records),
         "",
         "## Summary",
         "",
@@ -313,6 +315,21 @@ def render_markdown(
     lines += ["", "## Method", "", plan_text, "", "## Machine and versions", ""]
     lines += _table(["", ""], [[k, v] for k, v in {**machine(), **versions}.items()])
     return "\n".join(lines) + "\n"
+
+
+def speed_lines(records: list[Record]) -> list[str]:
+    """How fast the machine ran Python during the run (older runs did not record it)."""
+    probes = by(records, workload=MACHINE)
+    if not probes:
+        return []
+    readings = ", ".join(f"before {r['step'].upper()} {r['result']['python_loop_ms']:.0f}" for r in probes)
+    readings = readings.replace("before END", "at the end")
+    return [
+        "",
+        "Machine speed during the run, in ms for a fixed pure-Python loop (`bench/workloads.py`,"
+        f" `python_loop_ms`; lower is faster): {readings}. The machine is shared and its speed"
+        " changes from hour to hour; compare runs by it.",
+    ]
 
 
 def goals_met(s: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         llm[:0] = [targets.LLM_SSEGATE, *(targets.LLM_SSEGATE_SCALE if with_redis else ())]
 
     for workload in args.only:
+        runner.machine_speed(workload)
         chosen: list[targets.FanoutTarget] | list[targets.LlmTarget]
         if workload in ("w1", "w2"):
             chosen = fanout[:1] + scale + fanout[1:]  # scale is set only when ssegate leads fanout
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"{target.name} {workload}: run failed: {exc}")
                 say(f"{workload} {target.name} failed: {exc}")
 
+    runner.machine_speed("end")
     records = runner.records
     command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_results(out, records, command.strip(), observations(records, skipped), plan)

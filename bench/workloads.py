@@ -36,6 +36,9 @@ FANOUT_BATCH_US = 1000
 # Before each measurement, wait up to QUIET_MAX_WAIT_S for the machine to be this idle (% of one
 # core, whole box, incl. the idle server under test); the wait and the load are recorded.
 QUIET_BUSY_PCT = 25.0
+# The machine's speed for Python: a fixed loop, timed this many times (the best counts).
+SPEED_PROBE_TIMES = 5
+SPEED_PROBE_ROUNDS = 1_000_000
 # W2/W4: how many steps (from the highest passing one down) may be re-run to confirm a result.
 CONFIRM_TRIES = 2
 QUIET_SAMPLE_S = 0.5
@@ -151,6 +154,20 @@ class Runner:
         # the whole machine over the run (% of one core): shows load from outside the benchmark
         summary["box"] = {**quiet, "cpu_pct": round(_busy_pct(before, after), 1)}
         return summary
+
+    def machine_speed(self, before: str) -> Record:
+        """Record how fast the machine runs Python now (see :func:`python_loop_ms`), ``before`` a
+        workload (or ``"end"``)."""
+        ms = python_loop_ms()
+        self._say(f"machine speed before {before}: {ms:.1f} ms for the fixed Python loop")
+        record: Record = {
+            "workload": MACHINE,
+            "target": MACHINE,
+            "title": "machine",
+            "step": before,
+            "result": {"python_loop_ms": round(ms, 1)},
+        }
+        return self._record(record)
 
     @staticmethod
     def _say(text: str) -> None:
@@ -380,6 +397,23 @@ class Runner:
             for rep in range(p.reps):
                 for target in (targets.LLM_DIRECT, gateway):
                     self.streams("w5", target, upstream, p.w5_streams, p.w5_tokens, rep=rep)
+
+
+MACHINE = "machine"  # the workload and target of a machine-speed record
+
+
+def python_loop_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop, the best of ``SPEED_PROBE_TIMES``: lower is
+    faster. The machine is shared, and the same code runs at different speeds from hour to hour
+    (a gateway's CPU per token in W4 by up to 1.5x), so each run says how fast the machine was."""
+    best = float("inf")
+    for _ in range(SPEED_PROBE_TIMES):
+        started = time.perf_counter()
+        table: dict[int, int] = {}
+        for i in range(SPEED_PROBE_ROUNDS):
+            table[i & 1023] = i * 3 + 1
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
 
 
 def step_up(steps: Iterable[T], passes: Callable[[T], bool]) -> list[T]:
