@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import targets
-from bench.workloads import MACHINE, Record, by, median
+from bench.workloads import MACHINE, Record, by, median, speed_probe_moment
 
 GOALS = {"w1": 50.0, "w2": 300_000.0, "w3": 10.0, "w4": 600, "w5_p50": 2.0, "w5_p99": 10.0}
 # The figures for the peers on this machine, shown beside ours for cross-checking.
@@ -322,8 +322,9 @@ def speed_lines(records: list[Record]) -> list[str]:
     probes = by(records, workload=MACHINE)
     if not probes:
         return []
-    readings = ", ".join(f"before {r['step'].upper()} {r['result']['python_loop_ms']:.0f}" for r in probes)
-    readings = readings.replace("before END", "at the end")
+    readings = ", ".join(
+        f"{speed_probe_moment(probe['step'])} {probe['result']['python_loop_ms']:.0f}" for probe in probes
+    )
     return [
         "",
         "Machine speed during the run, in ms for a fixed pure-Python loop (`bench/workloads.py`,"

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import report, targets
-from bench.workloads import Plan, Record, Runner, build_sseload, by, median
+from bench.workloads import SPEED_PROBE_END, Plan, Record, Runner, build_sseload, by, median
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
 ALL_PEERS = tuple(t.name for t in targets.FANOUT_PEERS) + tuple(t.name for t in targets.LLM_PEERS)
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(f"{target.name} {workload}: run failed: {exc}")
                 say(f"{workload} {target.name} failed: {exc}")
 
-    runner.machine_speed("end")
+    runner.machine_speed(SPEED_PROBE_END)
     records = runner.records
     command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_results(out, records, command.strip(), observations(records, skipped), plan)

@@ -39,6 +39,8 @@ QUIET_BUSY_PCT = 25.0
 # The machine's speed for Python: a fixed loop, timed this many times (the best counts).
 SPEED_PROBE_TIMES = 5
 SPEED_PROBE_ROUNDS = 1_000_000
+MACHINE = "machine"  # the workload and target of a machine-speed record
+SPEED_PROBE_END = "end"  # the step of the reading taken after the last workload
 # W2/W4: how many steps (from the highest passing one down) may be re-run to confirm a result.
 CONFIRM_TRIES = 2
 QUIET_SAMPLE_S = 0.5
@@ -159,7 +161,7 @@ class Runner:
         """Record how fast the machine runs Python now (see :func:`python_loop_ms`), ``before`` a
         workload (or ``"end"``)."""
         ms = python_loop_ms()
-        self._say(f"machine speed before {before}: {ms:.1f} ms for the fixed Python loop")
+        self._say(f"machine speed {speed_probe_moment(before)}: {ms:.1f} ms for the fixed Python loop")
         record: Record = {
             "workload": MACHINE,
             "target": MACHINE,
@@ -399,7 +401,9 @@ class Runner:
                     self.streams("w5", target, upstream, p.w5_streams, p.w5_tokens, rep=rep)
 
 
-MACHINE = "machine"  # the workload and target of a machine-speed record
+def speed_probe_moment(step: str) -> str:
+    """When a machine-speed reading was taken, in words: "before W4", "at the end"."""
+    return "at the end" if step == SPEED_PROBE_END else f"before {step.upper()}"
 
 
 def python_loop_ms() -> float:
