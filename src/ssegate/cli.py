@@ -13,13 +13,15 @@ import json
 import os
 import re
 import sys
+import textwrap
 import urllib.parse
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TextIO
 
+from ssegate import cli_config
+from ssegate.cli_config import DEFAULT_URL, ClientConfig, ConfigError
 from ssegate.errors import SSEGateError
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130  # the shell's convention for "killed by SIGINT"
 # Event types whose JSON ``delta`` is a piece of running text: printed inline, not one per line.
@@ -49,13 +51,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stdout, flush=True)  # leave the shell prompt on a line of its own
         return EXIT_INTERRUPTED
-    except (SSEGateError, CommandError, OSError, ValueError) as exc:
+    except (SSEGateError, CommandError, ConfigError, OSError, ValueError) as exc:
         print(f"ssegate: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILURE
 
 
+# Shown by `ssegate --help` and by every client command's --help.
+CONFIG_HELP = f"""\
+server and API key: the client commands (ask, publish, watch, config) take them from, in order,
+  --url, the environment ({cli_config.URL_VARIABLE}, {cli_config.KEY_VARIABLE}), the config file
+  ${cli_config.CONFIG_VARIABLE} or $XDG_CONFIG_HOME/ssegate/config.toml (~/.config/ssegate/config.toml),
+  with lines url = "https://..." and api_key = "...", then {DEFAULT_URL} with no key.
+  No key is ever needed on the command line: --api-key exists, but a key there is visible to
+  other users in `ps` and stays in your shell history. `ssegate config` shows what is in force.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssegate", description="Server-Sent Events gateway and client.")
+    parser = argparse.ArgumentParser(
+        prog="ssegate",
+        description="Server-Sent Events gateway and client.",
+        epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the ssegate server")
@@ -72,8 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    watch = commands.add_parser("watch", help="print the events of an event stream as they arrive")
-    watch.add_argument("url", metavar="URL")
+    watch = _client_command(commands, "watch", "print the events of an event stream as they arrive")
+    watch.add_argument(
+        "url",
+        metavar="URL",
+        help="the stream: a full URL, or a path such as /v1/topics/news/events on the configured server "
+        "(the API key is sent only to the configured server)",
+    )
     watch.add_argument(
         "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra request header"
     )
@@ -89,19 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="failed reconnections in a row before giving up",
     )
+    _add_server_options(watch, url=False)
     watch.set_defaults(handler=_watch)
 
-    ask = commands.add_parser("ask", help="stream an answer from a running ssegate server")
+    ask = _client_command(
+        commands,
+        "ask",
+        "stream an answer from a running ssegate server",
+        "The answer's text goes to stdout; thinking, tool calls and notes go to stderr, labelled.",
+    )
     ask.add_argument("prompt")
     _add_server_options(ask)
     ask.add_argument("--provider")
     ask.add_argument("--model")
     ask.add_argument("--system", help="system prompt")
     ask.add_argument("--max-tokens", type=int)
-    ask.add_argument("--json", action="store_true", help="print one JSON object per event")
+    ask.add_argument(
+        "--json", action="store_true", help="print one JSON object per event on stdout, and nothing else"
+    )
     ask.set_defaults(handler=_ask)
 
-    publish = commands.add_parser("publish", help="publish an event to a topic; prints its id")
+    publish = _client_command(commands, "publish", "publish an event to a topic; prints its id")
     publish.add_argument("topic", metavar="TOPIC")
     publish.add_argument("data", metavar="DATA", help="event data: JSON if it parses as JSON, else a string")
     publish.add_argument("--event", metavar="TYPE", help="event type")
@@ -113,12 +144,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_server_options(publish)
     publish.set_defaults(handler=_publish)
+
+    config = _client_command(commands, "config", "show the server URL and API key in force, and from where")
+    _add_server_options(config)
+    config.set_defaults(handler=_config)
     return parser
 
 
-def _add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL, help="ssegate server (default: %(default)s)")
-    parser.add_argument("--api-key", help="sent as Authorization: Bearer")
+def _client_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str = "",
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(f"{summary[0].upper()}{summary[1:]}. {description}".strip(), 96),
+        epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_server_options(parser: argparse.ArgumentParser, *, url: bool = True) -> None:
+    if url:
+        parser.add_argument(
+            "--url",
+            help=f"ssegate server (default: ${cli_config.URL_VARIABLE}, the config file, or {DEFAULT_URL})",
+        )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"not recommended: visible in `ps` and shell history; set ${cli_config.KEY_VARIABLE} "
+        "or the config file instead",
+    )
+
+
+def client_config(args: argparse.Namespace, *, url_flag: bool = True) -> ClientConfig:
+    """The server and key for this command (flags, environment, config file); warnings go to stderr.
+
+    ``url_flag``: the command has ``--url`` (``watch``'s URL argument is the stream, not the server).
+    """
+    config = cli_config.resolve(url=args.url if url_flag else None, api_key=args.api_key)
+    for warning in config.warnings:
+        print(f"ssegate: warning: {warning}", file=sys.stderr, flush=True)
+    return config
+
+
+def _config(args: argparse.Namespace) -> int:
+    config = client_config(args)
+    path = cli_config.config_path(os.environ)
+    print(f"config file: {path}{'' if path.exists() else ' (absent)'}")
+    print(f"url: {config.url} (from {config.url_from})")
+    if config.api_key is None:
+        print("api key: none")
+    else:
+        # Enough to tell two keys apart, not enough to use one.
+        print(f"api key: ...{config.api_key[-4:]} (from {config.api_key_from})")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -149,7 +232,32 @@ def parse_header(text: str) -> tuple[str, str]:
 
 def _watch(args: argparse.Namespace) -> int:
     headers = dict(parse_header(h) for h in args.header)
+    config = client_config(args, url_flag=False)
+    url = watch_url(args.url, config.url)
+    if config.api_key and same_origin(url, config.url) and "authorization" not in map(str.lower, headers):
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    args.url = url
     return _run(_watch_stream(args, headers))
+
+
+def watch_url(given: str, server: str) -> str:
+    """``given`` as an absolute URL: a path (``/v1/...``) is on the configured server."""
+    if urllib.parse.urlsplit(given).scheme:
+        return given
+    if not given.startswith("/"):
+        raise CommandError(f"give a full URL or a path starting with /, not {given!r}")
+    return server.rstrip("/") + given
+
+
+def same_origin(url: str, server: str) -> bool:
+    """Whether ``url`` is on ``server`` (scheme, host and port): the only place a key may go."""
+
+    def origin(text: str) -> tuple[str, str, int | None]:
+        parts = urllib.parse.urlsplit(text)
+        default = {"http": 80, "https": 443}.get(parts.scheme)
+        return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+    return origin(url) == origin(server)
 
 
 def is_generation_stream(url: str) -> bool:
@@ -183,11 +291,21 @@ def _ask(args: argparse.Namespace) -> int:
     return _run(_ask_stream(args))
 
 
+def use_color(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
 async def _ask_stream(args: argparse.Namespace) -> int:
+    from ssegate.cli_answer import AnswerPrinter
     from ssegate.client import GatewayClient
 
-    printer = EventPrinter(sys.stdout, as_json=args.json, thinking_to=sys.stderr)
-    async with GatewayClient(args.url, api_key=args.api_key) as gateway:
+    config = client_config(args)
+    printer: EventPrinter | AnswerPrinter = (
+        EventPrinter(sys.stdout, as_json=True)
+        if args.json
+        else AnswerPrinter(sys.stdout, sys.stderr, color=use_color(sys.stderr))
+    )
+    async with GatewayClient(config.url, api_key=config.api_key) as gateway:
         started = await gateway.start_generation(
             prompt=args.prompt,
             system=args.system,
@@ -200,8 +318,11 @@ async def _ask_stream(args: argparse.Namespace) -> int:
         try:
             async with contextlib.aclosing(gateway.follow(generation_id)) as events:
                 async for event in events:
-                    printer.print_data(event.type, event.id, event.data)
-                    if event.type == "error":
+                    if isinstance(printer, AnswerPrinter):
+                        printer.print(event.type, event.data)
+                    else:
+                        printer.print_data(event.type, event.id, event.data)
+                    if event.failed:
                         failed = _error_message(event.data)
         except asyncio.CancelledError:
             # Ctrl-C: whoever else watches, this user no longer wants the tokens; stop paying for them.
@@ -238,20 +359,21 @@ async def _publish_event(args: argparse.Namespace) -> int:
         data: Any = json.loads(args.data)
     except ValueError:
         data = args.data
-    async with GatewayClient(args.url, api_key=args.api_key) as gateway:
+    config = client_config(args)
+    async with GatewayClient(config.url, api_key=config.api_key) as gateway:
         event_id = await gateway.publish(args.topic, data, event=args.event, id=args.event_id)
     print(event_id, flush=True)
     return 0
 
 
 class EventPrinter:
-    """Writes events to a terminal as they come: running text inline, everything else one per line."""
+    """Writes events as they come (``watch``, ``ask --json``): running text inline, everything else
+    one per line; with ``as_json``, one JSON object per line and nothing else."""
 
-    def __init__(self, out: TextIO, *, as_json: bool, thinking_to: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO, *, as_json: bool) -> None:
         self._out = out
         self._as_json = as_json
-        self._thinking_to = thinking_to
-        self._mid_line: set[int] = set()  # streams whose last write did not end a line
+        self._mid_line = False  # the last write did not end a line
 
     def print(self, event_type: str, event_id: str, data: str) -> None:
         """Print an event whose data is the raw string from the wire."""
@@ -269,37 +391,28 @@ class EventPrinter:
     def _emit(self, event_type: str, event_id: str, raw: str, decoded: Any) -> None:
         if self._as_json:
             record = {"event": event_type, "id": event_id, "data": decoded}
-            self._write(self._out, json.dumps(record, ensure_ascii=False) + "\n", inline=False)
+            self._write(json.dumps(record, ensure_ascii=False) + "\n", inline=False)
             return
         delta = decoded.get("delta") if isinstance(decoded, dict) else None
         if event_type in INLINE_EVENTS and isinstance(delta, str):
-            target = self._thinking_to if event_type == "thinking" and self._thinking_to else self._out
-            self._write(target, delta, inline=True)
+            self._write(delta, inline=True)
             return
-        if self._thinking_to is not None:
-            return  # `ask` shows the answer (an error goes to stderr); the other events are for --json
-        self._write(self._out, f"{event_type}: {raw}\n", inline=False)
+        self._write(f"{event_type}: {raw}\n", inline=False)
 
-    def _write(self, out: TextIO, text: str, *, inline: bool) -> None:
+    def _write(self, text: str, *, inline: bool) -> None:
         # Running text continues its own line; anything else starts on a fresh one.
-        for stream in (self._out, self._thinking_to):
-            if stream is not None and (stream is not out or not inline):
-                self._end_line(stream)
-        out.write(text)
-        out.flush()
+        if not inline:
+            self.finish()
+        self._out.write(text)
+        self._out.flush()
         if inline and text:
-            self._mid_line.add(id(out))
-
-    def _end_line(self, out: TextIO) -> None:
-        if id(out) in self._mid_line:
-            out.write("\n")
-            out.flush()
-            self._mid_line.discard(id(out))
+            self._mid_line = True
 
     def finish(self) -> None:
-        for out in (self._out, self._thinking_to):
-            if out is not None:
-                self._end_line(out)
+        if self._mid_line:
+            self._out.write("\n")
+            self._out.flush()
+            self._mid_line = False
 
 
 if __name__ == "__main__":

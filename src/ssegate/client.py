@@ -351,6 +351,14 @@ class GatewayEvent:
     def terminal(self) -> bool:
         return self.type in GATEWAY_TERMINAL_EVENTS
 
+    @property
+    def failed(self) -> bool:
+        """The generation ended in failure: ssegate's ``error`` event, ``data`` ``{code, message,
+        retryable}``. Only the server's word on the generation is an event here; a lost connection
+        never is (unlike a browser's EventSource, whose own ``error`` shares the name): this client
+        reconnects by itself and raises :class:`~ssegate.errors.ClientError` once it gives up."""
+        return self.type == "error"
+
 
 class GatewayClient:
     """The ssegate server's HTTP API: start, follow, cancel and inspect generations; publish to topics.

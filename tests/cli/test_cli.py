@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +25,34 @@ class Finished:
     stderr: str
 
 
-async def ssegate(*args: str) -> Finished:
+def client_env(**variables: str) -> dict[str, str]:
+    """The test's environment with the client's settings removed, then ``variables`` added.
+
+    The config directory points at an empty temp dir unless XDG_CONFIG_HOME is given, so a
+    developer's own ~/.config/ssegate/config.toml never reaches a test.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
+    env["XDG_CONFIG_HOME"] = EMPTY_CONFIG_HOME
+    env.update(variables)
+    return env
+
+
+CLIENT_VARIABLES = frozenset(
+    {"SSEGATE_URL", "SSEGATE_API_KEY", "SSEGATE_CONFIG", "XDG_CONFIG_HOME", "NO_COLOR"}
+)
+EMPTY_CONFIG_HOME = tempfile.mkdtemp(prefix="ssegate-no-config-")
+
+
+async def ssegate(*args: str, env: dict[str, str] | None = None) -> Finished:
     """Run the real command (``python -m ssegate``) as a user would, in a child process."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ssegate", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "ssegate",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env if env is not None else client_env(),
     )
     stdout, stderr = await proc.communicate()
     assert proc.returncode is not None
@@ -96,7 +122,7 @@ async def test_cli_ask_streams_the_answer_and_sends_the_options() -> None:
         result = await ssegate("ask", "say hello", "--url", url, "--model", "demo", "--api-key", "k1")
     assert result.code == 0, result.stderr
     assert result.stdout == "Hello\n"
-    assert result.stderr == "hmm\n"  # thinking goes aside, so stdout is the answer alone
+    assert result.stderr == "thinking: hmm\n"  # thinking goes aside, so stdout is the answer alone
     assert gateway.started == [{"messages": [{"role": "user", "content": "say hello"}], "model": "demo"}]
     assert gateway.authorizations == ["Bearer k1"]
 
@@ -125,7 +151,7 @@ async def test_cli_ask_ctrl_c_cancels_the_generation_and_exits_130() -> None:
     async with serve_gateway(gateway) as url:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ssegate", "ask", "hi", "--url", url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=client_env(),
         )  # fmt: skip
         assert proc.stdout is not None
         assert await proc.stdout.readexactly(3) == b"Hel"

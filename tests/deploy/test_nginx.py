@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -195,3 +196,67 @@ def test_nginx_error_bodies_are_json() -> None:
     assert len(bodies) == 2
     for body in bodies:
         assert set(json.loads(body)["error"]) == {"code", "message"}
+
+
+def gzip_types() -> set[str]:
+    match = re.search(r"^\s*gzip_types ([^;]+);$", SHIPPED_CONFIG.read_text(), re.MULTILINE)
+    assert match is not None
+    return set(match[1].split()) | {"text/html"}  # nginx always compresses text/html
+
+
+@pytest.mark.nginx
+async def test_nginx_compresses_the_page_and_its_scripts_but_never_the_event_stream() -> None:
+    static = ["/", "/static/app.js", "/static/ssegate.js", "/static/app.css", "/static/vendor/marked.esm.js"]
+    async with ssegate_behind_nginx() as (direct, proxied):
+        for path in static:
+            plain = await direct.get(path, headers={"Accept-Encoding": "identity"})
+            compressed = await proxied.get(path, headers={"Accept-Encoding": "gzip"})
+            assert compressed.status_code == 200, path
+            assert compressed.headers.get("content-encoding") == "gzip", (path, compressed.headers)
+            assert "accept-encoding" in compressed.headers.get("vary", "").lower()
+            assert int(compressed.headers.get("content-length", "0") or 0) == 0  # chunked: not the raw size
+            assert compressed.content == plain.content  # httpx undid the gzip: the same bytes arrived
+
+        created = await start(direct)
+        async with proxied.stream(
+            "GET", created["events_url"], headers={"Accept-Encoding": "gzip, br"}
+        ) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert "content-encoding" not in response.headers
+            async for item in iter_stream(response):
+                if isinstance(item, Event) and item.event == "text":
+                    break  # a token arrived, uncompressed, while the answer still streams
+        posted = await read_stream(
+            proxied,
+            "POST",
+            "/v1/generations",
+            headers={"Accept": "text/event-stream", "Accept-Encoding": "gzip"},
+            json_body={"messages": [{"role": "user", "content": "hello"}]},
+        )
+        assert posted.types[-1] == "done"
+        await direct.post(created["cancel_url"])
+
+
+STATIC_DIR = Path(__file__).resolve().parents[2] / "src" / "ssegate" / "static"
+
+
+def page_files() -> list[str]:
+    """The static files the page loads that are big enough for gzip_min_length (1 KiB)."""
+    return [
+        path.relative_to(STATIC_DIR).as_posix()
+        for path in STATIC_DIR.rglob("*")
+        # Not the notes and licences beside the vendored code: the page never loads them.
+        if path.is_file() and path.stat().st_size >= 1024 and path.suffix in {".js", ".mjs", ".css", ".html"}
+    ]
+
+
+async def test_nginx_gzip_types_cover_every_static_file_the_server_sends() -> None:
+    # Whatever content type ssegate gives a file big enough for gzip_min_length, nginx compresses it.
+    types = set()
+    async with serve_asgi(create_app(Settings())) as url, httpx.AsyncClient(base_url=url) as client:
+        for file in page_files():
+            response = await client.get(f"/static/{file}")
+            assert response.status_code == 200, file
+            types.add(response.headers["content-type"].split(";")[0])
+    assert "text/javascript" in types
+    assert types <= gzip_types()
