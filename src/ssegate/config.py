@@ -86,6 +86,11 @@ class Settings:
     access_log: bool = True
     generation_retention: Retention = field(default_factory=lambda: Retention(10_000, 3600.0))
     topic_retention: Retention = field(default_factory=lambda: Retention(1_000, 24 * 3600.0))
+    # -- mounting (docs/mounting.md) --
+    # The public path prefix when a proxy strips it before ssegate (nginx `location /chat/` with
+    # `proxy_pass http://ssegate/;`): "/chat". ssegate's URLs then start with it. Mounted in a host
+    # app, leave it unset: the mount's prefix is known already.
+    root_path: str | None = None
 
     @property
     def default_provider(self) -> str:

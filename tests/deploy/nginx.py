@@ -72,8 +72,9 @@ def render_site(shipped: str, listen_port: int, backends: Sequence[str]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def nginx_in_front_of(backend_urls: Sequence[str]) -> AsyncIterator[str]:
-    """Run nginx with the shipped config in front of ``backend_urls``; yields nginx's base URL."""
+async def nginx_in_front_of(backend_urls: Sequence[str], config: Path = SHIPPED_CONFIG) -> AsyncIterator[str]:
+    """Run nginx with the shipped config (or another of deploy/) in front of ``backend_urls``;
+    yields nginx's base URL."""
     if not nginx_available():
         pytest.fail(f"{NGINX} is not installed: run `make test`, which installs nginx-light", pytrace=False)
     backends = [url.removeprefix("http://").rstrip("/") for url in backend_urls]
@@ -82,7 +83,7 @@ async def nginx_in_front_of(backend_urls: Sequence[str]) -> AsyncIterator[str]:
         os.chmod(directory, 0o755)
         for attempt in range(_START_ATTEMPTS):
             port = free_port()
-            process = _start(Path(directory), port, backends)
+            process = _start(Path(directory), port, backends, config)
             try:
                 if await _wait_listening(process, port):
                     yield f"http://127.0.0.1:{port}"
@@ -94,8 +95,8 @@ async def nginx_in_front_of(backend_urls: Sequence[str]) -> AsyncIterator[str]:
                 _stop(process)
 
 
-def _start(directory: Path, port: int, backends: Sequence[str]) -> subprocess.Popen[bytes]:
-    site = render_site(SHIPPED_CONFIG.read_text(), port, backends)
+def _start(directory: Path, port: int, backends: Sequence[str], config: Path) -> subprocess.Popen[bytes]:
+    site = render_site(config.read_text(), port, backends)
     (directory / "ssegate.conf").write_text(site)
     (directory / "nginx.conf").write_text(_MAIN.format(dir=directory))
     error_log = directory / "error.log"

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +33,7 @@ from ssegate.server.http import error_response
 from ssegate.server.limits import OpenStreams, StartRate
 from ssegate.server.metrics import CONTENT_TYPE, MeasuredProvider, Metrics
 from ssegate.server.middleware import AccessLogMiddleware, CORSMiddleware, parse_origins
+from ssegate.server.prefix import PrincipalHook, PrincipalMiddleware, chat_page, root_path
 from ssegate.server.state import AppState
 
 logger = logging.getLogger("ssegate.server")
@@ -86,8 +87,14 @@ class App(Starlette):
         await self.dispatch(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> App:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    drain_on_signal: bool = False,
+    principal: PrincipalHook | None = None,
+) -> App:
     """The app. ``drain_on_signal``: SIGTERM drains (set by ``ssegate serve``, not in tests).
+    ``principal``: the host app's auth decides who each request is (see :mod:`ssegate.mount`).
 
     Raises :class:`ssegate.auth.AuthConfigError` for a malformed API key configuration.
     """
@@ -96,7 +103,9 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_host: Starlette) -> AsyncIterator[None]:
+        # The state goes on ssegate's own app, not on whichever app runs this lifespan: mounted in
+        # a host app, the host's lifespan runs it (ssegate.mount) and requests reach this app.
         log = open_event_log(settings.redis_url)
         registry = ProviderRegistry(provider_config(settings))
         # Build the configured providers now: importing a vendor SDK takes about a second, which
@@ -191,7 +200,9 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
         )
 
     async def index(request: Request) -> Response:
-        return FileResponse(str(STATIC_DIR / "index.html"), headers={"cache-control": "no-cache"})
+        # The page names its files and API from wherever ssegate is mounted (prefix, root_path).
+        page = chat_page(root_path(request.scope))
+        return HTMLResponse(page, headers={"cache-control": "no-cache"})
 
     routes: list[Any] = [
         Route("/", index, methods=["GET"]),
@@ -210,6 +221,7 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
         middleware=[
             Middleware(AccessLogMiddleware, metrics=metrics, log=settings.access_log),
             Middleware(CORSMiddleware, origins=parse_origins(settings.cors_origins)),
+            *([Middleware(PrincipalMiddleware, hook=principal)] if principal is not None else []),
         ],
         exception_handlers={
             RequestError: _request_error,

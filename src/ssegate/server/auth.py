@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from ssegate.auth import LOCAL, ApiKeys, AuthConfigError, InvalidToken, Principal, StreamTokens
 from ssegate.config import Settings
@@ -28,6 +29,15 @@ PRINCIPAL_SCOPE_KEY = "ssegate.principal"
 # The request's identity, kept so that checking it twice (authorize, then open a stream) costs once.
 _IDENTITY_SCOPE_KEY = "ssegate.identity"
 _REALM = 'Bearer realm="ssegate"'
+# Set by a host app's principal hook (ssegate.server.prefix) that named nobody: then even without
+# API keys configured the request needs ssegate's own credentials (never the open ``local``).
+HOOK_DECLINED = "ssegate.hook_declined"
+
+
+def remember_identity(scope: Scope, principal: Principal, expires_at: float | None = None) -> None:
+    """Make ``principal`` the request's identity (a host app's hook decided it)."""
+    scope[_IDENTITY_SCOPE_KEY] = (principal, expires_at)
+    scope[PRINCIPAL_SCOPE_KEY] = principal.name
 
 
 def is_loopback(host: str) -> bool:
@@ -92,7 +102,8 @@ class Authenticator:
         """``(principal, token expiry or None)`` of the request."""
         cached: tuple[Principal, float | None] | None = request.scope.get(_IDENTITY_SCOPE_KEY)
         if cached is None:
-            cached = self._identify(request) if self.enabled else (LOCAL, None)
+            ask = self.enabled or request.scope.get(HOOK_DECLINED, False)
+            cached = self._identify(request) if ask else (LOCAL, None)
             request.scope[_IDENTITY_SCOPE_KEY] = cached
             request.scope[PRINCIPAL_SCOPE_KEY] = cached[0].name
         return cached

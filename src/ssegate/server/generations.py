@@ -16,6 +16,7 @@ from ssegate.providers.base import GenerationRequest, Message
 from ssegate.server.fanout import FanOut
 from ssegate.server.http import last_event_id, read_json_body, wants_event_stream
 from ssegate.server.limits import StreamTicket
+from ssegate.server.prefix import root_path
 from ssegate.server.state import AppState
 from ssegate.server.streaming import EventStreamResponse, follow_log
 
@@ -87,8 +88,9 @@ def _state(request: Request) -> AppState:
     return state
 
 
-def _links(generation_id: str) -> dict[str, str]:
-    base = f"/v1/generations/{generation_id}"
+def _links(generation_id: str, scope: Scope) -> dict[str, str]:
+    # Under the prefix ssegate is mounted at (or the proxy's root_path): clients follow these.
+    base = f"{root_path(scope)}/v1/generations/{generation_id}"
     return {"id": generation_id, "url": base, "events_url": f"{base}/events", "cancel_url": f"{base}/cancel"}
 
 
@@ -111,7 +113,7 @@ async def create_generation(request: Request) -> Response:
         if ticket is not None:
             ticket.close()
         raise
-    links = _links(meta["id"])
+    links = _links(meta["id"], request.scope)
     if ticket is not None:
         return _StreamGeneration(
             app.gateway,
@@ -164,7 +166,7 @@ class _StreamGeneration:
             if first.closed and not first.entries and not first.reset:
                 await Response(status_code=204)(scope, receive, send)
                 return
-            links = _links(self.generation_id)
+            links = _links(self.generation_id, scope)
             response = EventStreamResponse(
                 follow_log(log, key, self.after, first, keepalive=self.keepalive),
                 retry_ms=self.retry_ms,
@@ -224,7 +226,7 @@ async def describe_generation(request: Request) -> Response:
     described = await _known_generation(app, generation_id)
     app.authorize_generation(request, described, scope="subscribe")
     described.pop("owner", None)
-    return JSONResponse({**described, **_links(generation_id)})
+    return JSONResponse({**described, **_links(generation_id, request.scope)})
 
 
 # The routes whose response is usually a held event stream (see ssegate.server.dispatch).

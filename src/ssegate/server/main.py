@@ -159,6 +159,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
         log_level="warning",
+        root_path=(settings.root_path or "").rstrip("/"),
     )
     if workers == 1:
         server = _AnnouncingServer(config, announcement)

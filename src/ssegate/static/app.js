@@ -130,6 +130,8 @@ function waitText(ms) {
 // ------------------------------------------------------------------------------------------------------
 
 const params = new URLSearchParams(location.search);
+// Where ssegate is mounted ("" at the root, "/sse" under a prefix): the server writes it into the page.
+const BASE = document.querySelector('meta[name="ssegate-base"]')?.getAttribute("content") ?? "";
 const watchId = params.get("watch");
 // A watch link from a tab with an API key carries a stream token for that answer (in the fragment, so
 // it is never sent to the server as part of the page's URL).
@@ -140,7 +142,7 @@ let apiKey = watchId ? "" : sessionStorage.getItem(API_KEY_STORAGE) ?? "";
 /** A gateway client that sends this tab's credential, if any. */
 function makeClient() {
   const credential = watchId ? watchToken : apiKey;
-  return createGatewayClient({ headers: credential ? { Authorization: `Bearer ${credential}` } : {} });
+  return createGatewayClient({ baseUrl: BASE, headers: credential ? { Authorization: `Bearer ${credential}` } : {} });
 }
 
 let client = makeClient();
@@ -341,7 +343,7 @@ function paint(turn) {
   view.stats.textContent = statsText(turn);
   if (turn.generationId) {
     const access = turn.streamToken ? `#token=${encodeURIComponent(turn.streamToken)}` : "";
-    view.watch.href = `/?watch=${encodeURIComponent(turn.generationId)}${access}`;
+    view.watch.href = `${BASE}/?watch=${encodeURIComponent(turn.generationId)}${access}`;
     view.watch.hidden = TERMINAL.has(turn.state) && !watchId;
   } else {
     view.watch.hidden = true;
@@ -725,7 +727,7 @@ newChatEl.addEventListener("click", () => {
   }
   turns = [];
   saveTurns();
-  history.replaceState(null, "", "/");
+  history.replaceState(null, "", `${BASE}/`);
   renderAll();
   paintConnection();
   promptEl.focus();
