@@ -91,6 +91,14 @@ class Settings:
     # `proxy_pass http://ssegate/;`): "/chat". ssegate's URLs then start with it. Mounted in a host
     # app, leave it unset: the mount's prefix is known already.
     root_path: str | None = None
+    # -- event log outages (docs/operations-reliability.md) --
+    # A generation outlives an unreachable event log for this long (s): its upstream keeps
+    # streaming into memory and the events are appended, in order, once the log is back. Longer:
+    # it ends with error log_unavailable. Viewers wait as long (plus a retry), then get that error.
+    log_outage_limit: float = 30.0
+    # Events one generation holds in memory during an outage; when full, the upstream is read no
+    # further (TCP back-pressure) until the log is back or the outage limit is reached.
+    log_outage_buffer: int = 10_000
 
     @property
     def default_provider(self) -> str:

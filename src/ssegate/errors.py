@@ -10,13 +10,15 @@
      │    ├── HTTPStatusError           a non-2xx answer (other than the 204 "stream is over")
      │    └── NotAnEventStream          a 2xx answer that is not text/event-stream
      ├── LogError                       the event log refused or failed an operation
+ │    ├── LogUnavailable            unreachable for longer than a producer may wait
      │    ├── StreamNotFound            no such stream in the log
      │    ├── StreamExists              create() of a stream that exists
      │    └── StreamClosed              append() after the terminal event
      └── RequestError                   an HTTP request to the server was wrong (carries status + code)
 
 Each class carries ``status_code``: the HTTP status a server should answer with when the error
-reaches the edge unhandled, so routes never invent one.
+reaches the edge unhandled, so routes never invent one; and ``code``: the plain word a client
+reads in the JSON error body (``log_unavailable``), never a class name.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class SSEGateError(Exception):
     """Base of every ssegate error."""
 
     status_code: int = 500
+    code: str = "internal"
 
 
 class ProtocolError(SSEGateError):
@@ -75,12 +78,18 @@ class LogError(SSEGateError):
     """The event log failed or refused an operation."""
 
     status_code = 503
+    code = "log_unavailable"
+
+
+class LogUnavailable(LogError):
+    """The event log stayed unreachable for longer than a producer may wait (its outage limit)."""
 
 
 class StreamNotFound(LogError):
     """The event log has no stream with that key."""
 
     status_code = 404
+    code = "not_found"
 
 
 class RequestError(SSEGateError):
@@ -111,9 +120,11 @@ class StreamExists(LogError):
     """``create`` was called for a stream that already exists."""
 
     status_code = 409
+    code = "exists"
 
 
 class StreamClosed(LogError):
     """An append to a stream whose terminal event has already been written."""
 
     status_code = 409
+    code = "stream_closed"

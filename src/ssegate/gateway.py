@@ -13,7 +13,11 @@ only read the log. Lifecycle, one model for every case::
 - ``cancel`` appends that terminal event itself (from any process); the producer stops on its next
   append (``StreamClosed``) or its next lease tick, whichever comes first, and at once when local;
 - a producer renews a lease; if its process dies, whoever watches or describes the stream ends it
-  with ``error {code: "upstream_lost"}`` once the lease has expired.
+  with ``error {code: "upstream_lost"}`` once the lease has expired;
+- the log unreachable for a while: the producer's events wait in memory and land in order once it
+  is back (:mod:`ssegate.log.appender`); nobody judges leases or abandonment until the log has
+  been back for a lease's length; past ``OutagePolicy.limit`` the generation ends
+  ``error {code: "log_unavailable"}``, recorded once the log is back.
 
 Exactly one terminal event lands because the log refuses appends after the first (``StreamClosed``).
 """
@@ -35,7 +39,8 @@ from typing import Any
 
 import orjson
 
-from ssegate.errors import StreamClosed, StreamNotFound
+from ssegate.errors import LogError, LogUnavailable, StreamClosed, StreamNotFound
+from ssegate.log.appender import DurableAppender, OutagePolicy
 from ssegate.log.base import EventLog, ListenableLog, LogEntry, Retention
 from ssegate.providers.base import (
     Finished,
@@ -120,6 +125,7 @@ class Gateway:
         first_viewer_grace: float = 10.0,
         lease_ttl: float = 6.0,
         process_id: str | None = None,
+        outage: OutagePolicy | None = None,
     ) -> None:
         self.log = log
         # A log in this process takes appends without a coroutine: producers then append from the
@@ -135,6 +141,12 @@ class Gateway:
         self._local: dict[str, _Local] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.on_terminal: Callable[[str, str, dict[str, Any]], None] | None = None
+        self.outage = outage or OutagePolicy()
+        # When this process last saw the log fail: leases and viewer heartbeats ran out during an
+        # outage through nobody's fault, so nobody is judged lost until they could renew again.
+        self._log_trouble_at = -float("inf")
+        # Producers that gave up on the log and wait to record how their generation ended.
+        self._recorders: set[asyncio.Task[None]] = set()
 
     # -- lifecycle of the gateway itself -------------------------------------------------------
 
@@ -152,12 +164,18 @@ class Gateway:
             await asyncio.wait(producers, timeout=drain_timeout)
         for generation_id, local in list(self._local.items()):
             if local.producer and not local.producer.done():
-                await self._end(
-                    generation_id, "cancelled", {"finish_reason": "cancelled", "reason": "shutdown"}
-                )
+                try:
+                    await self._end(
+                        generation_id, "cancelled", {"finish_reason": "cancelled", "reason": "shutdown"}
+                    )
+                except LogError as exc:  # its viewers' own outage limit ends their streams
+                    logger.warning("generation %s: could not record its shutdown: %s", generation_id, exc)
                 local.producer.cancel()
         if producers:
             await asyncio.gather(*producers, return_exceptions=True)
+        for recorder in list(self._recorders):
+            recorder.cancel()
+        await asyncio.gather(*self._recorders, return_exceptions=True)
         if self._ticker:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,7 +215,8 @@ class Gateway:
         await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
         local = self._local[generation_id] = _Local(keep_running=keep_running)
         local.producer = asyncio.create_task(
-            self._produce(generation_id, provider, request, model), name=f"ssegate-generation-{generation_id}"
+            self._produce(generation_id, provider, request, model, meta),
+            name=f"ssegate-generation-{generation_id}",
         )
         # The producer goes first: its upstream request is on the way to the first token, the
         # caller's answer to its own client (a response head) is not. Two turns of the loop: the
@@ -274,49 +293,51 @@ class Gateway:
     # -- producing -----------------------------------------------------------------------------
 
     async def _produce(
-        self, generation_id: str, provider: Provider, request: GenerationRequest, model: str
+        self,
+        generation_id: str,
+        provider: Provider,
+        request: GenerationRequest,
+        model: str,
+        meta: dict[str, str],
     ) -> None:
         key = stream_key(generation_id)
         mapper = _WireMapper(generation_id, provider.info.name, model)
+        out = self._appender(key, meta)
         stream: AsyncIterator[ProviderEvent] | None = None
+        outcome: tuple[str, dict[str, Any]] | None = None
         try:
-            await self.log.append(key, "start", _json(mapper.start()))
-            await self.log.set_meta(key, {"state": "streaming"})
-            stream_into = getattr(provider, "stream_into", None)
-            if self._live_log is not None and stream_into is not None:
-                done = await self._produce_pushed(key, stream_into, request, mapper, self._live_log)
-            else:
-                stream = provider.stream(request)
-                done = await self._produce_pulled(key, stream, mapper)
-            if done is not None:
-                await self._end(generation_id, "done", done)
-                return
-            # The provider ended without saying why: count it as a drop, never as success.
-            await self._end(
-                generation_id,
-                "error",
-                {
-                    "code": "upstream_disconnected",
-                    "message": "the model's stream ended early",
-                    "retryable": True,
-                },
-            )
-        except StreamClosed:
-            pass  # someone else ended it (cancel from another process, upstream_lost)
-        except UpstreamError as exc:
-            await self._end(
-                generation_id, "error", {"code": exc.code, "message": exc.message, "retryable": exc.retryable}
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("generation %s failed", generation_id)
-            await self._end(
-                generation_id, "error", {"code": "internal", "message": "internal error", "retryable": False}
-            )
+            try:
+                await out.append("start", _json(mapper.start()))
+                await out.set_meta({"state": "streaming"})
+                stream_into = getattr(provider, "stream_into", None)
+                if self._live_log is not None and stream_into is not None:
+                    done = await self._produce_pushed(key, stream_into, request, mapper, self._live_log)
+                else:
+                    stream = provider.stream(request)
+                    done = await self._produce_pulled(out, stream, mapper)
+                # The provider ended without saying why: count it as a drop, never as success.
+                outcome = ("done", done) if done is not None else ("error", _UPSTREAM_ENDED_EARLY)
+            except StreamClosed:
+                pass  # someone else ended it (cancel from another process, upstream_lost)
+            except LogUnavailable:
+                outcome = ("error", _LOG_UNAVAILABLE)
+            except UpstreamError as exc:
+                outcome = ("error", {"code": exc.code, "message": exc.message, "retryable": exc.retryable})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("generation %s failed", generation_id)
+                outcome = ("error", {"code": "internal", "message": "internal error", "retryable": False})
+            if stream is not None:
+                # Closing the provider's iterator closes the upstream HTTP request: no more tokens
+                # paid, and none while the end waits for the log.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(stream.aclose())  # type: ignore[attr-defined]
+                stream = None
+            if outcome is not None:
+                await self._finish(generation_id, out, *outcome)
         finally:
-            # Closing the provider's iterator closes the upstream HTTP request: no more tokens paid.
-            # (A pushing provider has closed it already: its call ends with stream_into.)
+            # (A pushing provider has closed its upstream call already: it ends with stream_into.)
             if stream is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(stream.aclose())  # type: ignore[attr-defined]
@@ -328,8 +349,84 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.log.drop_member(key, PRODUCER, self._process))
 
+    def _appender(self, key: str, meta: dict[str, str]) -> DurableAppender:
+        """The producer's way into the log: through outages (see :mod:`ssegate.log.appender`)."""
+        return DurableAppender(
+            self.log,
+            key,
+            self._retention,
+            policy=self.outage,
+            meta=meta,
+            keep_history=self._live_log is None,  # the embedded log cannot lose a stream
+            on_trouble=self._note_log_trouble,
+        )
+
+    def _note_log_trouble(self, exc: LogError) -> None:
+        self._log_trouble_at = time.monotonic()
+
+    def _judging_allowed(self) -> bool:
+        """Whether leases and viewer heartbeats may be trusted: the log has not failed here for at
+        least a lease's length (everybody had a chance to renew after an outage)."""
+        return time.monotonic() - self._log_trouble_at > self._lease_ttl + 1.0
+
+    async def _finish(
+        self, generation_id: str, out: DurableAppender, state: str, data: dict[str, Any]
+    ) -> None:
+        """The producer's own end: its terminal event and state, through the appender. A log still
+        away past the outage limit: recorded later, by :meth:`_record_when_back`."""
+        event = "error" if state == "error" else "done"
+        fields = _final_fields(state, data)
+        queued = False
+        try:
+            await out.append(event, _json(data), terminal=True)
+            queued = True
+            await out.set_meta(fields)
+            await out.drain()
+        except StreamClosed:
+            return
+        except LogUnavailable:
+            if not queued:  # the outage ended the generation before its own end was known
+                event, data = "error", _LOG_UNAVAILABLE
+                fields = _final_fields("error", data)
+            recorder = asyncio.create_task(
+                self._record_when_back(generation_id, out, (event, data, fields), queued),
+                name=f"ssegate-record-{generation_id}",
+            )
+            self._recorders.add(recorder)
+            recorder.add_done_callback(self._recorders.discard)
+            return
+        if self.on_terminal is not None:
+            self.on_terminal(generation_id, state, data)
+
+    async def _record_when_back(
+        self,
+        generation_id: str,
+        out: DurableAppender,
+        end: tuple[str, dict[str, Any], dict[str, str]],
+        queued: bool,
+    ) -> None:
+        """Append what the upstream sent and the end once the log is back, for as long as the
+        generation could have been kept (its retention's max age)."""
+        event, data, fields = end
+        out.rearm(self._retention.max_age)
+        try:
+            if not queued:
+                await out.append(event, _json(data), terminal=True)
+            await out.set_meta(fields)
+            await out.drain()
+        except (StreamClosed, LogUnavailable):
+            return
+        except Exception:
+            logger.exception("recording the end of generation %s failed", generation_id)
+            return
+        finally:
+            await out.aclose()
+        logger.info("generation %s: its end (%s) is recorded now that the log is back", generation_id, event)
+        if self.on_terminal is not None:
+            self.on_terminal(generation_id, fields["state"], data)
+
     async def _produce_pulled(
-        self, key: str, stream: AsyncIterator[ProviderEvent], mapper: _WireMapper
+        self, out: DurableAppender, stream: AsyncIterator[ProviderEvent], mapper: _WireMapper
     ) -> dict[str, Any] | None:
         """Log the provider's events as this task reads them; the ``done`` data, or ``None`` if the
         provider ended without one."""
@@ -337,9 +434,9 @@ class Gateway:
             for event, data in mapper.map(provider_event):
                 if event == "done":
                     return data
-                await self.log.append(key, event, _json(data))
+                await out.append(event, _json(data))
                 if event == "usage":
-                    await self.log.set_meta(key, {"usage": _json(data)})
+                    await out.set_meta({"usage": _json(data)})
         return None
 
     async def _produce_pushed(
@@ -387,12 +484,7 @@ class Gateway:
             return False
         except StreamNotFound:
             return False
-        fields = {"state": state, "finished_at": f"{time.time():.3f}"}
-        if state == "error":
-            fields["error"] = _json(data)
-        else:
-            fields["finish_reason"] = str(data.get("finish_reason", ""))
-        await self.log.set_meta(key, fields)
+        await self.log.set_meta(key, _final_fields(state, data))
         if self.on_terminal is not None:
             self.on_terminal(generation_id, state, data)
         return True
@@ -407,6 +499,9 @@ class Gateway:
                 await self._tick()
             except asyncio.CancelledError:
                 raise
+            except LogError as exc:
+                self._note_log_trouble(exc)
+                logger.warning("gateway tick: the event log failed: %s", exc)
             except Exception:
                 logger.exception("gateway tick failed")
 
@@ -426,6 +521,8 @@ class Gateway:
     async def _check_abandoned(self, generation_id: str, local: _Local, now: float) -> None:
         unwatched_for = now - local.unwatched_since
         if local.keep_running or local.viewers or unwatched_for < self._abandon_grace:
+            return
+        if not self._judging_allowed():
             return
         if await self.log.live_members(stream_key(generation_id), VIEWER):
             local.unwatched_since = now  # watched in another process
@@ -447,7 +544,7 @@ class Gateway:
         """End a running generation (``meta``: its metadata) whose producer's lease has expired;
         whether it did."""
         key = stream_key(generation_id)
-        if not meta or meta.get("state") in TERMINAL_STATES:
+        if not meta or meta.get("state") in TERMINAL_STATES or not self._judging_allowed():
             return False
         if await self.log.live_members(key, PRODUCER):
             return False
@@ -461,6 +558,28 @@ class Gateway:
                 "retryable": True,
             },
         )
+
+
+_UPSTREAM_ENDED_EARLY = {
+    "code": "upstream_disconnected",
+    "message": "the model's stream ended early",
+    "retryable": True,
+}
+_LOG_UNAVAILABLE = {
+    "code": "log_unavailable",
+    "message": "the event log was unreachable for too long; the generation was stopped",
+    "retryable": True,
+}
+
+
+def _final_fields(state: str, data: dict[str, Any]) -> dict[str, str]:
+    """The metadata a terminal event leaves: state, end time, and the error or finish reason."""
+    fields = {"state": state, "finished_at": f"{time.time():.3f}"}
+    if state == "error":
+        fields["error"] = _json(data)
+    else:
+        fields["finish_reason"] = str(data.get("finish_reason", ""))
+    return fields
 
 
 def _text_data(text: str) -> dict[str, Any]:

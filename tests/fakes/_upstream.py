@@ -80,6 +80,8 @@ class FakeUpstream(Generic[ScriptT]):
         self.stream_started = asyncio.Event()  # the first event of a 200 answer was sent
         self.client_closed_early = asyncio.Event()  # the client hung up before the answer ended
         self.completed = 0  # answers sent to the end (a normal stop or an error event)
+        self.deltas_sent = 0  # content deltas sent, over every answer
+        self._delta_sent = asyncio.Event()  # set (and replaced) at every delta sent
         self._server = RawHTTPServer(self._handle)
         self.url = ""
 
@@ -89,6 +91,11 @@ class FakeUpstream(Generic[ScriptT]):
 
     async def until_accepted(self, count: int) -> None:
         await self._server.until_accepted(count)
+
+    async def until_deltas(self, count: int) -> None:
+        """Wait until ``count`` content deltas have been sent in all (bound it with a timeout)."""
+        while self.deltas_sent < count:
+            await self._delta_sent.wait()
 
     def then(self, *scripts: ScriptT) -> None:
         """Answer the next requests with these scripts, in order, then with the default again."""
@@ -176,6 +183,10 @@ class FakeUpstream(Generic[ScriptT]):
                 data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
             await responder.send(data)
             self.stream_started.set()
+            if frame.is_delta:
+                self.deltas_sent += 1
+                sent, self._delta_sent = self._delta_sent, asyncio.Event()
+                sent.set()
         if compressor is not None:
             await responder.send(compressor.flush())
         return True

@@ -1,8 +1,9 @@
 """A private, real ``redis-server`` per test (or per worker), on a free port of 127.0.0.1.
 
-No persistence (``--save "" --appendonly no``), so :meth:`RedisServer.restart` is exactly "Redis
-came back empty", the case the event log must turn into a reset rather than a silent gap.
-Import the fixtures into a ``conftest.py`` that needs them.
+By default no persistence (``--save "" --appendonly no``), so :meth:`RedisServer.restart` is
+exactly "Redis came back empty", the case the event log must turn into a reset rather than a silent
+gap. ``persistent=True`` turns the append-only file on (fsync at every write), so a restart comes
+back with every acknowledged write. Import the fixtures into a ``conftest.py`` that needs them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ _START_TIMEOUT = 10.0
 class RedisServer:
     """One redis-server process we started (and only we stop, by its PID)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persistent: bool = False) -> None:
+        self.persistent = persistent
         binary = shutil.which(REDIS_SERVER)
         if binary is None:
             pytest.fail(f"{REDIS_SERVER} is not installed: run `make test`, which installs it", pytrace=False)
@@ -45,8 +47,11 @@ class RedisServer:
 
     def start(self) -> None:
         command = [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir.name]
-        # No persistence: a restart comes back empty, as a cache-only Redis does.
-        command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "notice"]
+        if self.persistent:  # every acknowledged write survives a kill
+            command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        else:  # a restart comes back empty, as a cache-only Redis does
+            command += ["--save", "", "--appendonly", "no"]
+        command += ["--daemonize", "no", "--loglevel", "notice"]
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
@@ -117,6 +122,16 @@ def redis_url() -> Iterator[str]:
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test alone, which the test may kill and restart."""
     server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def persistent_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone with the append-only file on: a restart keeps its data."""
+    server = RedisServer(persistent=True)
     try:
         yield server
     finally:

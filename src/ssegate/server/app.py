@@ -22,6 +22,7 @@ from ssegate.config import Settings
 from ssegate.errors import RequestError, SSEGateError
 from ssegate.gateway import Gateway
 from ssegate.log import open_event_log
+from ssegate.log.appender import OutagePolicy
 from ssegate.providers import ProviderConfig, ProviderRegistry, available_providers
 from ssegate.providers.base import ConfigurationError
 from ssegate.server import auth, generations, topics
@@ -132,6 +133,7 @@ def create_app(
             abandon_grace=settings.abandon_grace,
             first_viewer_grace=settings.first_viewer_grace,
             lease_ttl=settings.lease_ttl,
+            outage=OutagePolicy(limit=settings.log_outage_limit, buffer=settings.log_outage_buffer),
         )
         gateway.on_terminal = metrics.on_terminal
         streams = OpenStreams(
@@ -247,7 +249,9 @@ async def _configuration_error(request: Request, exc: Exception) -> Response:
 async def _ssegate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SSEGateError)
     logger.warning("request failed: %s", exc)
-    return error_response(RequestError(exc.status_code, type(exc).__name__, str(exc)))
+    # The plain code (log_unavailable), never the class name; a 503 says when to come back.
+    headers = {"retry-after": "1"} if exc.status_code == 503 else None
+    return error_response(RequestError(exc.status_code, exc.code, str(exc), headers=headers))
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

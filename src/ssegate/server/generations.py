@@ -168,7 +168,7 @@ class _StreamGeneration:
                 return
             links = _links(self.generation_id, scope)
             response = EventStreamResponse(
-                follow_log(log, key, self.after, first, keepalive=self.keepalive),
+                follow_log(log, key, self.after, first, keepalive=self.keepalive, outage=self.gateway.outage),
                 retry_ms=self.retry_ms,
                 headers=[("x-generation-id", self.generation_id), ("location", links["events_url"])],
                 ticket=self.ticket,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ssegate.codec.encoder import KEEPALIVE, encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
+from ssegate.errors import LogError
+from ssegate.log.appender import OutagePolicy
 from ssegate.log.base import EventLog, Handoff, ReadResult
 from ssegate.server.fanout import LIVE_BYTES, SERVER_SEND, ChunkedSocket, FanOut
 from ssegate.server.limits import StreamTicket
@@ -31,6 +34,16 @@ STREAM_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
+# A viewer's reads failed for longer than the outage limit. No id: a reconnect resumes after the
+# last real event (and finds the end the producer records once the log is back).
+LOG_UNAVAILABLE_EVENT = encode_event(
+    Event(
+        event="error",
+        data='{"code":"log_unavailable","message":"the event log is unreachable","retryable":true}',
+    )
+)
+
+
 def reset_event(reason: str) -> bytes:
     # An empty id resets the browser's lastEventId: a reconnect before the next real event
     # starts from the beginning again instead of re-sending the unusable id.
@@ -38,16 +51,26 @@ def reset_event(reason: str) -> bytes:
 
 
 async def follow_log(
-    log: EventLog, stream: str, after: str | None, first: ReadResult, *, keepalive: float
+    log: EventLog,
+    stream: str,
+    after: str | None,
+    first: ReadResult,
+    *,
+    keepalive: float,
+    outage: OutagePolicy | None = None,
 ) -> AsyncGenerator[bytes | Handoff, str | None]:
     """Yield one chunk of bytes per wake-up: every event after the cursor, or a keep-alive comment.
 
     ``first`` is the result of the read at ``after`` that the caller already made (to answer 204 or
     404 before the stream opens). After each write it offers itself to the live fan-out (yields a
-    :class:`Handoff`); the response sends back the id the fan-out took it to, or ``None``.
+    :class:`Handoff`); the response sends back the id the fan-out took it to, or ``None``. With an
+    ``outage`` policy, reads that fail are retried (keep-alives meanwhile) for up to its viewer
+    limit; then the stream ends with ``error {code: "log_unavailable"}`` (see :func:`read_patiently`).
     """
     result = first
     cursor = after
+    failing_since: float | None = None  # when the log's reads began to fail
+    retries = 0
     while True:
         chunk = b"".join(entry.wire for entry in result.entries)
         if result.reset:
@@ -59,11 +82,26 @@ async def follow_log(
             cursor = result.entries[-1].id
         if result.closed:
             return
-        if cursor is not None:
+        if cursor is not None and failing_since is None:
             resumed = yield Handoff(stream, cursor)
             if resumed is not None:
                 cursor = resumed
-        result = await log.read(stream, cursor, wait=keepalive)
+        try:
+            result = await log.read(stream, cursor, wait=keepalive)
+            failing_since, retries = None, 0
+        except LogError:
+            if outage is None:
+                raise
+            # The log is away (or came back without this stream, not yet written again by its
+            # producer): keep the connection, with keep-alives, and read again after a back-off.
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since > outage.viewer_limit:
+                yield LOG_UNAVAILABLE_EVENT
+                return
+            await asyncio.sleep(min(outage.backoff(retries), keepalive))
+            retries += 1
+            result = ReadResult([])
         if not (result.entries or result.closed or result.reset):
             yield KEEPALIVE
 

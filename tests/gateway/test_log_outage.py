@@ -1,0 +1,214 @@
+"""Generations survive an event-log outage (issue 26, failure 1).
+
+A real redis-server of the test's own (never the shared one) is killed and started again while a
+generation streams from a fake upstream: with the append-only file on, the viewer's text goes on
+exactly where it stopped; with no persistence, the viewer gets a ``reset`` and the generation
+again from its start. Only an outage longer than ``log_outage_limit`` ends a generation, with
+``error log_unavailable``, which is recorded once the log is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from ssegate.codec.events import Event
+from ssegate.config import Settings
+from ssegate.server.app import create_app
+from tests.fakes._upstream import Faults
+from tests.fakes.fake_openai import FakeOpenAI, OpenAIScript
+from tests.support.redis_server import RedisServer
+from tests.support.servers import serve_asgi
+from tests.support.sse import iter_stream
+
+TEXT = tuple(f" w{n}" for n in range(60))  # 3 s at 20 deltas a second
+_WAIT = 15.0
+
+
+@pytest.fixture(autouse=True)
+async def no_orphaned_task_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Fail on "Task exception was never retrieved" (a producer that died of the outage)."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield seen
+    gc.collect()  # orphaned task exceptions are reported when the task is collected
+    loop.set_exception_handler(previous)
+    assert not seen, [context.get("message") for context in seen]
+
+
+class Viewer:
+    """Reads one generation's stream in the background, keeping every event and comment."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self.events: list[Event] = []
+        self.keepalives = 0
+        self._changed = asyncio.Event()
+        self.task = asyncio.create_task(self._read(client, url))
+
+    async def _read(self, client: httpx.AsyncClient, url: str) -> None:
+        async with client.stream("GET", url) as response:
+            assert response.status_code == 200
+            async for item in iter_stream(response):
+                if isinstance(item, Event):
+                    self.events.append(item)
+                else:
+                    self.keepalives += 1
+                changed, self._changed = self._changed, asyncio.Event()
+                changed.set()
+
+    async def until(self, predicate: Any) -> None:
+        async with asyncio.timeout(_WAIT):
+            while not predicate(self):
+                if self.task.done():
+                    self.task.result()
+                    assert predicate(self), [e.event for e in self.events]
+                await self._changed.wait()
+
+    @property
+    def types(self) -> list[str]:
+        return [e.event for e in self.events]
+
+    def texts_after_last_reset(self) -> str:
+        start = max((i for i, e in enumerate(self.events) if e.event == "reset"), default=-1) + 1
+        import json
+
+        return "".join(json.loads(e.data)["delta"] for e in self.events[start:] if e.event == "text")
+
+    def count(self, event: str) -> int:
+        return sum(e.event == event for e in self.events)
+
+
+@asynccontextmanager
+async def gateway(
+    redis: RedisServer, **overrides: Any
+) -> AsyncIterator[tuple[FakeOpenAI, httpx.AsyncClient]]:
+    fake = FakeOpenAI(OpenAIScript(text=TEXT, faults=Faults(interval=0.05)))
+    async with fake:
+        settings = Settings(
+            provider="openai",
+            openai_api_key="test",
+            openai_base_url=fake.url,
+            redis_url=redis.url,
+            abandon_grace=30.0,
+            **overrides,
+        )
+        async with (
+            serve_asgi(create_app(settings)) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=_WAIT) as client,
+        ):
+            yield fake, client
+
+
+async def start(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.post("/v1/generations", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def outage_while_streaming(redis: RedisServer, fake: FakeOpenAI, viewer: Viewer) -> None:
+    """Kill Redis after 10 deltas reached the viewer; start it again once the upstream has sent 15
+    more (so they exist only in the producer's memory meanwhile)."""
+    await viewer.until(lambda v: v.count("text") >= 10)
+    await asyncio.to_thread(redis.kill)
+    sent_before = fake.deltas_sent
+    await asyncio.wait_for(fake.until_deltas(sent_before + 15), _WAIT)
+    await asyncio.to_thread(redis.start)
+
+
+async def test_a_redis_restart_with_persistence_resumes_every_viewer_exactly(
+    persistent_redis: RedisServer,
+) -> None:
+    async with gateway(persistent_redis) as (fake, client):
+        created = await start(client)
+        viewer = Viewer(client, created["events_url"])
+        await outage_while_streaming(persistent_redis, fake, viewer)
+        await viewer.until(lambda v: v.count("done") + v.count("error") > 0)
+        described = (await client.get(created["url"])).json()
+
+    assert viewer.types[-1] == "done", viewer.types
+    assert "reset" not in viewer.types
+    assert viewer.texts_after_last_reset() == "".join(TEXT)  # nothing lost, nothing twice
+    assert len([e for e in viewer.events if e.event == "text"]) == len(TEXT)
+    assert described["state"] == "done"
+    assert len(fake.requests) == 1  # the upstream call went on through the outage
+
+
+async def test_a_redis_that_came_back_empty_gives_viewers_a_reset_then_the_whole_generation(
+    private_redis: RedisServer,
+) -> None:
+    async with gateway(private_redis) as (fake, client):
+        created = await start(client)
+        viewer = Viewer(client, created["events_url"])
+        await outage_while_streaming(private_redis, fake, viewer)
+        await viewer.until(lambda v: v.count("done") + v.count("error") > 0)
+        described = (await client.get(created["url"])).json()
+        again = Viewer(client, created["events_url"])
+        await again.until(lambda v: v.count("done") > 0)
+
+    assert viewer.types[-1] == "done", viewer.types
+    assert viewer.count("reset") == 1
+    reset = next(e for e in viewer.events if e.event == "reset")
+    assert reset.data == '{"reason":"epoch_changed"}'
+    assert viewer.texts_after_last_reset() == "".join(TEXT)
+    assert described["state"] == "done"
+    assert again.texts_after_last_reset() == "".join(TEXT)
+    assert "reset" not in again.types
+
+
+async def test_an_outage_past_the_limit_ends_the_generation_log_unavailable_recorded_once_back(
+    persistent_redis: RedisServer,
+) -> None:
+    async with gateway(persistent_redis, log_outage_limit=1.0) as (fake, client):
+        created = await start(client)
+        viewer = Viewer(client, created["events_url"])
+        await viewer.until(lambda v: v.count("text") >= 5)
+        began = time.monotonic()
+        await asyncio.to_thread(persistent_redis.kill)
+        await viewer.until(lambda v: v.count("error") > 0)
+        waited = time.monotonic() - began
+        # The upstream call is closed: no tokens paid for a generation nobody can receive.
+        await asyncio.wait_for(fake.client_closed_early.wait(), _WAIT)
+        assert (await client.get(created["url"])).status_code == 503
+        await asyncio.to_thread(persistent_redis.start)
+        # A new viewer follows the stream until the producer has recorded its end.
+        replay = Viewer(client, created["events_url"])
+        await replay.until(lambda v: v.count("error") > 0)
+        described = (await client.get(created["url"])).json()
+
+    error = viewer.events[-1]
+    # It carries no id of its own: a reconnect resumes after the last real event.
+    assert error.event == "error"
+    assert error.id == viewer.events[-2].id
+    assert '"code":"log_unavailable"' in error.data
+    assert 1.0 <= waited < 6.0
+    assert described["error"]["code"] == "log_unavailable"
+    # What the upstream sent before the generation was stopped is kept, then the recorded end.
+    assert "".join(TEXT).startswith(replay.texts_after_last_reset())
+    assert replay.texts_after_last_reset().startswith(viewer.texts_after_last_reset())
+    assert replay.types[-1] == "error"
+    assert replay.count("error") == 1
+
+
+async def test_a_503_names_the_log_plainly(private_redis: RedisServer) -> None:
+    async with gateway(private_redis) as (_fake, client):
+        await asyncio.to_thread(private_redis.kill)
+        response = await client.post(
+            "/v1/generations", json={"messages": [{"role": "user", "content": "hi"}]}
+        )
+        ready = await client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "log_unavailable"
+    assert response.headers["retry-after"]
+    assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "log_unavailable"
