@@ -25,7 +25,7 @@ from ssegate.log import open_event_log
 from ssegate.log.appender import OutagePolicy
 from ssegate.providers import ProviderConfig, ProviderRegistry, available_providers
 from ssegate.providers.base import ConfigurationError
-from ssegate.server import auth, generations, topics
+from ssegate.server import auth, door_routes, generations, topics
 from ssegate.server.auth import Authenticator
 from ssegate.server.dispatch import HeldStreams, StreamEndpoint
 from ssegate.server.drain import drain_on_sigterm
@@ -215,6 +215,7 @@ def create_app(
         Route("/v1/providers", providers, methods=["GET"]),
         *generations.routes,
         *topics.routes,
+        *door_routes.routes,
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
     app = App(

@@ -1,4 +1,5 @@
-"""Request authentication: API keys in ``Authorization: Bearer``, stream tokens in ``?token=``.
+"""Request authentication: API keys in ``Authorization: Bearer`` (or ``x-api-key``, as the
+Anthropic SDK sends them), stream tokens in ``?token=``.
 
 Answers: 401 (``WWW-Authenticate: Bearer``) when credentials are missing or wrong, 403 when the
 principal lacks the scope. With no keys configured every request is the ``local`` principal.
@@ -121,6 +122,13 @@ class Authenticator:
             if credential.count(".") == 2:  # a JWT: a stream token sent as a header
                 return self._verify(credential)
             raise _unauthorized("invalid_api_key", "the API key is not valid")
+        api_key = request.headers.get("x-api-key")
+        if api_key is not None:
+            # What the Anthropic SDK sends (see ssegate.server.doors): the same API keys.
+            principal = self.keys.lookup(api_key.strip())
+            if principal is None:
+                raise _unauthorized("invalid_api_key", "the API key is not valid")
+            return principal, None
         token = request.query_params.get("token")
         if token:
             return self._verify(token)

@@ -27,7 +27,7 @@ access_logger = logging.getLogger("ssegate.access")
 
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 # What a browser client sends: a key, a JSON body, and EventSource/fetch resume and cache headers.
-ALLOWED_HEADERS = "Authorization, Content-Type, Last-Event-ID, Accept, Cache-Control"
+ALLOWED_HEADERS = "Authorization, Content-Type, Last-Event-ID, Accept, Cache-Control, X-Api-Key"
 EXPOSED_HEADERS = "X-Generation-Id, Location, Retry-After"
 PREFLIGHT_MAX_AGE = "600"
 REDACTED = "REDACTED"

@@ -121,7 +121,7 @@ class EventStreamResponse:
 
     # Slots, and the per-call state on the response instead of in closures: a held connection
     # keeps this object for hours, and each closure (function plus cells) was ~0.2 KiB of it.
-    __slots__ = ("chunks", "disconnected", "fanout", "head", "last_words", "task", "ticket")
+    __slots__ = ("chunks", "disconnected", "fanout", "final", "head", "last_words", "task", "ticket")
 
     def __init__(
         self,
@@ -131,15 +131,21 @@ class EventStreamResponse:
         headers: Sequence[tuple[str, str]] = (),
         ticket: StreamTicket | None = None,
         fanout: FanOut | None = None,
+        opening: bytes | None = None,
+        final: bytes | None = None,
     ) -> None:
         self.chunks = chunks
         self.ticket = ticket
         self.fanout = fanout
-        # The response start and the opening bytes, dropped once sent.
+        # The response start and the opening bytes (by default a comment and ``retry:``), dropped
+        # once sent.
         self.head: tuple[list[tuple[bytes, bytes]], bytes] | None = (
             STREAM_HEADERS + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-            encode_comment("ssegate") + encode_retry(retry_ms),
+            encode_comment("ssegate") + encode_retry(retry_ms) if opening is None else opening,
         )
+        # What to send instead of the ticket's last words when the server ends the stream (a
+        # dialect's own error event: a vendor SDK reads neither ``retry:`` nor ssegate's events).
+        self.final = final
         self.task: asyncio.Task[Any] | None = None
         # A plain flag, not an asyncio.Event: nothing awaits it, and an idle connection is mostly
         # its small objects (an Event's deque alone is ~0.6 KiB).
@@ -150,7 +156,7 @@ class EventStreamResponse:
     def _stop(self, final: bytes) -> None:
         """The ticket ends the stream (deadline, drain): cancel the sender, which sends ``final``."""
         if not self.last_words and not self.disconnected and self.task is not None:
-            self.last_words.append(final)
+            self.last_words.append(final if self.final is None else self.final)
             self.task.cancel()
 
     async def _watch_disconnect(self, receive: Receive) -> None:
