@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from ssegate import _fast
 from tests.deploy.nginx import NGINX, nginx_available
 from tests.support.browser import chromium_available
 
@@ -12,6 +13,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # A missing browser or nginx must fail CI loudly (make test installs them), but may skip on a laptop.
     _skip_without("browser", chromium_available(), "/usr/bin/chromium", items)
     _skip_without("nginx", nginx_available(), NGINX, items)
+    # What a fast path does is asserted only where it runs (SSEGATE_FAST_PATHS=0: make unit-plain).
+    # @pytest.mark.fast_paths(name, ...): the shortcuts a test needs (none named: all of them).
+    off = _fast.problems()
+    for item in items:
+        marker = item.get_closest_marker("fast_paths")
+        if marker is not None:
+            names = marker.args or tuple(_fast.SHORTCUTS)
+            why = [f"{name}: {off[name]}" for name in names if name in off]
+            if why:
+                item.add_marker(pytest.mark.skip(reason=f"fast path off ({'; '.join(why)})"))
 
 
 def _skip_without(marker: str, available: bool, binary: str, items: list[pytest.Item]) -> None:

@@ -12,6 +12,7 @@ import anthropic
 import pytest
 from opentelemetry import trace
 
+from ssegate import _fast
 from ssegate.providers import ProviderConfig, build_provider
 from ssegate.providers._upstream import body_reader
 from ssegate.providers.anthropic import AnthropicProvider
@@ -332,6 +333,7 @@ async def test_anthropic_gzip_compressed_stream_is_decoded(
     assert events[-1] == Finished("stop", provider.info.default_model)
 
 
+@pytest.mark.fast_paths(_fast.BODY_PUSH)
 async def test_anthropic_sdk_body_is_read_from_aiohttp_buffer(fake_anthropic: FakeAnthropic) -> None:
     # The per-token fast path depends on the SDK's aiohttp transport internals: if an SDK upgrade
     # moves them, this fails instead of the gateway silently getting slower.

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
+from ssegate import _fast
 from ssegate.providers import ProviderConfig, build_provider
 from ssegate.providers.anthropic import AnthropicProvider
 from ssegate.providers.base import GenerationRequest, Provider
@@ -92,6 +93,7 @@ async def test_the_direct_attempt_sends_what_the_sdk_sends(fake: FakeUpstream[An
     assert direct.body == by_sdk.body
 
 
+@pytest.mark.fast_paths(_fast.DIRECT_ATTEMPT)
 async def test_after_the_first_call_the_sdk_builds_no_request(
     fake: FakeUpstream[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,6 +139,7 @@ async def test_a_retryable_status_is_retried_by_the_sdk_with_the_retries_left(
         assert "fake" in error.message  # the vendor's words, from the SDK's own error
 
 
+@pytest.mark.fast_paths(_fast.DIRECT_ATTEMPT)
 def test_spans_leave_every_attempt_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
     assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._call.direct is not None
@@ -145,6 +148,7 @@ def test_spans_leave_every_attempt_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -
     assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._call.direct is None
 
 
+@pytest.mark.fast_paths(_fast.DIRECT_ATTEMPT)
 async def test_a_spare_connection_waits_for_the_next_call(fake: FakeUpstream[Any]) -> None:
     # Two calls at once need two connections (HTTP/1.1): the second finds one open already.
     held = Faults(stall_after=1)  # one delta, then the answer holds its connection
@@ -165,6 +169,7 @@ async def test_a_spare_connection_waits_for_the_next_call(fake: FakeUpstream[Any
         await provider.aclose()
 
 
+@pytest.mark.fast_paths(_fast.DIRECT_ATTEMPT, _fast.UPSTREAM_LANE)
 async def test_a_malformed_chunk_ends_the_answer_at_once(fake: FakeUpstream[Any]) -> None:
     # aiohttp refuses the chunk and closes the connection; the body's reader must hear of it then,
     # not when the idle timer (here far longer than the test allows) gives up on a silent upstream

@@ -18,8 +18,9 @@ import pytest
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ssegate import _fast
+from ssegate._fast.lane import MAX_HELD_CHUNK, LaneHandler
 from ssegate.providers import ProviderConfig, build_provider
-from ssegate.providers._lane import MAX_HELD_CHUNK, LaneHandler
 from ssegate.providers.anthropic import AnthropicProvider
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic
 from tests.providers.helpers import ask, pushed, text_of
@@ -216,6 +217,7 @@ async def test_a_body_with_a_length_is_aiohttps_alone(lane: Lane) -> None:
     assert payload.is_eof()
 
 
+@pytest.mark.fast_paths(_fast.DIRECT_ATTEMPT, _fast.UPSTREAM_LANE)
 async def test_pushed_answers_use_the_lane_and_keep_their_connection() -> None:
     script = AnthropicScript(text=("Hel", "lo ", "wor", "ld"))
     async with FakeAnthropic(script) as fake:

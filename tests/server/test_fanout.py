@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from ssegate import _fast
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from tests.multiprocess.processes import SsegateProcess
@@ -51,6 +53,7 @@ async def publish(client: httpx.AsyncClient, topic: str, data: object) -> str:
     return published
 
 
+@pytest.mark.fast_paths(_fast.LIVE_SOCKET)
 async def test_caught_up_viewers_share_the_fan_out_and_all_get_every_event_in_order(
     ssegate_server: ServerFactory,
 ) -> None:
@@ -69,6 +72,7 @@ async def test_caught_up_viewers_share_the_fan_out_and_all_get_every_event_in_or
         assert await live_viewers(client) == 0
 
 
+@pytest.mark.fast_paths(_fast.LIVE_SOCKET)
 async def test_viewers_leaving_the_fan_out_are_counted_out(ssegate_server: ServerFactory) -> None:
     async with ssegate_server() as client:
         async with contextlib.AsyncExitStack() as stack:
@@ -125,6 +129,7 @@ def read_events(sock: socket.socket, count: int) -> list[Event]:
     return events
 
 
+@pytest.mark.fast_paths(_fast.LIVE_SOCKET)
 async def test_a_slow_viewer_lags_only_itself_and_still_gets_every_event_once(
     ssegate_server: ServerFactory,
 ) -> None:
@@ -165,6 +170,7 @@ async def test_the_fan_out_serves_viewers_of_ssegate_serve_on_uvloop(tmp_path: P
         process.stop()
 
 
+@pytest.mark.fast_paths(_fast.LIVE_SOCKET)
 async def test_a_live_viewer_of_a_quiet_stream_gets_keep_alive_comments(
     ssegate_server: ServerFactory,
 ) -> None:

@@ -1,5 +1,5 @@
 """What ``ssegate serve`` runs under uvicorn for every connection: the slim httptools protocol
-(ssegate.server.protocol) and the outer layers that keep no frame (ssegate.server.main.ServedApp).
+(ssegate._fast.protocol) and the outer layers that keep no frame (ssegate._fast.stack.ServedApp).
 
 They exist to make a held connection cheap (bench W3); these tests hold them to that, and to
 behaving exactly as stock uvicorn does otherwise."""
@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from ssegate._fast.protocol import SlimEvent
+from ssegate._fast.stack import ServedApp
 from ssegate.config import Settings
 from ssegate.server.app import create_app
-from ssegate.server.main import UVICORN_OPTIONS, ServedApp
-from ssegate.server.protocol import SlimEvent
+from ssegate.server.main import uvicorn_options
 from tests.support.servers import serve_asgi
 
 FAST = {"demo_ttft": 0.01, "demo_tokens_per_second": 400.0}
@@ -153,6 +154,7 @@ async def held_chains() -> list[list[str]]:
     return chains
 
 
+@pytest.mark.fast_paths
 async def test_a_held_subscriber_is_suspended_in_the_app_s_own_frames_only() -> None:
     async with served() as (host, port):
         writer = await open_stream(host, port, b"quiet")
@@ -168,6 +170,7 @@ async def test_a_held_subscriber_is_suspended_in_the_app_s_own_frames_only() -> 
     ]
 
 
+@pytest.mark.fast_paths
 async def test_a_generation_started_with_a_stream_takes_the_short_path_too() -> None:
     # The demo model's first token is a minute away: the stream is held, waiting for it.
     async with served(demo_ttft=60.0) as (host, port):
@@ -215,11 +218,12 @@ async def idle_subscriber_heap(host: str, port: int, count: int) -> float:
             writer.close()
 
 
+@pytest.mark.fast_paths
 async def test_an_idle_subscriber_costs_kibibytes_less_than_under_stock_uvicorn() -> None:
     settings = Settings(**FAST, max_streams_per_principal=1000, max_streams_total=1000)
     tracemalloc.start()
     try:
-        async with serve_asgi(ServedApp(create_app(settings)), **UVICORN_OPTIONS) as url:
+        async with serve_asgi(ServedApp(create_app(settings).dispatch), **uvicorn_options()) as url:
             slim = await idle_subscriber_heap(*address(url), 200)
         # Stock: uvicorn's own httptools protocol and proxy-headers middleware, the app as is.
         async with serve_asgi(create_app(settings).__call__, http="httptools", interface="asgi3") as url:
@@ -266,11 +270,11 @@ async def test_a_trusted_proxy_s_forwarded_client_address_reaches_the_access_log
 
 
 async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = ServedApp(create_app(Settings(**FAST)), forwarded_allow_ips="192.0.2.1")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "192.0.2.1")  # read as uvicorn reads it
     with caplog.at_level(logging.INFO, logger="ssegate.access"):
-        async with serve_asgi(app, **UVICORN_OPTIONS) as url:
-            await request_with_forwarded_headers(*address(url))
+        async with served() as (host, port):
+            await request_with_forwarded_headers(host, port)
             await wait_for_access_lines(caplog, 2)
     assert client_addresses(caplog) == ["127.0.0.1", "127.0.0.1"]

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from ssegate.server.dispatch import REQUEST_END, StreamEndpoint
+from ssegate._fast.stack import StreamEndpoint
 from ssegate.server.metrics import Metrics
-from ssegate.server.middleware import AccessLogMiddleware
+from ssegate.server.middleware import REQUEST_END, AccessLogMiddleware
 from tests.operations.test_limits import parse_metrics
 from tests.security.harness import bearer, running, start
 from tests.support.sse import read_stream

@@ -15,8 +15,7 @@ from typing import Any
 import uvicorn
 
 from ssegate.server.app import App
-from ssegate.server.listener import Server
-from ssegate.server.main import UVICORN_OPTIONS, ServedApp
+from ssegate.server.main import ListeningServer, served, uvicorn_options
 
 
 def bound_socket() -> socket.socket:
@@ -41,16 +40,16 @@ def free_port() -> int:
 async def serve_asgi(app: Any, **config: Any) -> AsyncIterator[str]:
     """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``).
 
-    ssegate's own app is served as ``ssegate serve`` serves it (see ssegate.server.main and
-    ssegate.server.listener).
+    ssegate's own app is served as ``ssegate serve`` serves it (see ssegate.server.main): with the
+    fast paths where they are on, on stock uvicorn where they are off.
     """
     sock = bound_socket()
     port = sock.getsockname()[1]
     server_class = uvicorn.Server
     if isinstance(app, App):
-        app = ServedApp(app)
-        config = {**UVICORN_OPTIONS, **config}
-        server_class = Server  # accepting as ssegate serve does
+        app = served(app)
+        config = {**uvicorn_options(), **config}
+        server_class = ListeningServer  # accepting as ssegate serve does
     server = server_class(
         uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **config)
     )

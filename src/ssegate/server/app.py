@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ssegate import _fast
 from ssegate.config import Settings
 from ssegate.errors import RequestError, SSEGateError
 from ssegate.gateway import Gateway
@@ -27,7 +28,6 @@ from ssegate.providers import ProviderConfig, ProviderRegistry, available_provid
 from ssegate.providers.base import ConfigurationError
 from ssegate.server import auth, door_routes, generations, topics
 from ssegate.server.auth import Authenticator
-from ssegate.server.dispatch import HeldStreams, StreamEndpoint
 from ssegate.server.drain import drain_on_sigterm
 from ssegate.server.fanout import SERVER_SEND, FanOut
 from ssegate.server.http import error_response
@@ -64,11 +64,15 @@ def provider_config(settings: Settings) -> ProviderConfig:
 class App(Starlette):
     """Starlette, plus: the server's own ``send`` kept in the scope for the live fan-out (which
     writes under the middleware; see :mod:`ssegate.server.fanout`), and the event-stream routes
-    served on the short path of :mod:`ssegate.server.dispatch`."""
+    served on the short path of :mod:`ssegate._fast.stack` (where that shortcut is on)."""
 
     stream_routes: Sequence[Route] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
+        if not _fast.enabled(_fast.HELD_STREAMS):
+            return super().build_middleware_stack()
+        from ssegate._fast.stack import HeldStreams, StreamEndpoint
+
         handlers = {k: v for k, v in self.exception_handlers.items() if isinstance(k, type)}
         short: ASGIApp = StreamEndpoint(handlers)
         for cls, args, kwargs in reversed(self.user_middleware):

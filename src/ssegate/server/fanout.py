@@ -29,10 +29,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeGuard, runtime_checkable
+from typing import Any
 
 from starlette.types import Send
 
+from ssegate import _fast
+from ssegate._fast.live_socket import Transport, transport_under
 from ssegate.codec.encoder import KEEPALIVE
 from ssegate.errors import SSEGateError
 from ssegate.log.base import EventLog, Handoff, ListenableLog, LogEntry
@@ -53,35 +55,25 @@ SLOW_SOCKET_BYTES = 64 * 1024
 WRITE_SLICE = 128
 
 
-@runtime_checkable
-class _Transport(Protocol):
-    def write(self, data: bytes) -> None: ...
-    def is_closing(self) -> bool: ...
-    def get_write_buffer_size(self) -> int: ...
-
-
 class ChunkedSocket:
     """The socket under an HTTP/1.1 chunked response, written to without awaiting.
 
-    Only for uvicorn's httptools protocol, whose response state stays consistent because a chunk
-    is all it would have written itself; anything else answers ``None`` and its viewers keep
+    Found under uvicorn's httptools protocol only, and only where the ``live_socket`` shortcut is
+    on (see :mod:`ssegate._fast.live_socket`); anything else answers ``None`` and its viewers keep
     reading on their own.
     """
 
     __slots__ = ("_transport",)
 
-    def __init__(self, transport: _Transport) -> None:
+    def __init__(self, transport: Transport) -> None:
         self._transport = transport
 
     @classmethod
     def under(cls, server_send: Send | None) -> ChunkedSocket | None:
-        cycle: Any = getattr(server_send, "__self__", None)
-        if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        if not _fast.enabled(_fast.LIVE_SOCKET):
             return None
-        if getattr(cycle, "chunked_encoding", None) is not True or getattr(cycle, "disconnected", True):
-            return None
-        transport = getattr(cycle, "transport", None)
-        return cls(transport) if _is_transport(transport) else None
+        transport = transport_under(server_send)
+        return None if transport is None else cls(transport)
 
     @property
     def closing(self) -> bool:
@@ -94,19 +86,6 @@ class ChunkedSocket:
             return False
         transport.write(framed)
         return transport.get_write_buffer_size() <= SLOW_SOCKET_BYTES
-
-
-# Duck-typed (uvloop's transports are not asyncio.WriteTransport subclasses), and answered once
-# per class: isinstance() against a runtime-checkable Protocol walks its members on every call.
-_transport_classes: dict[type, bool] = {}
-
-
-def _is_transport(obj: object) -> TypeGuard[_Transport]:
-    cls = type(obj)
-    known = _transport_classes.get(cls)
-    if known is None:
-        known = _transport_classes[cls] = isinstance(obj, _Transport)
-    return known
 
 
 def frame(chunk: bytes) -> bytes:

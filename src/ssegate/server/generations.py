@@ -229,7 +229,7 @@ async def describe_generation(request: Request) -> Response:
     return JSONResponse({**described, **_links(generation_id, request.scope)})
 
 
-# The routes whose response is usually a held event stream (see ssegate.server.dispatch).
+# The routes whose response is usually a held event stream (see ssegate._fast.stack).
 stream_routes = [
     Route("/v1/generations", create_generation, methods=["POST"]),
     Route("/v1/generations/{generation_id}/events", generation_events, methods=["GET"]),

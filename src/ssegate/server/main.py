@@ -8,20 +8,17 @@ import os
 import resource
 import socket
 import sys
-from collections.abc import Awaitable
 from typing import Any
 
 import uvicorn
-from starlette.types import Receive, Scope, Send
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
+from ssegate import _fast
 from ssegate.config import Settings
 from ssegate.server.app import App, create_app
 from ssegate.server.auth import exposure_problem
-from ssegate.server.listener import Server
 from ssegate.server.middleware import configure_access_log
-from ssegate.server.protocol import SlimHttpToolsProtocol
 
 
 def app_from_env() -> App:
@@ -31,45 +28,40 @@ def app_from_env() -> App:
     return create_app(Settings.from_env(), drain_on_signal=True)
 
 
-class ServedApp:
-    """The app as ``ssegate serve`` hands it to uvicorn: its outermost layers as plain functions.
+def served(app: App) -> ASGIApp:
+    """``app`` as ``ssegate serve`` hands it to uvicorn configured with :func:`uvicorn_options`."""
+    if _fast.enabled(_fast.SERVED_APP):
+        from ssegate._fast.stack import ServedApp
 
-    Under stock settings uvicorn wraps the app in its proxy-headers middleware, and Starlette's
-    ``__call__`` is a coroutine too; both stay on the call stack of every held connection, about
-    0.55 KiB of an idle subscriber (bench W3). Here uvicorn's proxy-headers middleware still does
-    the rewriting (trusting ``FORWARDED_ALLOW_IPS``, default 127.0.0.1, as uvicorn does), but it
-    runs to its end before the app's own first coroutine starts: uvicorn runs with
-    ``proxy_headers=False`` and ``interface="asgi3"``.
-    """
-
-    def __init__(self, app: App, *, forwarded_allow_ips: str | None = None) -> None:
-        self.app = app
-        trusted = forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-        self._forwarded = ProxyHeadersMiddleware(_answered, trusted_hosts=trusted)  # type: ignore[arg-type]
-
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        if scope["type"] != "lifespan":
-            rewrite = self._forwarded(scope, receive, send)  # type: ignore[arg-type]
-            try:
-                rewrite.send(None)
-            except StopIteration:
-                pass  # it rewrote the scope and called _answered: the usual, and only, way
-            else:  # pragma: no cover - only if a uvicorn release made it wait on something
-                rewrite.close()
-                raise RuntimeError("uvicorn's proxy-headers middleware suspended")
-        return self.app.dispatch(scope, receive, send)
+        return ServedApp(app.dispatch)
+    return app
 
 
-async def _answered(scope: Scope, receive: Receive, send: Send) -> None:
-    """The proxy-headers middleware's inner app: nothing, so it completes without suspending."""
+def uvicorn_options() -> dict[str, Any]:
+    """How ``ssegate serve`` configures uvicorn for :func:`served` apps (the tests' servers too):
+    stock uvicorn where the fast paths are off."""
+    options: dict[str, Any] = {}
+    if _fast.enabled(_fast.SERVED_APP):
+        from ssegate._fast.stack import UVICORN_OPTIONS
+
+        options.update(UVICORN_OPTIONS)
+    if _fast.enabled(_fast.SLIM_PROTOCOL):
+        from ssegate._fast.protocol import SlimHttpToolsProtocol
+
+        options["http"] = SlimHttpToolsProtocol
+    return options
 
 
-# How ``ssegate serve`` configures uvicorn for a ServedApp (the tests' servers use them too).
-UVICORN_OPTIONS: dict[str, Any] = {
-    "interface": "asgi3",
-    "proxy_headers": False,  # ServedApp applies it (see there)
-    "http": SlimHttpToolsProtocol,
-}
+class ListeningServer(uvicorn.Server):
+    """uvicorn's server, accepting as the ``accept`` shortcut does where it is on."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if _fast.enabled(_fast.ACCEPT):
+            from ssegate._fast.accept import startup
+
+            await startup(self, sockets)
+        else:
+            await super().startup(sockets)
 
 
 # uvicorn's exit status when the app could not start (what uvicorn.run exits with).
@@ -97,9 +89,9 @@ def raise_open_files_limit(needed: int) -> str | None:
     return None
 
 
-def served_app_from_env() -> ServedApp:
+def served_app_from_env() -> ASGIApp:
     """The factory ``ssegate serve`` gives uvicorn."""
-    return ServedApp(app_from_env())
+    return served(app_from_env())
 
 
 def serve(
@@ -140,6 +132,7 @@ def serve(
     # The SDKs' httpx logs a line per upstream request at INFO; the access log already says enough.
     for name in ("httpx", "httpx2"):  # the SDKs' HTTP clients (one is vendored under that name)
         logging.getLogger(name).setLevel(logging.WARNING)
+    _fast.announce()  # once, here: the workers inherit the decision's inputs, not the warning
     announcement = (
         f"ssegate: serving on http://{settings.host}:{settings.port} "
         f"(log: {'redis' if settings.redis_url else 'memory'}, "
@@ -151,7 +144,7 @@ def serve(
     config = uvicorn.Config(
         "ssegate.server.main:served_app_from_env",
         factory=True,
-        **UVICORN_OPTIONS,
+        **uvicorn_options(),
         host=settings.host,
         port=settings.port,
         workers=workers,
@@ -180,7 +173,7 @@ def _announce(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class _AnnouncingServer(Server):
+class _AnnouncingServer(ListeningServer):
     """Says "serving on" once the socket listens: the app's start-up (importing a vendor SDK takes
     seconds) comes first, and a client that connects on the line must not be refused."""
 

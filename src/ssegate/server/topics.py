@@ -135,7 +135,7 @@ def _topic_from_path(request: Request) -> str:
     return _checked_topic(request.path_params["topic"])
 
 
-# The held streams (served on the short path, see ssegate.server.dispatch).
+# The held streams (served on the short path, see ssegate._fast.stack).
 stream_routes = [
     # Before the {topic:path} route, which would not match it anyway (it needs a "/" before "events").
     Route("/v1/topics/events", many_topic_events, methods=["GET"]),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from ssegate.server.listener import ACCEPT_BATCH, Acceptor
+from ssegate._fast.accept import ACCEPT_BATCH, Acceptor
 from tests.support.servers import bound_socket
 
 WAITING = 50

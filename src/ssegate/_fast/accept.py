@@ -1,4 +1,9 @@
-"""Accepting connections: every pending one on each wake-up, not one per turn of the event loop.
+"""Shortcut ``accept``: every pending connection accepted on each wake-up, not one per loop turn.
+
+Relies on: uvicorn's ``Server.startup`` (what it sets up besides listening: ``server_state``,
+``lifespan.state``, ``config.http_protocol_class``, ``servers``), the socket's private
+``_accept`` (a descriptor without a socket object), and ``connect_accepted_socket`` driven without
+a task (uvloop's and asyncio's set the transport up before their first suspension).
 
 libuv (under uvloop) accepts a single connection each time its loop polls the listening socket
 (libuv 1.45 and later). A loop that is busy streaming takes milliseconds a turn, so new
@@ -34,7 +39,7 @@ try:
 except ImportError:  # uvicorn[standard] has no uvloop on Windows and PyPy
     _UVLOOP = ()
 
-__all__ = ["ACCEPT_BATCH", "Acceptor", "Server"]
+__all__ = ["ACCEPT_BATCH", "Acceptor", "Server", "startup"]
 
 logger = logging.getLogger("ssegate.server")
 
@@ -169,33 +174,38 @@ def _finish_opening(opening: Coroutine[Any, Any, object], _connected: asyncio.Fu
         logger.debug("ssegate: an accepted connection closed before it opened", exc_info=True)
 
 
-class Server(uvicorn.Server):
-    """uvicorn's server, its listening sockets served by an :class:`Acceptor` each.
+async def startup(server: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
+    """``server``'s start-up, its listening sockets served by an :class:`Acceptor` each.
 
     Start-up is uvicorn's (lifespan, then listening), with the sockets handed over: given ones stay
     the caller's to close; without any, the server binds ``config``'s address as uvicorn would.
     """
+    await uvicorn.Server.startup(server, sockets=[])  # lifespan, state, no listening of its own
+    owned = not sockets
+    if not sockets:
+        try:
+            sockets = [server.config.bind_socket()]
+        except SystemExit:  # uvicorn logged why (the address is taken, say)
+            await server.lifespan.shutdown()
+            raise
+    config = server.config
+    factory = functools.partial(
+        config.http_protocol_class,  # type: ignore[call-arg]  # uvicorn's protocols take these
+        config=config,
+        server_state=server.server_state,
+        app_state=server.lifespan.state,
+    )
+    loop = asyncio.get_running_loop()
+    for sock in sockets:
+        sock.listen(config.backlog)  # as the loop's create_server would (again is harmless)
+    server.servers = [
+        Acceptor(loop, sock, factory, owns_socket=owned)  # type: ignore[misc]
+        for sock in sockets
+    ]
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, its listening sockets served by an :class:`Acceptor` each (see :func:`startup`)."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=[])  # lifespan, state, no listening of its own
-        owned = not sockets
-        if not sockets:
-            try:
-                sockets = [self.config.bind_socket()]
-            except SystemExit:  # uvicorn logged why (the address is taken, say)
-                await self.lifespan.shutdown()
-                raise
-        config = self.config
-        factory = functools.partial(
-            config.http_protocol_class,  # type: ignore[call-arg]  # uvicorn's protocols take these
-            config=config,
-            server_state=self.server_state,
-            app_state=self.lifespan.state,
-        )
-        loop = asyncio.get_running_loop()
-        for sock in sockets:
-            sock.listen(config.backlog)  # as the loop's create_server would (again is harmless)
-        self.servers = [
-            Acceptor(loop, sock, factory, owns_socket=owned)  # type: ignore[misc]
-            for sock in sockets
-        ]
+        await startup(self, sockets)

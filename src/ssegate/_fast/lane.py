@@ -1,4 +1,8 @@
-"""An upstream answer's chunked body, framed by ssegate ahead of aiohttp's parser.
+"""Shortcut ``upstream_lane``: an upstream answer's chunked body, framed ahead of aiohttp's parser.
+
+Relies on: aiohttp's response protocol (``aiohttp.client_proto.ResponseHandler``: its
+``set_response_params``, ``data_received``, ``_payload``, ``exception()``) and the connector's
+private protocol factory (``_factory``), replaced only where it is aiohttp's own.
 
 aiohttp parses a streamed answer chunk by chunk into its body buffer, and the push path takes each
 chunk out of that buffer again: about a dozen Python calls per relayed token (aiohttp's

@@ -1,4 +1,8 @@
-"""uvicorn's httptools protocol, with less kept per connection for the many that are held open.
+"""Shortcut ``slim_protocol``: uvicorn's httptools protocol, keeping less per held connection.
+
+Relies on: the attributes uvicorn's ``HttpToolsProtocol`` sets up per connection and per request
+(``pipeline``, ``flow._is_writable_event``, ``cycle.message_event``, ``server``, ``client``),
+each swapped only when it has the type this was written against.
 
 An idle subscriber is mostly memory the server keeps for its connection (bench W3). In stock
 uvicorn three empty ``collections.deque`` objects are about 2.2 KiB of each connection's 13 KiB
