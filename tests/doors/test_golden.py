@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ssegate.dialects import ai_sdk_ui, anthropic_messages
 from ssegate.dialects.base import EncodedStream, EncodedStreams, Encoder, parse_cursor
 from ssegate.dialects.openai_chat import ChunkEncoder
 from ssegate.log.base import LogEntry, make_entry
@@ -54,6 +55,8 @@ CASES: dict[str, list[tuple[str, dict[str, object]]]] = {
 
 ENCODERS: dict[str, Callable[[str], Encoder]] = {
     "openai_chat": lambda gid: ChunkEncoder(gid, include_usage=True),
+    "anthropic_messages": anthropic_messages.EventEncoder,
+    "ai_sdk_ui": ai_sdk_ui.ChunkEncoder,
 }
 
 

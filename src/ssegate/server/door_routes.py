@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ssegate.dialects import openai_chat
+from ssegate.dialects import anthropic_messages, openai_chat
 from ssegate.dialects.base import Cursor
 from ssegate.server.doors import (
     CollectedAnswer,
@@ -102,8 +102,70 @@ async def models(request: Request) -> Response:
     return JSONResponse(models_list(app))
 
 
+ANTHROPIC = Door(
+    name=anthropic_messages.NAME,
+    error_body=anthropic_messages.error_body,
+    error_event=anthropic_messages.error_event,
+    error_status=anthropic_messages.error_status,
+)
+
+
+@ANTHROPIC.endpoint
+async def messages(request: Request) -> Response:
+    app = state_of(request)
+    body = await read_json_body(request, app.settings.max_body_bytes)
+    parsed = anthropic_messages.parse_request(body, max_tokens_limit=app.settings.max_tokens)
+    meta, ticket = await start_generation(
+        request, app, parsed.generation, parsed.provider, stream=parsed.stream
+    )
+    generation_id = meta["id"]
+    headers = {"x-generation-id": generation_id}
+    if ticket is not None:
+        return DialectStream(  # type: ignore[return-value]
+            app,
+            ANTHROPIC,
+            generation_id,
+            anthropic_messages.NAME,
+            anthropic_messages.EventEncoder,
+            _FROM_START,
+            ticket,
+            list(headers.items()),
+        )
+    return CollectedAnswer(  # type: ignore[return-value]
+        app, ANTHROPIC, generation_id, partial(anthropic_messages.message, generation_id), headers
+    )
+
+
+@ANTHROPIC.endpoint
+async def message(request: Request) -> Response:
+    """``GET /v1/messages/{id}``: the message (waiting for its end), or with
+    ``Accept: text/event-stream`` its events from ``Last-Event-ID`` on."""
+    app = state_of(request)
+    generation_id = generation_id_from(request.path_params["message_id"], anthropic_messages.ID_PREFIX)
+    await known_generation(request, app, generation_id)
+    headers = {"x-generation-id": generation_id}
+    if wants_event_stream(request):
+        cursor = resume_cursor(request)
+        ticket = app.open_stream(request)
+        return DialectStream(  # type: ignore[return-value]
+            app,
+            ANTHROPIC,
+            generation_id,
+            anthropic_messages.NAME,
+            anthropic_messages.EventEncoder,
+            cursor,
+            ticket,
+            list(headers.items()),
+        )
+    return CollectedAnswer(  # type: ignore[return-value]
+        app, ANTHROPIC, generation_id, partial(anthropic_messages.message, generation_id), headers
+    )
+
+
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/chat/completions/{completion_id}", chat_completion, methods=["GET"]),
     Route("/v1/models", models, methods=["GET"]),
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/{message_id}", message, methods=["GET"]),
 ]
