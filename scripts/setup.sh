@@ -45,3 +45,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     fi
     touch "$stamp"
 fi
+
+if [ "$want" = test ]; then
+    # The AI SDK door's tests run the npm `ai` package (pinned in tests/doors/js/package-lock.json).
+    if [ ! -d tests/doors/js/node_modules ] || [ tests/doors/js/package-lock.json -nt tests/doors/js/node_modules ]; then
+        echo "setup: npm ci in tests/doors/js"
+        npm ci --prefix tests/doors/js --no-audit --no-fund --loglevel=error
+    fi
+fi

@@ -6,14 +6,18 @@ generation or holds its lifecycle. Each answer carries ``X-Generation-Id``.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ssegate.dialects import anthropic_messages, openai_chat
+from ssegate.dialects import ai_sdk_ui, anthropic_messages, openai_chat
 from ssegate.dialects.base import Cursor
+from ssegate.errors import StreamExists
+from ssegate.gateway import TERMINAL_STATES, is_generation_id
+from ssegate.log.base import Retention
 from ssegate.server.doors import (
     CollectedAnswer,
     DialectStream,
@@ -26,6 +30,7 @@ from ssegate.server.doors import (
     state_of,
 )
 from ssegate.server.http import read_json_body, wants_event_stream
+from ssegate.server.state import AppState
 
 _FROM_START = Cursor()
 
@@ -162,10 +167,109 @@ async def message(request: Request) -> Response:
     )
 
 
+UI = Door(name=ai_sdk_ui.NAME, error_body=ai_sdk_ui.error_body, error_event=ai_sdk_ui.error_event)
+_UI_HEADERS = [ai_sdk_ui.HEADER]
+_CHAT_RETENTION_EVENTS = 1
+
+
+def _chat_key(principal: str, chat_id: str) -> str:
+    # Per principal: another key's chat of the same id is another chat.
+    return f"uichat:{principal}:{chat_id}"
+
+
+async def _remember_generation(app: AppState, principal: str, chat_id: str, generation_id: str) -> None:
+    """The chat's active generation, for resume and stop (in the log, so every process knows it)."""
+    key = _chat_key(principal, chat_id)
+    retention = app.settings.generation_retention
+    with contextlib.suppress(StreamExists):
+        await app.log.create(key, Retention(_CHAT_RETENTION_EVENTS, retention.max_age))
+    await app.log.set_meta(key, {"generation": generation_id})
+
+
+async def _active_generation(request: Request, app: AppState, scope: str) -> str | None:
+    """The chat's generation if it is still running (``None``: nothing to resume or stop)."""
+    principal = app.authenticate(request, scope=scope)
+    chat_id = ai_sdk_ui.check_chat_id(request.path_params["chat_id"], "chatId")
+    generation_id = (await app.log.get_meta(_chat_key(principal, chat_id))).get("generation")
+    if not generation_id or not is_generation_id(generation_id):
+        return None
+    described = await app.gateway.describe(generation_id)
+    if described is None or described["state"] in TERMINAL_STATES:
+        return None
+    app.authorize_generation(request, described, scope=scope)
+    return generation_id
+
+
+@UI.endpoint
+async def ui_chat(request: Request) -> Response:
+    """``POST /v1/ui/chat``: what ``DefaultChatTransport.sendMessages`` sends."""
+    app = state_of(request)
+    body = await read_json_body(request, app.settings.max_body_bytes)
+    chat = ai_sdk_ui.parse_request(body, max_tokens_limit=app.settings.max_tokens)
+    meta, ticket = await start_generation(request, app, chat.generation, chat.provider, stream=True)
+    assert ticket is not None
+    generation_id = meta["id"]
+    try:
+        await _remember_generation(app, meta["owner"], chat.chat_id, generation_id)
+    except BaseException:
+        ticket.close()
+        raise
+    return DialectStream(  # type: ignore[return-value]
+        app,
+        UI,
+        generation_id,
+        ai_sdk_ui.NAME,
+        ai_sdk_ui.ChunkEncoder,
+        _FROM_START,
+        ticket,
+        [("x-generation-id", generation_id), *_UI_HEADERS],
+    )
+
+
+@UI.endpoint
+async def ui_chat_stream(request: Request) -> Response:
+    """``GET /v1/ui/chat/{chatId}/stream``: ``reconnectToStream`` (``useChat({resume: true})``).
+    The running generation from its start (the AI SDK rebuilds the message from a replay), or
+    from ``Last-Event-ID``; 204 when the chat has none running."""
+    app = state_of(request)
+    generation_id = await _active_generation(request, app, "subscribe")
+    if generation_id is None:
+        return Response(status_code=204)
+    cursor = resume_cursor(request)
+    ticket = app.open_stream(request)
+    return DialectStream(  # type: ignore[return-value]
+        app,
+        UI,
+        generation_id,
+        ai_sdk_ui.NAME,
+        ai_sdk_ui.ChunkEncoder,
+        cursor,
+        ticket,
+        [("x-generation-id", generation_id), *_UI_HEADERS],
+    )
+
+
+@UI.endpoint
+async def ui_chat_stop(request: Request) -> Response:
+    """``POST /v1/ui/chat/{chatId}/stop``: cancel the chat's running generation (the upstream call
+    is closed at once); its readers get ``abort``. 204 when none is running."""
+    app = state_of(request)
+    generation_id = await _active_generation(request, app, "generate")
+    if generation_id is None:
+        return Response(status_code=204)
+    await app.gateway.cancel(generation_id, reason="stopped")
+    described = await app.gateway.describe(generation_id)
+    state = described["state"] if described else "cancelled"
+    return JSONResponse({"id": generation_id, "state": state}, headers={"x-generation-id": generation_id})
+
+
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/chat/completions/{completion_id}", chat_completion, methods=["GET"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/v1/messages", messages, methods=["POST"]),
     Route("/v1/messages/{message_id}", message, methods=["GET"]),
+    Route("/v1/ui/chat", ui_chat, methods=["POST"]),
+    Route("/v1/ui/chat/{chat_id}/stream", ui_chat_stream, methods=["GET"]),
+    Route("/v1/ui/chat/{chat_id}/stop", ui_chat_stop, methods=["POST"]),
 ]
