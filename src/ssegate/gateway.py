@@ -107,6 +107,7 @@ class _Local:
     watched: bool = False
     producer: asyncio.Task[None] | None = None
     keep_running: bool = False
+    mapper: _WireMapper | None = None  # the producer's, while it runs here
 
 
 ProviderFactory = Callable[[str], Provider]
@@ -302,6 +303,8 @@ class Gateway:
     ) -> None:
         key = stream_key(generation_id)
         mapper = _WireMapper(generation_id, provider.info.name, model)
+        if (local := self._local.get(generation_id)) is not None:
+            local.mapper = mapper
         out = self._appender(key, meta)
         stream: AsyncIterator[ProviderEvent] | None = None
         outcome: tuple[str, dict[str, Any]] | None = None
@@ -344,6 +347,7 @@ class Gateway:
             local = self._local.get(generation_id)
             if local is not None:
                 local.producer = None
+                local.mapper = None
                 if local.viewers == 0:
                     self._local.pop(generation_id, None)
             with contextlib.suppress(Exception):
@@ -430,14 +434,20 @@ class Gateway:
     ) -> dict[str, Any] | None:
         """Log the provider's events as this task reads them; the ``done`` data, or ``None`` if the
         provider ended without one."""
-        async for provider_event in stream:
+        events = aiter(stream)
+        while True:
+            try:
+                provider_event = await anext(events)
+            except StopAsyncIteration:
+                return None
+            except _GARBAGE as exc:  # raised by the provider's parsing: the upstream's bytes
+                raise _invalid_upstream(exc) from exc
             for event, data in mapper.map(provider_event):
                 if event == "done":
                     return data
                 await out.append(event, _json(data))
                 if event == "usage":
                     await out.set_meta({"usage": _json(data)})
-        return None
 
     async def _produce_pushed(
         self,
@@ -451,24 +461,35 @@ class Gateway:
         upstream socket's callback: no task switch per token (about a tenth of a relayed token's
         CPU, bench W4). What the log raises there (the stream ended elsewhere) ends the call."""
         finished: list[dict[str, Any]] = []
+        ours: list[BaseException] = []  # what deliver raised: our failure, not the upstream's
         append = log.append_now
 
         def deliver(provider_event: ProviderEvent) -> None:
             if finished:
                 return
-            if type(provider_event) is TextDelta:  # nearly every event: no mapping list
-                if provider_event.text:
-                    append(key, "text", _json(_text_data(provider_event.text)))
-                return
-            for event, data in mapper.map(provider_event):
-                if event == "done":
-                    finished.append(data)
+            try:
+                if type(provider_event) is TextDelta:  # nearly every event: no mapping list
+                    if provider_event.text:
+                        mapper.streamed += 1
+                        append(key, "text", _json(_text_data(provider_event.text)))
                     return
-                append(key, event, _json(data))
-                if event == "usage":
-                    log.set_meta_now(key, {"usage": _json(data)})
+                for event, data in mapper.map(provider_event):
+                    if event == "done":
+                        finished.append(data)
+                        return
+                    append(key, event, _json(data))
+                    if event == "usage":
+                        log.set_meta_now(key, {"usage": _json(data)})
+            except BaseException as exc:
+                ours.append(exc)
+                raise
 
-        await stream_into(request, deliver)
+        try:
+            await stream_into(request, deliver)
+        except _GARBAGE as exc:
+            if ours:  # deliver's own failure (say, an event SSE cannot carry)
+                raise
+            raise _invalid_upstream(exc) from exc
         return finished[0] if finished else None
 
     async def _end(self, generation_id: str, state: str, data: dict[str, Any]) -> bool:
@@ -476,8 +497,12 @@ class Gateway:
         key = stream_key(generation_id)
         event = "error" if state == "error" else "done"
         if event == "done" and "usage" not in data:
-            meta = await self.log.get_meta(key)
-            data = {**data, "usage": json.loads(meta["usage"]) if meta.get("usage") else None}
+            local = self._local.get(generation_id)
+            if local is not None and local.mapper is not None:  # the producer runs here: it knows
+                data = {**data, "usage": local.mapper.usage_so_far()}
+            else:
+                meta = await self.log.get_meta(key)
+                data = {**data, "usage": json.loads(meta["usage"]) if meta.get("usage") else None}
         try:
             await self.log.append(key, event, _json(data), terminal=True)
         except StreamClosed:
@@ -572,6 +597,20 @@ _LOG_UNAVAILABLE = {
 }
 
 
+# What a provider's parsing raises on bytes that are not its vendor's protocol (not JSON, or JSON
+# of another shape). Out of the provider, that is the upstream's fault, and is named so.
+_GARBAGE = (ValueError, LookupError, TypeError, AttributeError)
+
+
+def _invalid_upstream(exc: BaseException) -> UpstreamError:
+    logger.warning("the upstream sent what its protocol does not allow: %r", exc)
+    return UpstreamError(
+        "upstream_invalid",
+        f"the upstream sent something its protocol does not allow ({type(exc).__name__})",
+        retryable=True,
+    )
+
+
 def _final_fields(state: str, data: dict[str, Any]) -> dict[str, str]:
     """The metadata a terminal event leaves: state, end time, and the error or finish reason."""
     fields = {"state": state, "finished_at": f"{time.time():.3f}"}
@@ -579,6 +618,8 @@ def _final_fields(state: str, data: dict[str, Any]) -> dict[str, str]:
         fields["error"] = _json(data)
     else:
         fields["finish_reason"] = str(data.get("finish_reason", ""))
+        if data.get("usage") is not None:  # what describe says agrees with the done event
+            fields["usage"] = _json(data["usage"])
     return fields
 
 
@@ -595,20 +636,38 @@ class _WireMapper:
         self._provider = provider
         self._model = model
         self.usage: dict[str, int | None] = {"input_tokens": None, "output_tokens": None}
+        # Content deltas streamed (text, thinking, tool arguments): about a token each. What a
+        # generation ended early (cancelled, abandoned) counts as output when the upstream's own
+        # count stops at its first report (Anthropic's message_start says output_tokens: 1).
+        self.streamed = 0
+
+    def usage_so_far(self) -> dict[str, int | None]:
+        """The usage to record for a generation ended before the upstream's final count."""
+        reported = self.usage["output_tokens"]
+        if reported is None and not self.streamed:
+            return dict(self.usage)
+        return {**self.usage, "output_tokens": max(reported or 0, self.streamed)}
 
     def start(self) -> dict[str, Any]:
         return {"id": self._generation_id, "model": self._model, "provider": self._provider}
 
     def map(self, event: ProviderEvent) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(event, TextDelta):
-            return [("text", _text_data(event.text))] if event.text else []
+            if not event.text:
+                return []
+            self.streamed += 1
+            return [("text", _text_data(event.text))]
         if isinstance(event, ThinkingDelta):
-            return [("thinking", {"delta": event.text})] if event.text else []
+            if not event.text:
+                return []
+            self.streamed += 1
+            return [("thinking", {"delta": event.text})]
         if isinstance(event, ToolCallStart):
             return [
                 ("tool_call", {"phase": "start", "id": event.id, "name": event.name, "index": event.index})
             ]
         if isinstance(event, ToolCallDelta):
+            self.streamed += 1
             return [("tool_call", {"phase": "delta", "id": event.id, "delta": event.partial_json})]
         if isinstance(event, ToolCallEnd):
             return [("tool_call", {"phase": "end", "id": event.id})]

@@ -36,6 +36,8 @@ class Faults:
     drop_after: int | None = None  # then cut the connection (truncated chunked body)
     end_after: int | None = None  # then end the body cleanly, without the vendor's final event
     garble_after: int | None = None  # then send a chunk whose size is not hex, and hold on
+    garbage_after: int | None = None  # then send a well-framed event with ``garbage`` as data, and hold on
+    garbage: bytes = b"<html>502 Bad Gateway</html>"  # not JSON, or JSON the vendor never sends
     interval: float = 0.0  # seconds between deltas, when no shared clock paces them
     gzip: bool = False  # send the body gzip-compressed (content-encoding: gzip), flushed per event
 
@@ -127,6 +129,10 @@ class FakeUpstream(Generic[ScriptT]):
     def error_frame(self, script: ScriptT) -> bytes:
         raise NotImplementedError
 
+    def garbage_frame(self, script: ScriptT, data: bytes) -> bytes:
+        """A well-framed SSE event carrying ``data`` where the vendor's JSON belongs."""
+        return b"data: " + data + b"\n\n"
+
     async def _handle(self, request: FakeRequest, responder: Responder) -> None:
         self.requests.append(request)
         script = self.queued.popleft() if self.queued else self.default_script
@@ -167,6 +173,10 @@ class FakeUpstream(Generic[ScriptT]):
                     return False
                 if deltas == faults.end_after:
                     await responder.end()
+                    return False
+                if deltas == faults.garbage_after:
+                    await responder.send(self.garbage_frame(script, faults.garbage))
+                    await responder.wait_client_gone()
                     return False
                 if deltas == faults.garble_after:
                     await responder.send_raw(b"zz\r\nnot a chunk\r\n")

@@ -74,6 +74,9 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
         kind = script.stream_error_type
         return _event("error", {"type": "error", "error": {"type": kind, "message": "Overloaded"}})
 
+    def garbage_frame(self, script: AnthropicScript, data: bytes) -> bytes:
+        return b"event: content_block_delta\ndata: " + data + b"\n\n"
+
     def frames(self, request: FakeRequest, script: AnthropicScript) -> Iterator[Frame]:
         model = script.model or request.json().get("model", "claude-fake-1")
         message: dict[str, Any] = {

@@ -8,6 +8,7 @@ before failing reaches the viewer intact; cancel and abandonment close the upstr
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,12 +59,21 @@ ANTHROPIC_FAULTS = {
     "stalled": MID_STREAM[0],
     "dropped": MID_STREAM[1],
     "ended_without_message_stop": MID_STREAM[2],
+    "garbage": Fault(Faults(garbage_after=2), "upstream_invalid", True, 2),
+    "garbage_json": Fault(Faults(garbage_after=2, garbage=b'{"delta": 5}'), "upstream_invalid", True, 2),
 }
 OPENAI_FAULTS = {
     **{f"status_{f.faults.status}": f for f in BEFORE_FIRST_BYTE},
     "error_chunk_after_first_byte": Fault(Faults(error_after=2), "upstream_unavailable", True, 2),
     "stalled": MID_STREAM[0],
     "dropped": MID_STREAM[1],
+    "garbage": Fault(Faults(garbage_after=2), "upstream_invalid", True, 2),
+    "garbage_json": Fault(
+        Faults(garbage_after=2, garbage=b'{"choices": 5}'),
+        "upstream_invalid",
+        True,
+        2,
+    ),
 }
 
 
@@ -226,3 +236,29 @@ async def test_gateway_abandonment_closes_the_upstream_request(vendor: str) -> N
     assert described["state"] == "cancelled"
     assert replay.data("done")[0]["reason"] == "abandoned"
     assert fake.completed == 0
+
+
+@pytest.mark.parametrize("vendor", ["anthropic", "openai"])
+async def test_a_cancelled_generation_records_the_output_tokens_it_streamed(vendor: str) -> None:
+    # Anthropic reports output_tokens: 1 in message_start and the real count only at the end;
+    # OpenAI reports nothing before the end. Cancelled in between, the deltas streamed count.
+    fake, settings = slow_upstream(vendor)
+    async with fake, gateway_client(settings(fake.url, abandon_grace=30.0)) as client:
+        response = await client.post(
+            "/v1/generations", json={"messages": [{"role": "user", "content": "hi"}]}
+        )
+        created = response.json()
+        texts = 0
+        async with client.stream("GET", created["events_url"]) as stream:
+            async for item in iter_stream(stream):
+                if isinstance(item, Event) and item.event == "text":
+                    texts += 1
+                    if texts == 12:
+                        assert (await client.post(created["cancel_url"])).status_code == 202
+                if isinstance(item, Event) and item.event == "done":
+                    done = json.loads(item.data)
+        described = (await client.get(created["url"])).json()
+
+    assert done["finish_reason"] == "cancelled"
+    assert done["usage"]["output_tokens"] >= 12  # at least what the viewer received
+    assert described["usage"]["output_tokens"] == done["usage"]["output_tokens"]

@@ -19,6 +19,7 @@ code                        when                                                
 ``upstream_timeout``        no byte from the upstream for ``idle_timeout`` s        yes
 ``upstream_disconnected``   the upstream closed the stream before it finished       yes
 ``upstream_error``          any other error event from the provider                 no
+``upstream_invalid``        bytes its protocol does not allow (not JSON, wrong shape) yes
 ==========================  =====================================================  =========
 """
 
