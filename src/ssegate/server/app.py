@@ -238,7 +238,7 @@ def create_app(
             Exception: _unexpected_error,
         },
     )
-    app.stream_routes = [*generations.stream_routes, *topics.stream_routes]
+    app.stream_routes = [*generations.stream_routes, *topics.stream_routes, *door_routes.stream_routes]
     return app
 
 

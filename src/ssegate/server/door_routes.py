@@ -263,13 +263,18 @@ async def ui_chat_stop(request: Request) -> Response:
     return JSONResponse({"id": generation_id, "state": state}, headers={"x-generation-id": generation_id})
 
 
-routes = [
+# The routes whose answer is usually a held event stream: served on the short path (see
+# ssegate.server.dispatch), as /v1/generations is.
+stream_routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/chat/completions/{completion_id}", chat_completion, methods=["GET"]),
-    Route("/v1/models", models, methods=["GET"]),
     Route("/v1/messages", messages, methods=["POST"]),
     Route("/v1/messages/{message_id}", message, methods=["GET"]),
     Route("/v1/ui/chat", ui_chat, methods=["POST"]),
     Route("/v1/ui/chat/{chat_id}/stream", ui_chat_stream, methods=["GET"]),
+]
+routes = [
+    *stream_routes,
+    Route("/v1/models", models, methods=["GET"]),
     Route("/v1/ui/chat/{chat_id}/stop", ui_chat_stop, methods=["POST"]),
 ]

@@ -99,6 +99,7 @@ class Door:
         """``handler`` with every error it raises answered in this door's shape."""
 
         async def wrapped(request: Request) -> Any:
+            state_of(request).metrics.door_requests[self.name] += 1
             try:
                 return await handler(request)
             except Exception as exc:

@@ -76,6 +76,7 @@ class Metrics:
         self.output_tokens = 0
         self.rejected: Counter[str] = Counter()
         self.requests: Counter[int] = Counter()
+        self.door_requests: Counter[str] = Counter()  # by dialect (see ssegate.server.doors)
         self.ttft = Histogram(TTFT_BUCKETS)
         self.tokens_per_second = Histogram(TOKENS_PER_SECOND_BUCKETS)
 
@@ -191,6 +192,15 @@ class Metrics:
             [
                 f'ssegate_http_responses_total{{code="{code}"}} {n}'
                 for code, n in sorted(self.requests.items())
+            ],
+        )
+        metric(
+            "ssegate_door_requests_total",
+            "counter",
+            "Requests to the front doors (OpenAI, Anthropic, AI SDK dialects), by dialect.",
+            [
+                f'ssegate_door_requests_total{{door="{door}"}} {n}'
+                for door, n in sorted(self.door_requests.items())
             ],
         )
         return ("\n".join(out) + "\n").encode("utf-8")

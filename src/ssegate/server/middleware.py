@@ -41,6 +41,9 @@ ALLOWED_METHODS = "GET, POST, OPTIONS"
 # What a browser client sends: a key, a JSON body, and EventSource/fetch resume and cache headers.
 ALLOWED_HEADERS = "Authorization, Content-Type, Last-Event-ID, Accept, Cache-Control, X-Api-Key"
 EXPOSED_HEADERS = "X-Generation-Id, Location, Retry-After"
+# Headers the vendors' browser SDKs add to every request (the front doors, ssegate.server.doors):
+# allowed by prefix, as the SDKs' versions add names.
+SDK_HEADER_PREFIXES = ("x-stainless-", "anthropic-", "openai-")
 PREFLIGHT_MAX_AGE = "600"
 REDACTED = "REDACTED"
 _SECRET_PARAMS = frozenset({"token"})
@@ -80,7 +83,7 @@ class CORSMiddleware:
             return self.app(scope, receive, send)
         allowed = self._allow_headers(origin)
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method") is not None:
-            return self._preflight(allowed, send)
+            return self._preflight(allowed, _header(scope, b"access-control-request-headers"), send)
         if not allowed:
             return self.app(scope, receive, send)  # no CORS headers: the browser hides the answer
 
@@ -106,17 +109,23 @@ class CORSMiddleware:
         return []
 
     @staticmethod
-    async def _preflight(allowed: list[tuple[bytes, bytes]], send: Send) -> None:
+    async def _preflight(allowed: list[tuple[bytes, bytes]], requested: str | None, send: Send) -> None:
         if not allowed:
             body = b'{"error":{"code":"origin_not_allowed","message":"this origin may not call this server"}}'
             headers = [(b"content-type", b"application/json"), (b"vary", b"Origin")]
             status = 403
         else:
             body = b""
+            sdk = [
+                h
+                for h in (requested or "").lower().replace(" ", "").split(",")
+                if h.startswith(SDK_HEADER_PREFIXES)
+            ]
+            allow_headers = ", ".join([ALLOWED_HEADERS, *sdk])
             headers = [
                 *allowed,
                 (b"access-control-allow-methods", ALLOWED_METHODS.encode()),
-                (b"access-control-allow-headers", ALLOWED_HEADERS.encode()),
+                (b"access-control-allow-headers", allow_headers.encode("latin-1")),
                 (b"access-control-max-age", PREFLIGHT_MAX_AGE.encode()),
             ]
             status = 204
