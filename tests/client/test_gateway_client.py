@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import json
+
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ssegate.client import GatewayClient, GatewayEvent
 from ssegate.errors import ClientError, HTTPStatusError
 from tests.client.fake_gateway import ANSWER, GENERATION_ID, FakeGateway, serve_gateway
+from tests.client.scripted import scripted_server, sse
 
 
 async def test_gateway_client_starts_a_generation_with_a_prompt_and_api_key() -> None:
@@ -75,3 +80,23 @@ async def test_gateway_client_start_generation_needs_exactly_one_of_messages_and
     async with GatewayClient("http://127.0.0.1:9") as client:
         with pytest.raises(ValueError, match="exactly one"):
             await client.start_generation()
+
+
+async def test_gateway_client_a_dropped_connection_is_never_an_error_event() -> None:
+    # The first connection drops after one event; the second ends with ssegate's `error` event. Only
+    # the server's word is an event (``failed``); the drop is a silent resume after id 1.
+    failure = {"code": "upstream_error", "message": "the model is down", "retryable": True}
+
+    async def handler(request: Request, n: int) -> Response:
+        if n == 0:
+            return sse([b"retry: 10\n\n", b'event: text\nid: 1\ndata: {"delta": "Hel"}\n\n'])
+        return sse([f"event: error\nid: 2\ndata: {json.dumps(failure)}\n\n".encode()])
+
+    async with scripted_server(handler) as (url, seen), GatewayClient(url) as gateway:
+        events = [event async for event in gateway.follow("g1")]
+
+    assert [(e.type, e.data, e.failed) for e in events] == [
+        ("text", {"delta": "Hel"}, False),
+        ("error", failure, True),
+    ]
+    assert [s.last_event_id for s in seen] == [None, "1"]

@@ -12,7 +12,7 @@ import {
   openEventStream,
   StreamGaveUpError,
   StreamHTTPError,
-} from "../../src/ssegate/static/ssegate.js";
+} from "../../clients/js/ssegate.js";
 
 /**
  * @typedef {{method: string, url: string, headers: http.IncomingHttpHeaders, body: string}} Seen

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { createParser } from "../../src/ssegate/static/sse-parser.js";
+import { createParser } from "../../clients/js/sse-parser.js";
 
 /**
  * Parse `chunks` (strings or byte arrays) and return everything the parser reported, in order.

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 
-import { createParser } from "../../src/ssegate/static/sse-parser.js";
+import { createParser } from "../../clients/js/sse-parser.js";
 
 /**
  * @typedef {{type: string, data: string, last_event_id: string}} VectorEvent

@@ -220,7 +220,9 @@ def create_app(
         *generations.routes,
         *topics.routes,
         *door_routes.routes,
-        Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
+        # follow_symlink: in a source checkout ssegate.js and sse-parser.js link to the npm package's
+        # files (clients/js), one copy for both; a built wheel holds the files themselves.
+        Mount("/static", app=StaticFiles(directory=str(STATIC_DIR), follow_symlink=True), name="static"),
     ]
     app = App(
         routes=routes,
