@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,40 @@ def nginx_available() -> bool:
     return shutil.which(NGINX) is not None
 
 
-def render_site(shipped: str, listen_port: int, backends: Sequence[str]) -> str:
-    """The shipped site config listening on ``listen_port`` and proxying to ``backends`` (host:port)."""
-    site, listens = _LISTEN.subn(rf"\g<1>listen 127.0.0.1:{listen_port};", shipped)
+@dataclass(frozen=True)
+class TLS:
+    """A certificate and its key, for nginx to serve TLS and HTTP/2."""
+
+    certificate: Path
+    key: Path
+
+
+# The shipped file's commented-out lines for serving browsers directly: TLS and HTTP/2.
+_TLS_LINES = re.compile(
+    r"^\s*#\s+(listen 443 ssl http2;|ssl_certificate\s+\S+;|ssl_certificate_key\s+\S+;)$", re.MULTILINE
+)
+
+
+def tls_listen(shipped: str, listen_port: int, tls: TLS) -> str:
+    """The shipped file's commented TLS + HTTP/2 lines, on ``listen_port`` with ``tls``'s files."""
+    lines = _TLS_LINES.findall(shipped)
+    if len(lines) != 3:
+        raise AssertionError(
+            f"deploy/nginx.conf must show the 3 TLS + HTTP/2 lines in a comment, found {lines}"
+        )
+    listen, certificate, key = lines
+    return (
+        listen.replace("listen 443", f"listen 127.0.0.1:{listen_port}")
+        + f"\n    {certificate.split()[0]} {tls.certificate};"
+        + f"\n    {key.split()[0]} {tls.key};"
+    )
+
+
+def render_site(shipped: str, listen_port: int, backends: Sequence[str], tls: TLS | None = None) -> str:
+    """The shipped site config listening on ``listen_port`` (with ``tls``: the file's own TLS and
+    HTTP/2 lines) and proxying to ``backends`` (host:port)."""
+    listen = tls_listen(shipped, listen_port, tls) if tls else f"listen 127.0.0.1:{listen_port};"
+    site, listens = _LISTEN.subn(lambda match: match[1] + listen, shipped)
     if listens != 1:
         raise AssertionError(f"deploy/nginx.conf must have exactly one 'listen 80;' line, found {listens}")
     upstream = _UPSTREAM.search(site)
@@ -72,9 +104,11 @@ def render_site(shipped: str, listen_port: int, backends: Sequence[str]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def nginx_in_front_of(backend_urls: Sequence[str], config: Path = SHIPPED_CONFIG) -> AsyncIterator[str]:
+async def nginx_in_front_of(
+    backend_urls: Sequence[str], config: Path = SHIPPED_CONFIG, tls: TLS | None = None
+) -> AsyncIterator[str]:
     """Run nginx with the shipped config (or another of deploy/) in front of ``backend_urls``;
-    yields nginx's base URL."""
+    yields nginx's base URL (``https://`` with ``tls``)."""
     if not nginx_available():
         pytest.fail(f"{NGINX} is not installed: run `make test`, which installs nginx-light", pytrace=False)
     backends = [url.removeprefix("http://").rstrip("/") for url in backend_urls]
@@ -83,10 +117,10 @@ async def nginx_in_front_of(backend_urls: Sequence[str], config: Path = SHIPPED_
         os.chmod(directory, 0o755)
         for attempt in range(_START_ATTEMPTS):
             port = free_port()
-            process = _start(Path(directory), port, backends, config)
+            process = _start(Path(directory), port, backends, config, tls)
             try:
                 if await _wait_listening(process, port):
-                    yield f"http://127.0.0.1:{port}"
+                    yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
                     return
                 if attempt == _START_ATTEMPTS - 1:
                     log = (Path(directory) / "error.log").read_text(errors="replace")
@@ -95,8 +129,10 @@ async def nginx_in_front_of(backend_urls: Sequence[str], config: Path = SHIPPED_
                 _stop(process)
 
 
-def _start(directory: Path, port: int, backends: Sequence[str], config: Path) -> subprocess.Popen[bytes]:
-    site = render_site(config.read_text(), port, backends)
+def _start(
+    directory: Path, port: int, backends: Sequence[str], config: Path, tls: TLS | None
+) -> subprocess.Popen[bytes]:
+    site = render_site(config.read_text(), port, backends, tls)
     (directory / "ssegate.conf").write_text(site)
     (directory / "nginx.conf").write_text(_MAIN.format(dir=directory))
     error_log = directory / "error.log"
@@ -135,3 +171,19 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+async def self_signed_certificate(directory: Path) -> TLS:
+    """A fresh self-signed certificate for 127.0.0.1 (and its key), made with ``openssl``."""
+    tls = TLS(directory / "cert.pem", directory / "key.pem")
+    process = await asyncio.create_subprocess_exec(
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(tls.key), "-out", str(tls.certificate), "-days", "1",
+        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), _START_TIMEOUT)
+    if process.returncode != 0:
+        raise RuntimeError(f"openssl could not make a certificate: {stderr.decode(errors='replace')}")
+    tls.key.chmod(0o644)  # nginx's master reads it as root; its workers need not
+    return tls
