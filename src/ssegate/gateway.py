@@ -33,7 +33,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ from ssegate.providers.base import (
     ToolCallStart,
     UpstreamError,
     Usage,
+    check_request,
 )
 
 logger = logging.getLogger("ssegate.gateway")
@@ -195,10 +196,11 @@ class Gateway:
         """Create the generation's stream and start its producer. Returns its metadata, once the
         producer has sent its upstream request (or met its first wait before that).
 
-        Raises :class:`ssegate.providers.base.ConfigurationError` (unknown provider, no key) before
-        anything is created.
+        Raises :class:`ssegate.providers.base.ConfigurationError` (unknown provider, no key), or a
+        400 for what the provider cannot honour, before anything is created.
         """
         provider = self._providers(provider_name)
+        check_request(provider, request)
         generation_id = new_generation_id()
         key = stream_key(generation_id)
         model = request.model or provider.info.default_model
@@ -211,6 +213,8 @@ class Gateway:
             "keep_running": "1" if keep_running else "0",
             "created_at": f"{time.time():.3f}",
         }
+        if request.metadata is not None:
+            meta["metadata"] = _json(dict(request.metadata))
         await self.log.create(key, self._retention)
         await self.log.set_meta(key, meta)
         await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
@@ -264,6 +268,7 @@ class Gateway:
             "created_at": float(meta["created_at"]) if meta.get("created_at") else None,
             "finished_at": float(meta["finished_at"]) if meta.get("finished_at") else None,
             "owner": meta.get("owner", ""),
+            "metadata": json.loads(meta["metadata"]) if meta.get("metadata") else None,
         }
 
     def _produces(self, generation_id: str) -> bool:
@@ -302,7 +307,7 @@ class Gateway:
         meta: dict[str, str],
     ) -> None:
         key = stream_key(generation_id)
-        mapper = _WireMapper(generation_id, provider.info.name, model)
+        mapper = _WireMapper(generation_id, provider.info.name, model, request.metadata)
         if (local := self._local.get(generation_id)) is not None:
             local.mapper = mapper
         out = self._appender(key, meta)
@@ -629,13 +634,19 @@ def _text_data(text: str) -> dict[str, Any]:
 
 
 class _WireMapper:
-    """Provider events -> (wire event type, JSON-ready data). Keeps the running usage."""
+    """Provider events -> (wire event type, JSON-ready data). Keeps the running usage, and each
+    open tool call's arguments so far: its ``end`` carries the whole call (name and parsed input),
+    after the deltas a UI shows growing."""
 
-    def __init__(self, generation_id: str, provider: str, model: str) -> None:
+    def __init__(
+        self, generation_id: str, provider: str, model: str, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         self._generation_id = generation_id
         self._provider = provider
         self._model = model
+        self._metadata = metadata
         self.usage: dict[str, int | None] = {"input_tokens": None, "output_tokens": None}
+        self._calls: dict[str, tuple[str, list[str]]] = {}  # open tool call id -> (name, argument parts)
         # Content deltas streamed (text, thinking, tool arguments): about a token each. What a
         # generation ended early (cancelled, abandoned) counts as output when the upstream's own
         # count stops at its first report (Anthropic's message_start says output_tokens: 1).
@@ -649,7 +660,10 @@ class _WireMapper:
         return {**self.usage, "output_tokens": max(reported or 0, self.streamed)}
 
     def start(self) -> dict[str, Any]:
-        return {"id": self._generation_id, "model": self._model, "provider": self._provider}
+        start: dict[str, Any] = {"id": self._generation_id, "model": self._model, "provider": self._provider}
+        if self._metadata is not None:
+            start["metadata"] = self._metadata
+        return start
 
     def map(self, event: ProviderEvent) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(event, TextDelta):
@@ -663,14 +677,18 @@ class _WireMapper:
             self.streamed += 1
             return [("thinking", {"delta": event.text})]
         if isinstance(event, ToolCallStart):
+            self._calls[event.id] = (event.name, [])
             return [
                 ("tool_call", {"phase": "start", "id": event.id, "name": event.name, "index": event.index})
             ]
         if isinstance(event, ToolCallDelta):
             self.streamed += 1
+            call = self._calls.get(event.id)
+            if call is not None:
+                call[1].append(event.partial_json)
             return [("tool_call", {"phase": "delta", "id": event.id, "delta": event.partial_json})]
         if isinstance(event, ToolCallEnd):
-            return [("tool_call", {"phase": "end", "id": event.id})]
+            return [("tool_call", self._whole_call(event.id))]
         if isinstance(event, Usage):
             if event.input_tokens is not None:
                 self.usage["input_tokens"] = event.input_tokens
@@ -683,6 +701,21 @@ class _WireMapper:
         if isinstance(event, Finished):
             return [("done", {"finish_reason": event.finish_reason, "usage": dict(self.usage)})]
         raise TypeError(f"unknown provider event {event!r}")
+
+    def _whole_call(self, tool_id: str) -> dict[str, Any]:
+        """A tool call's ``end``: its name and input as one JSON object. Arguments that are not a
+        JSON object (a model's slip) come as ``input: null`` with the raw ``arguments``."""
+        name, parts = self._calls.pop(tool_id, ("", []))
+        arguments = "".join(parts)
+        try:
+            parsed = orjson.loads(arguments) if arguments.strip() else {}
+        except orjson.JSONDecodeError:
+            parsed = None
+        end: dict[str, Any] = {"phase": "end", "id": tool_id, "name": name, "input": parsed}
+        if not isinstance(parsed, dict):
+            end["input"] = None
+            end["arguments"] = arguments
+        return end
 
 
 def entry_is_terminal(entry: LogEntry) -> bool:

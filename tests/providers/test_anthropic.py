@@ -114,7 +114,7 @@ async def test_anthropic_tool_use_streams_start_partial_json_and_end(
     partial = "".join(e.partial_json for e in of_type(events, ToolCallDelta))
     assert json.loads(partial) == {"location": "Paris, France"}
     assert all(e.id == "toolu_01FakeWeather" for e in of_type(events, ToolCallDelta))
-    assert events[-1].finish_reason == "tool_calls"  # type: ignore[union-attr]
+    assert events[-1].finish_reason == "tool_use"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ async def test_anthropic_tool_use_streams_start_partial_json_and_end(
     [
         ("end_turn", "stop"),
         ("max_tokens", "length"),
-        ("tool_use", "tool_calls"),
+        ("tool_use", "tool_use"),
         ("stop_sequence", "stop_sequence"),
         ("refusal", "refusal"),
     ],

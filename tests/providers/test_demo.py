@@ -127,7 +127,7 @@ async def test_demo_tool_streams_a_tool_call_with_valid_json() -> None:
     }
     assert of_type(events, ToolCallEnd) == [ToolCallEnd(tool_id)]
     assert events.index(starts[0]) < events.index(deltas[0]) < events.index(ToolCallEnd(tool_id))
-    assert events[-1] == Finished("tool_calls", "demo-1")
+    assert events[-1] == Finished("tool_use", "demo-1")
 
 
 async def test_demo_error_fails_overloaded_after_some_text() -> None:

@@ -126,19 +126,27 @@ async def test_openai_parallel_tool_calls_stream_start_arguments_and_end(
     last_delta = max(i for i, e in enumerate(events) if isinstance(e, ToolCallDelta))
     first_end = min(i for i, e in enumerate(events) if isinstance(e, ToolCallEnd))
     assert last_delta < first_end
-    assert events[-1] == Finished("tool_calls", provider.info.default_model)
+    assert events[-1] == Finished("tool_use", provider.info.default_model)
 
 
-@pytest.mark.parametrize("finish_reason", ["stop", "length", "content_filter", "tool_calls"])
-async def test_openai_finish_reason_passes_through(
-    provider: Provider, fake_openai: FakeOpenAI, finish_reason: str
+@pytest.mark.parametrize(
+    ("finish_reason", "normalised"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("content_filter", "content_filter"),
+        ("tool_calls", "tool_use"),
+    ],
+)
+async def test_openai_finish_reason_is_normalised(
+    provider: Provider, fake_openai: FakeOpenAI, finish_reason: str, normalised: str
 ) -> None:
     fake_openai.then(OpenAIScript(finish_reason=finish_reason))
 
     events, _ = await collect(open_stream(provider, ask("hi")))
 
     assert isinstance(events[-1], Finished)
-    assert events[-1].finish_reason == finish_reason
+    assert events[-1].finish_reason == normalised
 
 
 @pytest.mark.parametrize(

@@ -90,13 +90,15 @@ async def test_think_tool_prompt_streams_every_event_kind_in_order(ssegate_serve
     assert tool_id.startswith("toolu_demo_")
     assert calls[0] == {"phase": "start", "id": tool_id, "name": "search", "index": 0}
     assert all(set(c) == {"phase", "id", "delta"} and c["id"] == tool_id for c in calls[1:-1])
-    assert calls[-1] == {"phase": "end", "id": tool_id}
+    # The whole call after its pieces: a UI shows the arguments growing, then the parsed input.
+    end = {"phase": "end", "id": tool_id, "name": "search", "input": {"query": "hi", "limit": 3}}
+    assert calls[-1] == end
     assert json.loads("".join(c["delta"] for c in calls[1:-1])) == {"query": "hi", "limit": 3}
     usage = received.data("usage")
     assert len(usage) == 1
     assert usage[0]["input_tokens"] > 0
     assert usage[0]["output_tokens"] > 0
-    assert received.data("done") == [{"finish_reason": "tool_calls", "usage": usage[0]}]
+    assert received.data("done") == [{"finish_reason": "tool_use", "usage": usage[0]}]
 
 
 async def test_events_headers_and_opening_are_flushed_for_proxies(ssegate_server: ServerFactory) -> None:
@@ -277,16 +279,16 @@ async def test_upstream_error_mid_stream_ends_with_one_error_event(ssegate_serve
     [
         (b"{not json", 400, "invalid_json"),
         (b"", 400, "invalid_json"),
-        (b"[]", 422, "invalid_request"),
-        (b'{"messages": []}', 422, "invalid_request"),
-        (b'{"messages": "hi"}', 422, "invalid_request"),
-        (b'{"messages": [{"role": "user", "content": ""}]}', 422, "invalid_request"),
-        (b'{"messages": [{"role": "wizard", "content": "hi"}]}', 422, "invalid_request"),
-        (b'{"messages": [{"role": "user", "content": 5}]}', 422, "invalid_request"),
-        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}', 422, "invalid_request"),
-        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": true}', 422, "invalid_request"),
-        (b'{"messages": [{"role": "user", "content": "hi"}], "keep_running": "yes"}', 422, "invalid_request"),
-        (b'{"messages": [{"role": "user", "content": "hi"}], "colour": "red"}', 422, "invalid_request"),
+        (b"[]", 400, "invalid_request"),
+        (b'{"messages": []}', 400, "invalid_request"),
+        (b'{"messages": "hi"}', 400, "invalid_request"),
+        (b'{"messages": [{"role": "user", "content": ""}]}', 400, "invalid_request"),
+        (b'{"messages": [{"role": "wizard", "content": "hi"}]}', 400, "invalid_request"),
+        (b'{"messages": [{"role": "user", "content": 5}]}', 400, "invalid_request"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}', 400, "invalid_request"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": true}', 400, "invalid_request"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "keep_running": "yes"}', 400, "invalid_request"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "colour": "red"}', 400, "invalid_request"),
         (
             b'{"messages": [{"role": "user", "content": "hi"}], "provider": "nope"}',
             400,

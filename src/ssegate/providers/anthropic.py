@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 import anthropic
 import orjson
-from anthropic.types import MessageParam
 from opentelemetry import trace
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
+from ssegate.providers import anthropic_request
 from ssegate.providers._direct import StreamingCall
 from ssegate.providers._upstream import (
     BodyPush,
@@ -52,7 +52,7 @@ from ssegate.providers.base import (
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 # Anthropic's stop reasons in the normalised vocabulary; others (stop_sequence, refusal, ...) pass as-is.
-_FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+_FINISH_REASONS = {"end_turn": "stop", "max_tokens": "length"}
 # Error event types that mean "try again later", with the code each becomes.
 _STREAM_ERROR_CODES = {
     "overloaded_error": ("upstream_overloaded", True),
@@ -136,32 +136,14 @@ class AnthropicProvider(SSEAdapter):
 
         return handle, at_end
 
+    def check(self, request: GenerationRequest) -> None:
+        anthropic_request.check(request)
+
     async def _open(self, request: GenerationRequest) -> tuple[Any, Any]:
         """Send the request; ``(context, response)`` once the answer's head is in."""
-        messages: list[MessageParam] = [
-            {"role": "user", "content": m.content}
-            if m.role == "user"
-            else {"role": "assistant", "content": m.content}
-            for m in request.messages
-        ]
-        model = request.model or self.info.default_model
+        body = anthropic_request.body(request, request.model or self.info.default_model)
         try:
-            body: dict[str, Any] = {
-                "max_tokens": request.max_tokens,
-                "messages": messages,
-                "model": model,
-                "stream": True,
-            }
-            if request.system is not None:
-                body["system"] = request.system
-            context, response = await self._call.open(
-                body,
-                model=model,
-                max_tokens=request.max_tokens,
-                messages=messages,
-                system=request.system if request.system is not None else anthropic.omit,
-                stream=True,
-            )
+            context, response = await self._call.open(body, **body)
         except anthropic.APIStatusError as exc:
             raise _status_error(exc) from exc
         except anthropic.APITimeoutError as exc:

@@ -27,27 +27,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ssegate.errors import SSEGateError
+
+# The request model lives in ssegate.request; adapters have always imported it from here.
+from ssegate.request import GenerationRequest as GenerationRequest
+from ssegate.request import Message as Message
 
 # Upstream connections one provider may hold at once (one per running generation): the server's
 # default stream limit, well above the SDKs' own pool of 1000.
 DEFAULT_MAX_CONNECTIONS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: Literal["user", "assistant"]
-    content: str
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationRequest:
-    messages: tuple[Message, ...]
-    model: str | None = None
-    system: str | None = None
-    max_tokens: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +81,7 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class Finished:
     """The upstream finished normally. ``finish_reason`` is normalised:
-    ``stop`` | ``length`` | ``tool_calls`` | ``content_filter`` | other provider words as they are."""
+    ``stop`` | ``length`` | ``tool_use`` | ``content_filter`` | other provider words as they are."""
 
     finish_reason: str
     model: str | None = None
@@ -144,6 +134,23 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release the HTTP client."""
+
+
+@runtime_checkable
+class CheckingProvider(Protocol):
+    """A provider that says, before anything starts, what in a request it cannot honour."""
+
+    def check(self, request: GenerationRequest) -> None:
+        """Raise a 400 (:func:`ssegate.request.unsupported`) naming the first field this provider
+        cannot honour; return if it can run the request as asked."""
+        ...
+
+
+def check_request(provider: Provider, request: GenerationRequest) -> None:
+    """:meth:`CheckingProvider.check` where the provider has one."""
+    check = getattr(provider, "check", None)
+    if check is not None:
+        check(request)
 
 
 Deliver = Callable[[ProviderEvent], None]

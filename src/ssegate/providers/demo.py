@@ -5,7 +5,7 @@ gets the same text twice. Slash words in that message ask for the cases a front 
 
 ==============  ===================================================================
 ``/think``      thinking deltas before the answer
-``/tool``       a tool call (start, partial JSON deltas, end), finish reason ``tool_calls``
+``/tool``       a tool call (start, partial JSON deltas, end), finish reason ``tool_use``
 ``/error``      ``upstream_overloaded`` (retryable) after some text
 ``/error-auth`` ``upstream_auth`` before any text
 ``/xss``        an answer full of hostile HTML and markdown (for sanitiser tests)
@@ -141,7 +141,7 @@ class DemoProvider:
                 output_tokens += 1
                 yield event
             yield Usage(input_tokens, output_tokens)
-            yield Finished("tool_calls", MODEL)
+            yield Finished("tool_use", MODEL)
             return
         yield Usage(input_tokens, output_tokens)
         yield Finished("stop", MODEL)
@@ -187,7 +187,7 @@ async def _tool_call(prompt: str, pace: _Pace) -> AsyncIterator[ProviderEvent]:
 def last_user_message(request: GenerationRequest) -> str:
     for message in reversed(request.messages):
         if message.role == "user":
-            return message.content
+            return message.text
     return ""
 
 
@@ -202,7 +202,7 @@ def topic_of(prompt: str) -> str:
 
 
 def estimate_tokens(request: GenerationRequest) -> int:
-    chars = sum(len(m.content) for m in request.messages) + len(request.system or "")
+    chars = sum(len(m.text) for m in request.messages) + len(request.system or "")
     return max(1, chars // _CHARS_PER_TOKEN)
 
 

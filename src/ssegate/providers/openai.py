@@ -11,10 +11,10 @@ from typing import Any
 
 import openai
 import orjson
-from openai.types.chat import ChatCompletionMessageParam
 
 from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
+from ssegate.providers import openai_request
 from ssegate.providers._direct import StreamingCall
 from ssegate.providers._upstream import (
     BodyPush,
@@ -51,6 +51,8 @@ DEFAULT_MODEL = "gpt-4o-mini"
 _DONE = "[DONE]"
 # See anthropic.py: the SDK timeout only matters before the first byte.
 _SDK_TIMEOUT_MARGIN = 1.0
+# OpenAI's finish reasons in the normalised vocabulary; the others (stop, length, ...) are the same.
+_FINISH_REASONS = {"tool_calls": "tool_use", "function_call": "tool_use"}
 # Error types (or codes) seen in mid-stream error chunks that mean "try again later".
 _STREAM_ERROR_CODES = {
     "rate_limit_exceeded": ("rate_limited", True),
@@ -120,33 +122,14 @@ class OpenAIProvider(SSEAdapter):
 
         return handle, at_end
 
+    def check(self, request: GenerationRequest) -> None:
+        openai_request.check(request)
+
     async def _open(self, request: GenerationRequest) -> tuple[Any, Any]:
         """Send the request; ``(context, response)`` once the answer's head is in."""
-        messages: list[ChatCompletionMessageParam] = []
-        if request.system is not None:
-            messages.append({"role": "system", "content": request.system})
-        for m in request.messages:
-            if m.role == "user":
-                messages.append({"role": "user", "content": m.content})
-            else:
-                messages.append({"role": "assistant", "content": m.content})
-        model = request.model or self.info.default_model
+        body = openai_request.body(request, request.model or self.info.default_model)
         try:
-            context, response = await self._call.open(
-                {
-                    "model": model,
-                    "stream": True,
-                    "messages": messages,
-                    "max_tokens": request.max_tokens,
-                    "stream_options": {"include_usage": True},
-                },
-                model=model,
-                messages=messages,
-                # max_tokens, not max_completion_tokens: every compatible server understands it.
-                max_tokens=request.max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
+            context, response = await self._call.open(body, **body)
         except openai.APIStatusError as exc:
             raise error_for_status(exc.status_code, error_body_summary(exc.body, str(exc))[1]) from exc
         except openai.APITimeoutError as exc:
@@ -253,7 +236,7 @@ class _ChunkMapper:
             self._tool_call(call, events)
         reason = choice.get("finish_reason")
         if reason:
-            self.finish_reason = reason
+            self.finish_reason = _FINISH_REASONS.get(reason, reason)
             events.extend(ToolCallEnd(tool_id) for tool_id in self.tool_ids.values())
             self.tool_ids.clear()
 

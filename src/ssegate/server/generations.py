@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from ssegate.errors import RequestError
 from ssegate.gateway import Gateway, id_created_at, is_generation_id, stream_key
-from ssegate.providers.base import GenerationRequest, Message
+from ssegate.request import GenerationRequest, invalid, parse_request
 from ssegate.server.fanout import FanOut
 from ssegate.server.http import last_event_id, read_json_body, wants_event_stream
 from ssegate.server.limits import StreamTicket
@@ -20,53 +20,21 @@ from ssegate.server.prefix import root_path
 from ssegate.server.state import AppState
 from ssegate.server.streaming import EventStreamResponse, follow_log
 
-_ROLES = ("user", "assistant")
-_FIELDS = {"messages", "system", "model", "provider", "max_tokens", "keep_running"}
+# Fields of the POST body that are the route's, not the request model's.
+_ROUTE_FIELDS = frozenset({"provider", "keep_running"})
 
 
 def parse_generation_body(body: Any, *, max_tokens_limit: int) -> tuple[GenerationRequest, str | None, bool]:
-    """Validate a POST /v1/generations body; every problem is a 422 naming the field."""
-    if not isinstance(body, dict):
-        raise _invalid("body", "the body must be a JSON object")
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise _invalid(unknown[0], f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_FIELDS))}")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("messages", "messages must be a non-empty list of {role, content}")
-    parsed: list[Message] = []
-    for index, item in enumerate(messages):
-        if not isinstance(item, dict) or item.get("role") not in _ROLES:
-            raise _invalid(f"messages[{index}].role", "each message needs role 'user' or 'assistant'")
-        content = item.get("content")
-        if not isinstance(content, str) or not content.strip():
-            raise _invalid(f"messages[{index}].content", "each message needs non-empty string content")
-        parsed.append(Message(role=item["role"], content=content))
-    if parsed[-1].role != "user":
-        raise _invalid("messages", "the last message must be the user's")
-    system = _optional(body, "system", str)
-    model = _optional(body, "model", str)
-    provider = _optional(body, "provider", str)
-    max_tokens = _optional(body, "max_tokens", int)
-    if max_tokens is not None and not 1 <= max_tokens <= max_tokens_limit:
-        raise _invalid("max_tokens", f"max_tokens must be between 1 and {max_tokens_limit}")
-    keep_running = _optional(body, "keep_running", bool) or False
-    request = GenerationRequest(
-        messages=tuple(parsed), model=model or None, system=system or None, max_tokens=max_tokens or 1024
-    )
+    """Validate a POST /v1/generations body (see ssegate.request); every problem is a 400 naming
+    the field. Returns the request, the provider asked for and ``keep_running``."""
+    request = parse_request(body, max_tokens_limit=max_tokens_limit, extra_fields=_ROUTE_FIELDS)
+    provider = body.get("provider")
+    if provider is not None and not isinstance(provider, str):
+        raise invalid("provider", "must be a string")
+    keep_running = body.get("keep_running", False)
+    if not isinstance(keep_running, bool):
+        raise invalid("keep_running", "must be a boolean")
     return request, provider or None, keep_running
-
-
-def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    # bool is an int in Python; a max_tokens of true is still wrong.
-    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-        raise _invalid(name, f"{name} must be a {kind.__name__}")
-    return value
-
-
-def _invalid(field: str, message: str) -> RequestError:
-    return RequestError(422, "invalid_request", message, extra={"field": field})
 
 
 def _check_model(app: AppState, provider: str, model: str | None) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from ssegate.codec.encoder import encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
 from ssegate.errors import RequestError
-from ssegate.providers.base import GenerationRequest
+from ssegate.request import GenerationRequest, prompt_chars
 from ssegate.server.metrics import Metrics
 
 # A slot frees when some stream ends, which cannot be predicted: ask for a short wait.
@@ -43,7 +43,7 @@ def too_many(code: str, message: str, retry_after: int) -> RequestError:
 def check_prompt_size(request: GenerationRequest, limit: int) -> None:
     if limit <= 0:
         return
-    size = sum(len(m.content) for m in request.messages) + len(request.system or "")
+    size = prompt_chars(request)
     if size > limit:
         raise RequestError(
             413,

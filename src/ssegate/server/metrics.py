@@ -24,6 +24,7 @@ from ssegate.providers.base import (
     ToolCallStart,
     UpstreamError,
     Usage,
+    check_request,
     pull_into,
 )
 
@@ -251,6 +252,9 @@ class MeasuredProvider:
         self._metrics = metrics
         # Asked once: isinstance() against a runtime-checkable Protocol walks its members.
         self._push = inner if isinstance(inner, PushingProvider) else None
+
+    def check(self, request: GenerationRequest) -> None:
+        check_request(self._inner, request)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[ProviderEvent]:
         return self._measure(self._inner.stream(request))
