@@ -133,10 +133,20 @@ class FakeUpstream(Generic[ScriptT]):
         """A well-framed SSE event carrying ``data`` where the vendor's JSON belongs."""
         return b"data: " + data + b"\n\n"
 
+    def request_problem(self, request: FakeRequest) -> str | None:
+        """What the vendor's API would refuse in this request (answered 400), or ``None``."""
+        return None
+
     async def _handle(self, request: FakeRequest, responder: Responder) -> None:
         self.requests.append(request)
         script = self.queued.popleft() if self.queued else self.default_script
         faults = self.faults(script)
+        problem = self.request_problem(request)
+        if problem is not None:
+            body = self.error_body(400, script)
+            body["error"]["message"] = problem
+            await responder.json(400, body, {"request-id": "req_fake"})
+            return
         if faults.status is not None:
             # A tiny retry-after keeps SDK retries (when a test allows them) from sleeping a second.
             headers = {"request-id": "req_fake", "retry-after-ms": "1"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class AnthropicScript:
     text: tuple[str, ...] = ("Hello", ", world", "!")
     thinking: tuple[str, ...] = ()
     tool: ToolUse | None = None
+    tools: tuple[ToolUse, ...] = ()  # more tool_use blocks after ``tool``: parallel calls
     model: str | None = None  # None: echo the requested model, as the API does
     input_tokens: int = 21
     stop_reason: str | None = None  # None: end_turn, or tool_use when there is a tool
@@ -76,6 +78,9 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
 
     def garbage_frame(self, script: AnthropicScript, data: bytes) -> bytes:
         return b"event: content_block_delta\ndata: " + data + b"\n\n"
+
+    def request_problem(self, request: FakeRequest) -> str | None:
+        return messages_problem(request.json())
 
     def frames(self, request: FakeRequest, script: AnthropicScript) -> Iterator[Frame]:
         model = script.model or request.json().get("model", "claude-fake-1")
@@ -106,15 +111,14 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
             yield from self._block(index, {"type": "text", "text": ""}, script.text, "text")
             yield Frame(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
             index += 1
-        if script.tool is not None:
-            tool = script.tool
+        calls = ((script.tool,) if script.tool else ()) + script.tools
+        for tool in calls:
             start = {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}
             yield from self._block(index, start, tool.input_parts, "input_json")
             yield Frame(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
-        stop_reason = script.stop_reason or ("tool_use" if script.tool else "end_turn")
-        output_tokens = (
-            len(script.thinking) + len(script.text) + (len(script.tool.input_parts) if script.tool else 0)
-        )
+            index += 1
+        stop_reason = script.stop_reason or ("tool_use" if calls else "end_turn")
+        output_tokens = len(script.thinking) + len(script.text) + sum(len(t.input_parts) for t in calls)
         delta = {"stop_reason": stop_reason, "stop_sequence": None}
         yield Frame(
             _event(
@@ -135,6 +139,63 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
             delta = {"type": f"{kind}_delta", field_name: part}
             body = {"type": "content_block_delta", "index": index, "delta": delta}
             yield Frame(_event("content_block_delta", body), is_delta=True)
+
+
+_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+
+
+def messages_problem(body: dict[str, Any]) -> str | None:
+    """What the Messages API would refuse in ``body`` (the rules its docs state for tool use and
+    images), or ``None``."""
+    for name in ("temperature", "top_p"):
+        if name in body:
+            return f"{name}: Extra inputs are not permitted"
+    messages = body.get("messages") or []
+    has_tool_blocks = False
+    for index, message in enumerate(messages):
+        if message.get("role") not in ("user", "assistant"):
+            return f"messages.{index}.role: Input should be 'user' or 'assistant'"
+        content = message["content"]
+        blocks = [] if isinstance(content, str) else content
+        previous = messages[index - 1] if index else None
+        called = [
+            b["id"]
+            for b in ([] if previous is None or isinstance(previous["content"], str) else previous["content"])
+            if b["type"] == "tool_use"
+        ]
+        answered = [b["tool_use_id"] for b in blocks if b["type"] == "tool_result"]
+        if called and sorted(answered) != sorted(called):
+            return (
+                f"messages.{index}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(sorted(set(called) - set(answered)))}"
+            )
+        for position, block in enumerate(blocks):
+            kind = block["type"]
+            if kind in ("tool_use", "tool_result"):
+                has_tool_blocks = True
+            if kind == "tool_result" and (message["role"] != "user" or block["tool_use_id"] not in called):
+                where = f"messages.{index}.content.{position}"
+                return f"{where}: unexpected `tool_use_id` found in `tool_result` blocks"
+            if kind == "tool_result" and any(b["type"] != "tool_result" for b in blocks[:position]):
+                return f"messages.{index}: `tool_result` blocks must come first in the user message"
+            if kind == "tool_use" and message["role"] != "assistant":
+                return f"messages.{index}.content.{position}: tool_use blocks belong to the assistant"
+            if kind == "text" and not block["text"]:
+                return f"messages.{index}.content.{position}: text content blocks must be non-empty"
+            if kind == "image":
+                source = block["source"]
+                if source["type"] == "base64" and source["media_type"] not in _IMAGE_TYPES:
+                    return (
+                        f"messages.{index}.content.{position}.source.media_type: not a supported image type"
+                    )
+                if source["type"] == "base64":
+                    try:
+                        base64.b64decode(source["data"], validate=True)
+                    except ValueError:
+                        return f"messages.{index}.content.{position}.source.data: invalid base64 data"
+    if has_tool_blocks and not body.get("tools"):
+        return "Requests which include `tool_use` or `tool_result` blocks must define tools."
+    return None
 
 
 def main() -> None:

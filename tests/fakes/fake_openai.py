@@ -72,6 +72,9 @@ class FakeOpenAI(FakeUpstream[OpenAIScript]):
         }
         return _data({"error": {**error, "param": None, "code": None}})
 
+    def request_problem(self, request: FakeRequest) -> str | None:
+        return chat_problem(request.json())
+
     def frames(self, request: FakeRequest, script: OpenAIScript) -> Iterator[Frame]:
         body = request.json()
         model = script.model or body.get("model", "gpt-fake-1")
@@ -126,6 +129,46 @@ class FakeOpenAI(FakeUpstream[OpenAIScript]):
             yield Frame(_data({**base, "choices": [], "usage": usage}))
         if script.send_done:
             yield Frame(b"data: [DONE]\n\n")
+
+
+def chat_problem(body: dict[str, Any]) -> str | None:
+    """What Chat Completions would refuse in ``body`` (its rules for tool messages and image
+    parts), or ``None``."""
+    waiting: list[str] = []  # tool_call_ids the next messages must answer
+    for index, message in enumerate(body.get("messages") or []):
+        role = message.get("role")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            return f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'tool'."
+        if role == "tool":
+            if message.get("tool_call_id") not in waiting:
+                return (
+                    f"Invalid parameter: messages[{index}]: messages with role 'tool' must be a response "
+                    "to a preceeding message with 'tool_calls'."
+                )
+            waiting.remove(message["tool_call_id"])
+            continue
+        if waiting:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                + ", ".join(waiting)
+            )
+        if role == "assistant":
+            for call in message.get("tool_calls") or []:
+                json.loads(call["function"]["arguments"])  # a string of JSON, as the API sends it
+                waiting.append(call["id"])
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part["type"] == "image_url":
+                url = part["image_url"]["url"]
+                if not url.startswith(("https://", "http://", "data:image/")):
+                    return f"Invalid image URL: messages[{index}]"
+    if waiting:
+        return f"The following tool_call_ids did not have response messages: {', '.join(waiting)}"
+    for tool in body.get("tools") or []:
+        if tool.get("type") != "function" or "name" not in tool.get("function", {}):
+            return "Missing required parameter: 'tools[0].function'."
+    return None
 
 
 def _data(obj: dict[str, Any]) -> bytes:

@@ -109,7 +109,8 @@ async def test_anthropic_tool_use_streams_start_partial_json_and_end(
 
     assert error is None
     tool_events = [e for e in events if isinstance(e, ToolCallStart | ToolCallDelta | ToolCallEnd)]
-    assert tool_events[0] == ToolCallStart("toolu_01FakeWeather", "get_weather", 1)
+    # Numbered among the answer's tool calls (the text block before it does not count).
+    assert tool_events[0] == ToolCallStart("toolu_01FakeWeather", "get_weather", 0)
     assert tool_events[-1] == ToolCallEnd("toolu_01FakeWeather")
     partial = "".join(e.partial_json for e in of_type(events, ToolCallDelta))
     assert json.loads(partial) == {"location": "Paris, France"}

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssegate.codec import Event, EventStreamParser
-from ssegate.providers.anthropic import _EventMapper, text_delta
+from ssegate.providers.anthropic import _Answer, text_delta
 from ssegate.providers.base import TextDelta
 
 TEXT = st.text(st.characters(blacklist_categories=["Cs"]))
@@ -24,11 +24,11 @@ def delta_event(text: str, *, ensure_ascii: bool = False) -> bytes:
 
 def general_way(chunk: bytes) -> list[object]:
     """What the parser and the mapper give for ``chunk`` fed at an event boundary."""
-    mapper = _EventMapper()
+    answer = _Answer()
     out: list[object] = []
     for item in EventStreamParser().feed(chunk):
         if type(item) is Event:
-            out += mapper.map(item)
+            answer.event(item, out.append)
     return out
 
 

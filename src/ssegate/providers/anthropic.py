@@ -8,7 +8,6 @@ fraction of the SDK's typed event models on the per-token path.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import anthropic
@@ -20,12 +19,6 @@ from ssegate.codec.parser import EventStreamParser
 from ssegate.providers import anthropic_request
 from ssegate.providers._direct import StreamingCall
 from ssegate.providers._upstream import (
-    BodyPush,
-    ChunkHandler,
-    EndHandler,
-    IdleReader,
-    SSEAdapter,
-    body_reader,
     connection_limits,
     disconnected_error,
     error_body_summary,
@@ -33,13 +26,12 @@ from ssegate.providers._upstream import (
     start_timeout_error,
     unavailable_error,
 )
+from ssegate.providers.answer import AnswerAdapter, Emit
 from ssegate.providers.base import (
     DEFAULT_MAX_CONNECTIONS,
-    Deliver,
     Finished,
     GenerationRequest,
     ModelInfo,
-    ProviderEvent,
     ProviderInfo,
     TextDelta,
     ThinkingDelta,
@@ -67,7 +59,7 @@ _STREAM_ERROR_CODES = {
 _SDK_TIMEOUT_MARGIN = 1.0
 
 
-class AnthropicProvider(SSEAdapter):
+class AnthropicProvider(AnswerAdapter):
     """Streams one Messages API call per request; ``aclose`` releases the HTTP client."""
 
     def __init__(
@@ -113,29 +105,6 @@ class AnthropicProvider(SSEAdapter):
         await self._call.aclose()
         await self._client.close()
 
-    def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
-        parser = EventStreamParser()
-        mapper = _EventMapper()
-
-        def handle(chunk: bytes) -> None:
-            if parser.at_event_boundary() and len(chunk) <= parser.max_event_size:
-                text = text_delta(chunk)
-                if text is not None:
-                    deliver(TextDelta(text))
-                    return
-            for item in parser.feed(chunk):
-                if type(item) is Event:
-                    for event in mapper.map(item):
-                        deliver(event)
-                    if mapper.finished:
-                        push.finish()
-                        return
-
-        def at_end() -> None:
-            raise disconnected_error("the body ended without message_stop")
-
-        return handle, at_end
-
     def check(self, request: GenerationRequest) -> None:
         anthropic_request.check(request)
 
@@ -152,29 +121,8 @@ class AnthropicProvider(SSEAdapter):
             raise unavailable_error(str(exc)) from exc
         return context, response
 
-    async def _pull(self, response: Any) -> AsyncGenerator[ProviderEvent, None]:
-        """The answer's events, read by this task chunk by chunk."""
-        parser = EventStreamParser()
-        mapper = _EventMapper()
-        reader = IdleReader(body_reader(response.http_response), self._idle_timeout)
-        try:
-            while True:
-                try:
-                    chunk = await reader.next()
-                except UpstreamError:
-                    raise
-                except Exception as exc:  # the transport broke: a reset or a truncated chunked body
-                    raise disconnected_error(f"{type(exc).__name__}: {exc}") from exc
-                if chunk is None:
-                    raise disconnected_error("the body ended without message_stop")
-                for item in parser.feed(chunk):
-                    if type(item) is Event:
-                        for event in mapper.map(item):
-                            yield event
-                        if mapper.finished:
-                            return
-        finally:
-            reader.close()
+    def _answer(self) -> _Answer:
+        return _Answer()
 
 
 _TEXT_DELTA_HEAD = b"event: content_block_delta\ndata: "
@@ -217,87 +165,108 @@ def sdk_spans_option() -> Literal[False] | None:
     return False if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) else None
 
 
-class _EventMapper:
-    """Turns Anthropic's named events (as dicts) into provider events; remembers what spans events."""
+class _Answer:
+    """One streamed answer's body (see :mod:`ssegate.providers.answer`): Anthropic's named events
+    in, provider events out, ``done`` at ``message_stop``. Remembers what spans events: the model
+    and input tokens from ``message_start``, the stop reason from ``message_delta``, and which
+    content block index is which tool call (``input_json_delta`` names only the index)."""
 
-    __slots__ = ("finish_reason", "finished", "input_tokens", "model", "tool_ids")
+    __slots__ = ("done", "finish_reason", "input_tokens", "model", "parser", "tool_count", "tool_ids")
 
     def __init__(self) -> None:
-        self.finished = False
+        self.parser = EventStreamParser()
+        self.done = False
         self.finish_reason = "stop"
         self.model: str | None = None
         self.input_tokens: int | None = None
-        self.tool_ids: dict[int, str] = {}  # content block index -> tool_use id
+        self.tool_ids: dict[int, str] = {}  # content block index -> tool_use id, while open
+        self.tool_count = 0
 
-    def map(self, sse: Event) -> list[ProviderEvent]:
+    def feed(self, chunk: bytes, emit: Emit) -> None:
+        parser = self.parser
+        if parser.at_event_boundary() and len(chunk) <= parser.max_event_size:
+            text = text_delta(chunk)  # a token: most chunks, read without the parser
+            if text is not None:
+                emit(TextDelta(text))
+                return
+        for item in parser.feed(chunk):
+            if type(item) is Event:
+                self.event(item, emit)
+                if self.done:
+                    return
+
+    def end(self, emit: Emit) -> None:
+        raise disconnected_error("the body ended without message_stop")
+
+    def event(self, sse: Event, emit: Emit) -> None:
         kind = sse.event
         if kind == "ping":
-            return []
+            return
         data: dict[str, Any] = orjson.loads(sse.data)
         if kind == "content_block_delta":
-            return self._delta(data)
-        if kind == "content_block_start":
-            return self._block_start(data)
-        if kind == "content_block_stop":
+            self._delta(data, emit)
+        elif kind == "content_block_start":
+            self._block_start(data, emit)
+        elif kind == "content_block_stop":
             tool_id = self.tool_ids.pop(data.get("index", 0), None)
-            return [ToolCallEnd(tool_id)] if tool_id is not None else []
-        if kind == "message_start":
-            return self._message_start(data["message"])
-        if kind == "message_delta":
-            return self._message_delta(data)
-        if kind == "message_stop":
-            self.finished = True
-            return [Finished(self.finish_reason, self.model)]
-        if kind == "error":
+            if tool_id is not None:
+                emit(ToolCallEnd(tool_id))
+        elif kind == "message_start":
+            self._message_start(data["message"], emit)
+        elif kind == "message_delta":
+            self._message_delta(data, emit)
+        elif kind == "message_stop":
+            self.done = True
+            emit(Finished(self.finish_reason, self.model))
+        elif kind == "error":
             raise _stream_error(data.get("error") or {})
-        return []  # new event types may appear (Anthropic's versioning policy): ignore them
+        # Other event types may appear (Anthropic's versioning policy): ignored.
 
-    def _delta(self, data: dict[str, Any]) -> list[ProviderEvent]:
+    def _delta(self, data: dict[str, Any], emit: Emit) -> None:
         delta = data["delta"]
         kind = delta["type"]
         if kind == "text_delta":
-            return [TextDelta(delta["text"])]
-        if kind == "thinking_delta":
-            return [ThinkingDelta(delta["thinking"])]
-        if kind == "input_json_delta":
+            emit(TextDelta(delta["text"]))
+        elif kind == "thinking_delta":
+            emit(ThinkingDelta(delta["thinking"]))
+        elif kind == "input_json_delta":
             tool_id = self.tool_ids.get(data.get("index", 0))
             partial = delta.get("partial_json", "")
-            return [ToolCallDelta(tool_id, partial)] if tool_id is not None and partial else []
-        return []  # signature_delta, citations_delta: nothing a viewer reads
+            if tool_id is not None and partial:
+                emit(ToolCallDelta(tool_id, partial))
+        # signature_delta, citations_delta: nothing a viewer reads
 
-    def _block_start(self, data: dict[str, Any]) -> list[ProviderEvent]:
+    def _block_start(self, data: dict[str, Any], emit: Emit) -> None:
         block = data["content_block"]
         index = data.get("index", 0)
         kind = block.get("type")
         if kind == "tool_use":
             self.tool_ids[index] = block["id"]
-            return [ToolCallStart(block["id"], block["name"], index)]
-        if kind == "text" and block.get("text"):
-            return [TextDelta(block["text"])]
-        if kind == "thinking" and block.get("thinking"):
-            return [ThinkingDelta(block["thinking"])]
-        return []
+            # Numbered among the answer's tool calls (as OpenAI numbers them), not among its blocks.
+            emit(ToolCallStart(block["id"], block["name"], self.tool_count))
+            self.tool_count += 1
+        elif kind == "text" and block.get("text"):
+            emit(TextDelta(block["text"]))
+        elif kind == "thinking" and block.get("thinking"):
+            emit(ThinkingDelta(block["thinking"]))
 
-    def _message_start(self, message: dict[str, Any]) -> list[ProviderEvent]:
+    def _message_start(self, message: dict[str, Any], emit: Emit) -> None:
         self.model = message.get("model")
         usage = message.get("usage") or {}
         self.input_tokens = usage.get("input_tokens")
-        events: list[ProviderEvent] = []
         if self.model:
-            events.append(ModelInfo(self.model))
+            emit(ModelInfo(self.model))
         if self.input_tokens is not None:
-            events.append(Usage(self.input_tokens, usage.get("output_tokens")))
-        return events
+            emit(Usage(self.input_tokens, usage.get("output_tokens")))
 
-    def _message_delta(self, data: dict[str, Any]) -> list[ProviderEvent]:
+    def _message_delta(self, data: dict[str, Any], emit: Emit) -> None:
         stop_reason = (data.get("delta") or {}).get("stop_reason")
         if stop_reason:
             self.finish_reason = _FINISH_REASONS.get(stop_reason, stop_reason)
         usage = data.get("usage") or {}
-        if "output_tokens" not in usage:
-            return []
-        # message_delta usage is cumulative; input tokens may be restated there too.
-        return [Usage(usage.get("input_tokens") or self.input_tokens, usage["output_tokens"])]
+        if "output_tokens" in usage:
+            # message_delta usage is cumulative; input tokens may be restated there too.
+            emit(Usage(usage.get("input_tokens") or self.input_tokens, usage["output_tokens"]))
 
 
 def _stream_error(error: dict[str, Any]) -> UpstreamError:

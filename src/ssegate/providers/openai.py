@@ -6,7 +6,6 @@ the request and maps status errors, and the body's ``chat.completion.chunk`` lin
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import openai
@@ -17,12 +16,6 @@ from ssegate.codec.parser import EventStreamParser
 from ssegate.providers import openai_request
 from ssegate.providers._direct import StreamingCall
 from ssegate.providers._upstream import (
-    BodyPush,
-    ChunkHandler,
-    EndHandler,
-    IdleReader,
-    SSEAdapter,
-    body_reader,
     connection_limits,
     disconnected_error,
     error_body_summary,
@@ -30,13 +23,12 @@ from ssegate.providers._upstream import (
     start_timeout_error,
     unavailable_error,
 )
+from ssegate.providers.answer import AnswerAdapter, Emit
 from ssegate.providers.base import (
     DEFAULT_MAX_CONNECTIONS,
-    Deliver,
     Finished,
     GenerationRequest,
     ModelInfo,
-    ProviderEvent,
     ProviderInfo,
     TextDelta,
     ThinkingDelta,
@@ -62,7 +54,7 @@ _STREAM_ERROR_CODES = {
 }
 
 
-class OpenAIProvider(SSEAdapter):
+class OpenAIProvider(AnswerAdapter):
     """Streams one Chat Completions call per request; ``aclose`` releases the HTTP client."""
 
     def __init__(
@@ -106,22 +98,6 @@ class OpenAIProvider(SSEAdapter):
         await self._call.aclose()
         await self._client.close()
 
-    def _push_handlers(self, push: BodyPush, deliver: Deliver) -> tuple[ChunkHandler, EndHandler]:
-        answer = _Answer()
-
-        def handle(chunk: bytes) -> None:
-            for event in answer.feed(chunk):
-                deliver(event)
-            if answer.done:
-                push.finish()
-
-        def at_end() -> None:
-            for event in answer.end():
-                deliver(event)
-            push.finish()
-
-        return handle, at_end
-
     def check(self, request: GenerationRequest) -> None:
         openai_request.check(request)
 
@@ -138,119 +114,90 @@ class OpenAIProvider(SSEAdapter):
             raise unavailable_error(str(exc)) from exc
         return context, response
 
-    async def _pull(self, response: Any) -> AsyncGenerator[ProviderEvent, None]:
-        """The answer's events, read by this task chunk by chunk."""
-        answer = _Answer()
-        reader = IdleReader(body_reader(response.http_response), self._idle_timeout)
-        try:
-            while True:
-                try:
-                    chunk = await reader.next()
-                except UpstreamError:
-                    raise
-                except Exception as exc:  # the transport broke: a reset or a truncated chunked body
-                    raise disconnected_error(f"{type(exc).__name__}: {exc}") from exc
-                if chunk is None:
-                    for event in answer.end():
-                        yield event
-                    return
-                for event in answer.feed(chunk):
-                    yield event
-                if answer.done:
-                    return
-        finally:
-            reader.close()
+    def _answer(self) -> _Answer:
+        return _Answer()
 
 
 class _Answer:
-    """One streamed answer's body: chunks in, provider events out, ``done`` after the last one."""
+    """One streamed answer's body (see :mod:`ssegate.providers.answer`): ``chat.completion.chunk``
+    lines in, provider events out, ``done`` after ``[DONE]``. Remembers the open tool calls by
+    their index: OpenAI names a call (id, function name) in its first delta only, and several
+    calls of one answer interleave their argument pieces."""
 
-    __slots__ = ("done", "mapper", "parser")
+    __slots__ = ("done", "finish_reason", "model", "parser", "tool_ids")
 
     def __init__(self) -> None:
         self.parser = EventStreamParser()
-        self.mapper = _ChunkMapper()
         self.done = False
-
-    def feed(self, chunk: bytes) -> Iterator[ProviderEvent]:
-        """The chunk's events, one by one (an error chunk raises after the events before it)."""
-        for item in self.parser.feed(chunk):
-            if type(item) is not Event:
-                continue
-            if item.data == _DONE:
-                if self.mapper.finish_reason is None:
-                    raise disconnected_error("[DONE] before a finish_reason")
-                self.done = True
-                yield self.mapper.finished()
-                return
-            yield from self.mapper.map(item)
-
-    def end(self) -> list[ProviderEvent]:
-        """The body ended without ``[DONE]``: complete if a finish reason came (some servers omit
-        the marker), else a dropped stream."""
-        if self.mapper.finish_reason is None:
-            raise disconnected_error("the body ended without a finish_reason")
-        self.done = True
-        return [self.mapper.finished()]
-
-
-class _ChunkMapper:
-    """Turns ``chat.completion.chunk`` dicts into provider events; remembers open tool calls."""
-
-    __slots__ = ("finish_reason", "model", "tool_ids")
-
-    def __init__(self) -> None:
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.tool_ids: dict[int, str] = {}  # tool call index -> id, while the call is open
 
-    def finished(self) -> Finished:
+    def feed(self, chunk: bytes, emit: Emit) -> None:
+        for item in self.parser.feed(chunk):
+            if type(item) is not Event:
+                continue
+            if item.data == _DONE:
+                if self.finish_reason is None:
+                    raise disconnected_error("[DONE] before a finish_reason")
+                self.done = True
+                emit(self._finished())
+                return
+            self._chunk(orjson.loads(item.data), emit)
+
+    def end(self, emit: Emit) -> None:
+        """The body ended without ``[DONE]``: complete if a finish reason came (some servers omit
+        the marker), else a dropped stream."""
+        if self.finish_reason is None:
+            raise disconnected_error("the body ended without a finish_reason")
+        self.done = True
+        emit(self._finished())
+
+    def _finished(self) -> Finished:
         return Finished(self.finish_reason or "stop", self.model)
 
-    def map(self, sse: Event) -> list[ProviderEvent]:
-        data: dict[str, Any] = orjson.loads(sse.data)
-        events: list[ProviderEvent] = []
+    def _chunk(self, data: dict[str, Any], emit: Emit) -> None:
         if data.get("error"):
             raise _stream_error(data["error"])
         if self.model is None and data.get("model"):
             self.model = data["model"]
-            events.append(ModelInfo(data["model"]))
+            emit(ModelInfo(data["model"]))
         for choice in data.get("choices") or ():
             if choice.get("index", 0) == 0:  # n=1: other choices are never asked for
-                self._choice(choice, events)
+                self._choice(choice, emit)
         usage = data.get("usage")
         if usage:
-            events.append(Usage(usage.get("prompt_tokens"), usage.get("completion_tokens")))
-        return events
+            emit(Usage(usage.get("prompt_tokens"), usage.get("completion_tokens")))
 
-    def _choice(self, choice: dict[str, Any], events: list[ProviderEvent]) -> None:
+    def _choice(self, choice: dict[str, Any], emit: Emit) -> None:
         delta = choice.get("delta") or {}
         # vLLM and DeepSeek say reasoning_content; Ollama and OpenRouter say reasoning.
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning:
-            events.append(ThinkingDelta(reasoning))
+            emit(ThinkingDelta(reasoning))
         content = delta.get("content")
         if content:
-            events.append(TextDelta(content))
+            emit(TextDelta(content))
         for call in delta.get("tool_calls") or ():
-            self._tool_call(call, events)
+            self._tool_call(call, emit)
         reason = choice.get("finish_reason")
         if reason:
             self.finish_reason = _FINISH_REASONS.get(reason, reason)
-            events.extend(ToolCallEnd(tool_id) for tool_id in self.tool_ids.values())
+            for tool_id in self.tool_ids.values():
+                emit(ToolCallEnd(tool_id))
             self.tool_ids.clear()
 
-    def _tool_call(self, call: dict[str, Any], events: list[ProviderEvent]) -> None:
+    def _tool_call(self, call: dict[str, Any], emit: Emit) -> None:
         index = call.get("index", 0)
         function = call.get("function") or {}
         tool_id = self.tool_ids.get(index)
         if tool_id is None:
             tool_id = call.get("id") or f"call_{index}"
             self.tool_ids[index] = tool_id
-            events.append(ToolCallStart(tool_id, function.get("name") or "", index))
+            emit(ToolCallStart(tool_id, function.get("name") or "", index))
         arguments = function.get("arguments")
         if arguments:
-            events.append(ToolCallDelta(tool_id, arguments))
+            emit(ToolCallDelta(tool_id, arguments))
 
 
 def _stream_error(error: object) -> UpstreamError:
