@@ -14,7 +14,11 @@ gets the same text twice. Slash words in that message ask for the cases a front 
 ==============  ===================================================================
 
 Like a real model it stops at the request's ``max_tokens`` (thinking included), finish reason
-``length``.
+``length``, and at a ``stop`` sequence; ``thinking`` or a ``reasoning_effort`` make it think.
+
+Given ``tools`` (see :mod:`ssegate.providers.demo_tools`), a prompt that asks for one is answered
+with a call whose arguments fit the tool's schema (finish reason ``tool_use``); a conversation
+that ends with tool results is answered with what they returned.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import random
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ssegate.providers.base import (
     Finished,
@@ -40,6 +45,7 @@ from ssegate.providers.base import (
     UpstreamError,
     Usage,
 )
+from ssegate.providers.demo_tools import answer_from_results, arguments_for, choose_tool, results_to_answer
 
 MODEL = "demo-1"
 COMMANDS = frozenset({"/think", "/tool", "/error", "/error-auth", "/xss", "/long", "/slow"})
@@ -112,15 +118,24 @@ class DemoProvider:
         yield ModelInfo(MODEL)
         input_tokens = estimate_tokens(request)
         output_tokens = 0
-        if "/think" in commands:
+        thinks = "/think" in commands or request.thinking is not None
+        if thinks or request.reasoning_effort not in (None, "none"):
             for token in tokenize(thinking_text(prompt, rng)):
                 if output_tokens == request.max_tokens:
                     break  # thinking counts against max_tokens, as with the real API
                 await pace.next_token()
                 output_tokens += 1
                 yield ThinkingDelta(token)
+        results = results_to_answer(request)
+        tool = None if results or "/tool" in commands else choose_tool(request, prompt)
         length = LONG_ANSWER_TOKENS if "/long" in commands else self.answer_tokens
-        text = _XSS_ANSWER if "/xss" in commands else answer_markdown(prompt, rng, length)
+        if results:
+            text = answer_from_results(results)
+        elif tool is not None:
+            text = f"I will use the `{tool.name}` tool for that."
+        else:
+            text = _XSS_ANSWER if "/xss" in commands else answer_markdown(prompt, rng, length)
+        text, stopped = _cut_at_stop(text, request.stop)
         tokens = tokenize(text)
         if "/tool" in commands:
             tokens = tokenize("I will look that up first.")
@@ -136,8 +151,13 @@ class DemoProvider:
             yield TextDelta(token)
         if "/error" in commands:
             raise UpstreamError("upstream_overloaded", "demo: overloaded_error (/error)", retryable=True)
-        if "/tool" in commands:
-            async for event in _tool_call(prompt, pace):
+        if not stopped and ("/tool" in commands or tool is not None):
+            name, arguments = (
+                ("search", {"query": topic_of(prompt), "limit": 3})
+                if tool is None
+                else (tool.name, arguments_for(tool, prompt))
+            )
+            async for event in _tool_call(prompt, name, arguments, pace):
                 output_tokens += 1
                 yield event
             yield Usage(input_tokens, output_tokens)
@@ -145,6 +165,12 @@ class DemoProvider:
             return
         yield Usage(input_tokens, output_tokens)
         yield Finished("stop", MODEL)
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` up to the first stop sequence in it (which is not sent, as with the real APIs)."""
+    cuts = [index for index in (text.find(sequence) for sequence in stop) if index >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 class _Pace:
@@ -172,11 +198,13 @@ class _Pace:
             await asyncio.sleep(delay)
 
 
-async def _tool_call(prompt: str, pace: _Pace) -> AsyncIterator[ProviderEvent]:
-    digest = hashlib.sha256(prompt.encode()).hexdigest()
+async def _tool_call(
+    prompt: str, name: str, input_: dict[str, Any], pace: _Pace
+) -> AsyncIterator[ProviderEvent]:
+    digest = hashlib.sha256(f"{name}\n{prompt}".encode()).hexdigest()
     tool_id = f"toolu_demo_{digest[:12]}"
-    arguments = json.dumps({"query": topic_of(prompt), "limit": 3})
-    yield ToolCallStart(tool_id, "search", 0)
+    arguments = json.dumps(input_)
+    yield ToolCallStart(tool_id, name, 0)
     step = max(1, len(arguments) // 5)
     for start in range(0, len(arguments), step):
         await pace.next_token()
