@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve a non-loopback address with no API keys (anyone who reaches it may use it)",
     )
+    serve.add_argument(
+        "--allowed-hosts",
+        metavar="NAMES",
+        help="comma-separated Host names to answer to ('*' for any; default: loopback names "
+        "without API keys, any with them)",
+    )
     serve.set_defaults(handler=_serve)
 
     watch = _client_command(commands, "watch", "print the events of an event stream as they arrive")
@@ -215,6 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         provider=args.provider,
         allow_public_without_auth=args.allow_public_without_auth,
+        allowed_hosts=args.allowed_hosts,
     )
     return 0
 

@@ -37,18 +37,21 @@ class ProtocolError(SSEGateError):
     """The SSE rules were broken, on one side or the other."""
 
     status_code = 400
+    code = "protocol_error"
 
 
 class LocalProtocolError(ProtocolError, ValueError):
     """The caller asked the encoder for something SSE cannot carry (e.g. a newline in an id)."""
 
     status_code = 500
+    code = "unencodable"
 
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent bytes we refuse to interpret."""
 
     status_code = 502
+    code = "upstream_invalid"
 
 
 class ClientError(SSEGateError):

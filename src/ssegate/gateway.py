@@ -57,6 +57,7 @@ from ssegate.providers.base import (
     Usage,
     check_request,
 )
+from ssegate.text import dumps_scrubbed
 
 logger = logging.getLogger("ssegate.gateway")
 
@@ -93,8 +94,12 @@ def process_identity() -> str:
 
 
 def _json(value: dict[str, Any]) -> str:
-    # orjson: compact, UTF-8 as is; about a third of json's cost on the per-token path.
-    return orjson.dumps(value).decode()
+    # orjson: compact, UTF-8 as is; about a third of json's cost on the per-token path. It refuses
+    # lone surrogates (which an SDK's json.loads lets through): then they become U+FFFD.
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return dumps_scrubbed(value)
 
 
 @dataclass(slots=True)

@@ -59,12 +59,14 @@ from ssegate.log.base import (
     format_id,
     parse_id,
 )
+from ssegate.text import has_surrogate
 
 __all__ = [
     "IDEMPOTENCY_SLOTS",
     "MAX_TOPICS_PER_SUBSCRIPTION",
     "MAX_TOPIC_LENGTH",
     "Published",
+    "ReservedEventType",
     "Subscription",
     "TopicInputError",
     "Topics",
@@ -91,7 +93,9 @@ _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _EVENT_TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 MARKER_EVENT = "ssegate.opened"
-RESERVED_EVENT_TYPES = frozenset({"reset"})
+# ssegate's own signal (reset), and the generation vocabulary's types that clients treat as special
+# (start) or terminal (done, error): a publisher's "done" would end a reader that follows both.
+RESERVED_EVENT_TYPES = frozenset({"reset", "start", "done", "error"})
 _STREAM_PREFIX = "topic:"
 # Positions a stream's log can never have made: resuming from them makes the log say why (reset).
 _FOREIGN_EPOCH_CURSOR = "x:0"
@@ -105,6 +109,10 @@ class TopicInputError(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class ReservedEventType(TopicInputError):
+    """An event type that ssegate or its clients give a meaning of their own (400 over HTTP)."""
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -132,7 +140,11 @@ def validate_event_type(event: str) -> str:
             f"an event type is 1-{MAX_EVENT_TYPE_LENGTH} letters, digits, '_', '.', ':' or '-'",
         )
     if event in RESERVED_EVENT_TYPES or event.startswith("ssegate"):
-        raise TopicInputError("event", f"the event type {event!r} is reserved for ssegate's own signals")
+        raise ReservedEventType(
+            "event",
+            f"the event type {event!r} is reserved (reserved: {', '.join(sorted(RESERVED_EVENT_TYPES))} "
+            "and names starting with 'ssegate'): clients give it a meaning of its own",
+        )
     return event
 
 
@@ -147,9 +159,12 @@ def validate_key(key: str) -> str:
 def encode_data(value: Any) -> str:
     """Any JSON value as compact JSON text (strings too, so every event's data parses as JSON)."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TopicInputError("data", f"data must be a JSON value: {exc}") from None
+    if has_surrogate(text):  # a lone half of a UTF-16 pair: not text, and no UTF-8 for it
+        raise TopicInputError("data", "data holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text")
+    return text
 
 
 def topic_stream(topic: str) -> str:

@@ -11,7 +11,7 @@ import os
 import resource
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +32,13 @@ class Serving:
 
 @asynccontextmanager
 async def serving(
-    env: dict[str, str], preexec_fn: Callable[[], None] | None = None
+    env: dict[str, str], preexec_fn: Callable[[], None] | None = None, args: Sequence[str] = ()
 ) -> AsyncIterator[Serving]:
-    """``python -m ssegate serve`` until it has announced itself; stopped (by its PID) on exit."""
+    """``python -m ssegate serve`` (with ``args``) until it has announced itself; stopped (by its
+    PID) on exit."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ssegate", "serve", "--port", str(port),
+        sys.executable, "-m", "ssegate", "serve", "--port", str(port), *args,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
         stderr=asyncio.subprocess.PIPE, preexec_fn=preexec_fn,
     )  # fmt: skip

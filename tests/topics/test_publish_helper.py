@@ -41,6 +41,6 @@ async def test_http_publishers_reach_subscribers_and_raise_on_refusal(ssegate_se
             with SyncHTTPPublisher(url) as sync_publisher:
                 await asyncio.to_thread(sync_publisher.publish, "user/local/inbox", "two")
             events = await stream.events(2)
-    assert refused.value.status == 422
+    assert refused.value.status == 400
     assert events[0].id == event_id
     assert datas(events) == [{"n": 1}, "two"]

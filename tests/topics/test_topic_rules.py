@@ -35,7 +35,8 @@ def test_validate_event_type_accepts_plain_names(event: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "event", ["", "a\nb", "a\rb", "a\0b", "has space", "reset", "ssegate.opened", "x" * 65]
+    "event",
+    ["", "a\nb", "a\rb", "a\0b", "has space", "reset", "start", "done", "error", "ssegate.opened", "x" * 65],
 )
 def test_validate_event_type_rejects_injection_and_reserved_names(event: str) -> None:
     with pytest.raises(TopicInputError):

@@ -86,29 +86,30 @@ async def _line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
     return record
 
 
-async def test_cli_watch_keeps_following_a_topic_past_done_and_error_events(
+async def test_cli_watch_keeps_following_a_topic_past_job_done_and_job_error_events(
     ssegate_server: ServerFactory,
 ) -> None:
     async with ssegate_server() as client:
         url = f"{str(client.base_url).rstrip('/')}/v1/topics/builds/events?history=all"
-        # On a topic, "done" and "error" are event types a publisher chose, not the end of anything.
-        await client.post("/v1/topics/builds/events", json={"data": {"job": 1}, "event": "done"})
-        await client.post("/v1/topics/builds/events", json={"data": {"job": 2}, "event": "error"})
+        # On a topic, a publisher's event types are not the end of anything ("done" and "error"
+        # themselves are reserved: clients of the generation vocabulary end on them).
+        await client.post("/v1/topics/builds/events", json={"data": {"job": 1}, "event": "job.done"})
+        await client.post("/v1/topics/builds/events", json={"data": {"job": 2}, "event": "job.error"})
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ssegate", "watch", url, "--json", stdout=asyncio.subprocess.PIPE
         )
         try:
             seen = [await _line(proc), await _line(proc)]
-            await client.post("/v1/topics/builds/events", json={"data": {"job": 3}, "event": "done"})
+            await client.post("/v1/topics/builds/events", json={"data": {"job": 3}, "event": "job.done"})
             seen.append(await _line(proc))
         finally:
             if proc.returncode is None:
                 proc.terminate()
             await proc.wait()
     assert [(r["event"], r["data"]) for r in seen] == [
-        ("done", {"job": 1}),
-        ("error", {"job": 2}),
-        ("done", {"job": 3}),
+        ("job.done", {"job": 1}),
+        ("job.error", {"job": 2}),
+        ("job.done", {"job": 3}),
     ]
 
 

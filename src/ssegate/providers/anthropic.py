@@ -41,6 +41,7 @@ from ssegate.providers.base import (
     UpstreamError,
     Usage,
 )
+from ssegate.text import loads_upstream
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 # Anthropic's stop reasons in the normalised vocabulary; others (stop_sequence, refusal, ...) pass as-is.
@@ -202,7 +203,10 @@ class _Answer:
         kind = sse.event
         if kind == "ping":
             return
-        data: dict[str, Any] = orjson.loads(sse.data)
+        try:
+            data: dict[str, Any] = orjson.loads(sse.data)
+        except orjson.JSONDecodeError:  # a lone surrogate, say: the tolerant path scrubs it
+            data = loads_upstream(sse.data)
         if kind == "content_block_delta":
             self._delta(data, emit)
         elif kind == "content_block_start":

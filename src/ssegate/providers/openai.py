@@ -38,6 +38,7 @@ from ssegate.providers.base import (
     UpstreamError,
     Usage,
 )
+from ssegate.text import loads_upstream
 
 DEFAULT_MODEL = "gpt-4o-mini"
 _DONE = "[DONE]"
@@ -143,7 +144,11 @@ class _Answer:
                 self.done = True
                 emit(self._finished())
                 return
-            self._chunk(orjson.loads(item.data), emit)
+            try:
+                data = orjson.loads(item.data)
+            except orjson.JSONDecodeError:  # a lone surrogate, say: the tolerant path scrubs it
+                data = loads_upstream(item.data)
+            self._chunk(data, emit)
 
     def end(self, emit: Emit) -> None:
         """The body ended without ``[DONE]``: complete if a finish reason came (some servers omit

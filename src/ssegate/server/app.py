@@ -30,6 +30,7 @@ from ssegate.server import auth, door_routes, generations, topics
 from ssegate.server.auth import Authenticator
 from ssegate.server.drain import drain_on_sigterm
 from ssegate.server.fanout import SERVER_SEND, FanOut
+from ssegate.server.guard import LocalGuard, parse_hosts
 from ssegate.server.http import error_response
 from ssegate.server.limits import OpenStreams, StartRate
 from ssegate.server.metrics import CONTENT_TYPE, MeasuredProvider, Metrics
@@ -224,12 +225,20 @@ def create_app(
         # files (clients/js), one copy for both; a built wheel holds the files themselves.
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR), follow_symlink=True), name="static"),
     ]
+    # Local mode: no keys and no host app deciding who is who; everyone who reaches it may act.
+    local = not authenticator.enabled and principal is None
     app = App(
         routes=routes,
         lifespan=lifespan,
         middleware=[
             Middleware(AccessLogMiddleware, metrics=metrics, log=settings.access_log),
             Middleware(CORSMiddleware, origins=parse_origins(settings.cors_origins)),
+            Middleware(
+                LocalGuard,
+                hosts=parse_hosts(settings.allowed_hosts),
+                check_origin=local,
+                origins=parse_origins(settings.cors_origins),
+            ),
             *([Middleware(PrincipalMiddleware, hook=principal)] if principal is not None else []),
         ],
         exception_handlers={

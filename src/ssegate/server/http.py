@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ssegate.errors import RequestError
+from ssegate.text import lone_surrogate_in
 
 # Browsers send back whatever id we wrote; ours are < 40 bytes. Anything longer, or with control
 # characters, was not made by us and could be used to smuggle data into logs or headers.
 MAX_LAST_EVENT_ID_BYTES = 128
+# Deepest nesting of arrays and objects a request body may have. Ours need 4 (messages, content
+# blocks, tool schemas a few more); Python's parser would fail with a RecursionError near 1,000.
+MAX_JSON_DEPTH = 64
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPENING = frozenset(b"[{")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def error_response(exc: RequestError) -> JSONResponse:
@@ -32,10 +40,35 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
     if not received.strip():
         raise RequestError(400, "invalid_json", "the request body is empty; send a JSON object")
+    if received.count(b"[") + received.count(b"{") > MAX_JSON_DEPTH:  # else it cannot be too deep
+        _check_depth(received)
     try:
-        return json.loads(received)
+        value = json.loads(received)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    if lone_surrogate_in(received, value):
+        raise RequestError(
+            400,
+            "invalid_unicode",
+            "the request body holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), "
+            "which is not text",
+        )
+    return value
+
+
+def _check_depth(body: bytes | bytearray) -> None:
+    """400 ``json_too_deep`` if arrays and objects nest deeper than :data:`MAX_JSON_DEPTH`,
+    counted on the bytes before a recursive parser sees them (strings removed first, at C speed)."""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte in _OPENING else -1
+        if depth > MAX_JSON_DEPTH:
+            raise RequestError(
+                400,
+                "json_too_deep",
+                f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+            )
 
 
 def _too_large(max_bytes: int) -> RequestError:

@@ -18,6 +18,7 @@ from ssegate import _fast
 from ssegate.config import Settings
 from ssegate.server.app import App, create_app
 from ssegate.server.auth import exposure_problem
+from ssegate.server.guard import default_allowed_hosts
 from ssegate.server.middleware import configure_access_log
 
 
@@ -102,6 +103,7 @@ def serve(
     workers: int | None = None,
     provider: str | None = None,
     allow_public_without_auth: bool | None = None,
+    allowed_hosts: str | None = None,
 ) -> None:
     settings = Settings.from_env().with_overrides(
         host=host,
@@ -109,6 +111,7 @@ def serve(
         redis_url=redis_url,
         provider=provider,
         allow_open=allow_public_without_auth or None,
+        allowed_hosts=allowed_hosts,
     )
     workers = workers or 1
     problem = exposure_problem(settings, workers=workers)
@@ -128,6 +131,13 @@ def serve(
         os.environ["SSEGATE_REDIS_URL"] = settings.redis_url
     if settings.provider:
         os.environ["SSEGATE_PROVIDER"] = settings.provider
+    if settings.allowed_hosts is None:
+        local = not (settings.api_keys or settings.api_keys_file)
+        settings = settings.with_overrides(
+            allowed_hosts=default_allowed_hosts(local=local, bound_to=settings.host)
+        )
+    if settings.allowed_hosts is not None:
+        os.environ["SSEGATE_ALLOWED_HOSTS"] = settings.allowed_hosts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # The SDKs' httpx logs a line per upstream request at INFO; the access log already says enough.
     for name in ("httpx", "httpx2"):  # the SDKs' HTTP clients (one is vendored under that name)

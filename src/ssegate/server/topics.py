@@ -22,7 +22,7 @@ from ssegate.errors import RequestError
 from ssegate.server.http import last_event_id, read_json_body
 from ssegate.server.state import AppState
 from ssegate.server.streaming import EventStreamResponse
-from ssegate.topics import Published, TopicInputError, Topics, validate_topic
+from ssegate.topics import Published, ReservedEventType, TopicInputError, Topics, validate_topic
 
 _PUBLISH_FIELDS = frozenset({"data", "event", "id"})
 
@@ -42,6 +42,8 @@ def _state(request: Request) -> AppState:
 
 
 def _invalid(exc: TopicInputError, status: int = 422) -> RequestError:
+    if isinstance(exc, ReservedEventType):
+        return RequestError(400, "reserved_event_type", exc.message, extra={"field": exc.field})
     return RequestError(status, "invalid_request", exc.message, extra={"field": exc.field})
 
 
