@@ -39,6 +39,9 @@ TOKEN_AUDIENCE = "ssegate-stream"
 TOKEN_ALGORITHM = "HS256"
 # Short enough that a leaked URL is worth little, long enough for a page load and a few reconnects.
 DEFAULT_TOKEN_TTL = 300.0
+# Issued tokens round their expiry up to a whole second past a whole-second iat: at most 2 s more
+# than their ttl. Clocks of several processes may also differ by a little.
+_LIFETIME_SLACK = 5.0
 
 
 class AuthConfigError(ValueError):
@@ -285,6 +288,21 @@ class StreamTokens:
         }
         return jwt.encode(claims, self._key, algorithm=TOKEN_ALGORITHM), expires_at
 
+    def _check_lifetime(self, claims: dict[str, object]) -> None:
+        """A correctly signed token still may not live longer than this server's maximum: not from
+        when it was issued, and not from now (a leaked secret or an old server's long-lived token
+        would otherwise be good for years)."""
+        issued, expires = claims.get("iat"), claims.get("exp")
+        if not isinstance(issued, int | float) or not isinstance(expires, int | float):
+            raise InvalidToken("invalid_token", "the stream token is not valid")
+        longest = self.max_ttl + _LIFETIME_SLACK
+        if expires - issued > longest or expires - time.time() > longest:
+            raise InvalidToken(
+                "invalid_token",
+                f"the stream token lives longer than this server's maximum ({self.max_ttl:g} s); "
+                "ask for a new one",
+            )
+
     def verify(self, token: str) -> tuple[Principal, float]:
         """``(principal, expires_at)``; raises :class:`InvalidToken`."""
         try:
@@ -293,7 +311,7 @@ class StreamTokens:
                 self._key,
                 algorithms=[TOKEN_ALGORITHM],
                 audience=TOKEN_AUDIENCE,
-                options={"require": ["exp", "sub", "aud"]},
+                options={"require": ["exp", "iat", "sub", "aud"]},
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token_expired", "the stream token has expired; ask for a new one") from None
@@ -302,5 +320,6 @@ class StreamTokens:
         scopes = claims.get("scp")
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise InvalidToken("invalid_token", "the stream token is not valid")
+        self._check_lifetime(claims)
         principal = Principal(str(claims["sub"]), token_scopes=frozenset(scopes), via_token=True)
         return principal, float(claims["exp"])

@@ -32,6 +32,7 @@ _START_ATTEMPTS = 3
 
 _LISTEN = re.compile(r"^(\s*)listen 80;$", re.MULTILINE)
 _UPSTREAM = re.compile(r"^upstream ssegate \{\n(?P<body>.*?)^\}", re.MULTILINE | re.DOTALL)
+_ACCESS_LOG = re.compile(r"^(\s*access_log )/var/log/nginx/", re.MULTILINE)
 _UPSTREAM_SERVER = re.compile(r"^(\s*)server 127\.0\.0\.1:\d+;\n", re.MULTILINE)
 
 # The main file a distribution ships, reduced to what a non-root nginx in a temp dir needs.
@@ -83,11 +84,20 @@ def tls_listen(shipped: str, listen_port: int, tls: TLS) -> str:
     )
 
 
-def render_site(shipped: str, listen_port: int, backends: Sequence[str], tls: TLS | None = None) -> str:
+def render_site(
+    shipped: str,
+    listen_port: int,
+    backends: Sequence[str],
+    tls: TLS | None = None,
+    log_dir: Path | None = None,
+) -> str:
     """The shipped site config listening on ``listen_port`` (with ``tls``: the file's own TLS and
-    HTTP/2 lines) and proxying to ``backends`` (host:port)."""
+    HTTP/2 lines) and proxying to ``backends`` (host:port); with ``log_dir``, its access logs are
+    written there instead of /var/log/nginx."""
     listen = tls_listen(shipped, listen_port, tls) if tls else f"listen 127.0.0.1:{listen_port};"
     site, listens = _LISTEN.subn(lambda match: match[1] + listen, shipped)
+    if log_dir is not None:
+        site = _ACCESS_LOG.sub(rf"\g<1>{log_dir}/", site)
     if listens != 1:
         raise AssertionError(f"deploy/nginx.conf must have exactly one 'listen 80;' line, found {listens}")
     upstream = _UPSTREAM.search(site)
@@ -105,10 +115,14 @@ def render_site(shipped: str, listen_port: int, backends: Sequence[str], tls: TL
 
 @contextlib.asynccontextmanager
 async def nginx_in_front_of(
-    backend_urls: Sequence[str], config: Path = SHIPPED_CONFIG, tls: TLS | None = None
+    backend_urls: Sequence[str],
+    config: Path = SHIPPED_CONFIG,
+    tls: TLS | None = None,
+    log_dir: Path | None = None,
 ) -> AsyncIterator[str]:
     """Run nginx with the shipped config (or another of deploy/) in front of ``backend_urls``;
-    yields nginx's base URL (``https://`` with ``tls``)."""
+    yields nginx's base URL (``https://`` with ``tls``). ``log_dir``: where the site's access logs
+    go (default: a temp dir)."""
     if not nginx_available():
         pytest.fail(f"{NGINX} is not installed: run `make test`, which installs nginx-light", pytrace=False)
     backends = [url.removeprefix("http://").rstrip("/") for url in backend_urls]
@@ -117,7 +131,7 @@ async def nginx_in_front_of(
         os.chmod(directory, 0o755)
         for attempt in range(_START_ATTEMPTS):
             port = free_port()
-            process = _start(Path(directory), port, backends, config, tls)
+            process = _start(Path(directory), port, backends, config, tls, log_dir or Path(directory))
             try:
                 if await _wait_listening(process, port):
                     yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
@@ -130,9 +144,14 @@ async def nginx_in_front_of(
 
 
 def _start(
-    directory: Path, port: int, backends: Sequence[str], config: Path, tls: TLS | None
+    directory: Path,
+    port: int,
+    backends: Sequence[str],
+    config: Path,
+    tls: TLS | None,
+    log_dir: Path,
 ) -> subprocess.Popen[bytes]:
-    site = render_site(config.read_text(), port, backends, tls)
+    site = render_site(config.read_text(), port, backends, tls, log_dir=log_dir)
     (directory / "ssegate.conf").write_text(site)
     (directory / "nginx.conf").write_text(_MAIN.format(dir=directory))
     error_log = directory / "error.log"

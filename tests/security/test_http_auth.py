@@ -81,7 +81,7 @@ async def test_stream_token_from_the_create_response_opens_the_stream_without_a_
         assert response.status_code == 403
 
 
-async def test_minted_token_for_another_generation_is_403() -> None:
+async def test_minted_token_for_another_generation_is_404_like_an_unknown_id() -> None:
     async with running(auth=True) as server:
         mine = await start(server, "alice")
         other = await start(server, "alice")
@@ -92,8 +92,8 @@ async def test_minted_token_for_another_generation_is_403() -> None:
         body = minted.json()
         assert body["expires_at"] > 0
         response = await server.client.get(f"{other['events_url']}?token={body['token']}")
-        assert response.status_code == 403
-        assert response.json()["error"]["code"] == "forbidden"
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
         # Bob cannot mint a token for Alice's generation either.
         refused = await server.client.post(
             "/v1/tokens", json={"generation": mine["id"]}, headers=bearer("bob")

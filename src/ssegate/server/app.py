@@ -209,7 +209,8 @@ def create_app(
     async def index(request: Request) -> Response:
         # The page names its files and API from wherever ssegate is mounted (prefix, root_path).
         page = chat_page(root_path(request.scope))
-        return HTMLResponse(page, headers={"cache-control": "no-cache"})
+        # A watch link's URL holds a stream token: the page never sends it on as a Referer.
+        return HTMLResponse(page, headers={"cache-control": "no-cache", "referrer-policy": "no-referrer"})
 
     routes: list[Any] = [
         Route("/", index, methods=["GET"]),

@@ -79,6 +79,11 @@ def forbidden(message: str) -> RequestError:
     return RequestError(403, "forbidden", message)
 
 
+def not_found(generation_id: str) -> RequestError:
+    """What an unknown generation id gets (and one the caller may not know exists)."""
+    return RequestError(404, "not_found", f"no generation with id {generation_id!r}")
+
+
 class Authenticator:
     """Turns a request into a :class:`Principal` (or a 401)."""
 
@@ -165,15 +170,15 @@ class Authenticator:
         ``scope`` ``subscribe`` reads it (state, events, a token for it), which a key may do with
         ``generate`` or ``subscribe``; ``generate`` cancels it.
 
-        Another key gets 404, exactly as for an unknown id, so ids cannot be probed; a token for
-        another generation gets 403 (its holder already knows it is a token problem). A token sits
-        in URLs a browser shows and logs, so it reads the events and the state (``subscribe``) but
-        cannot cancel (``generate``): 403.
+        Another key, and a token for another generation, get 404, exactly as for an unknown id, so
+        ids cannot be probed (with a key or with a token). A token sits in URLs a browser shows and
+        logs, so it reads the events and the state (``subscribe``) of its own generation but cannot
+        cancel it (``generate``): 403.
         """
         principal, expires_at = self.identify(request)
         if principal.via_token:
             if not principal.may_use_generation(generation["id"], ""):
-                raise forbidden("this stream token is for another generation")
+                raise not_found(generation["id"])
             if scope != "subscribe":
                 raise forbidden(
                     "a stream token may watch this generation and read its state but not cancel it; "
@@ -184,7 +189,7 @@ class Authenticator:
             wanted = "read generations (needs generate or subscribe)" if scope == "subscribe" else scope
             raise forbidden(f"{principal.name!r} may not {wanted}")
         if not principal.may_use_generation(generation["id"], str(generation.get("owner") or "")):
-            raise RequestError(404, "not_found", f"no generation with id {generation['id']!r}")
+            raise not_found(generation["id"])
         return principal, expires_at
 
 

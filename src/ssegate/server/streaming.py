@@ -31,6 +31,8 @@ STREAM_HEADERS: list[tuple[bytes, bytes]] = [
     (b"cache-control", b"no-cache, no-store, no-transform"),
     (b"x-accel-buffering", b"no"),
     (b"connection", b"keep-alive"),
+    # A stream's URL may hold a ?token=: never hand it on as a Referer.
+    (b"referrer-policy", b"no-referrer"),
 ]
 
 
