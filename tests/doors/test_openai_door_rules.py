@@ -57,7 +57,9 @@ async def test_bad_messages_and_unknown_models_answer_400() -> None:
             await client.chat.completions.create(model="demo/no-such-model", messages=USER)  # type: ignore[arg-type]
         assert raised.value.code == "unknown_model"
     async with ssegate_demo() as base_url, httpx.AsyncClient(base_url=base_url) as http:
-        response = await http.post("/v1/chat/completions", content=b"{not json")
+        response = await http.post(
+            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_json"
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}

@@ -69,6 +69,17 @@ async def test_a_text_plain_publish_publishes_nothing() -> None:
         assert await _first_published(server) == 2
 
 
+async def test_with_api_keys_a_body_without_content_type_is_read_as_json_but_text_plain_is_not() -> None:
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+    async with running(auth=True) as server:
+        bare = await server.client.post(GENERATIONS, content=body, headers=bearer("alice"))
+        plain = await server.client.post(
+            GENERATIONS, content=body, headers={"content-type": "text/plain", **bearer("alice")}
+        )
+    assert bare.status_code == 201, bare.text
+    assert plain.status_code == 415
+
+
 async def test_json_bodies_and_bodyless_posts_still_work() -> None:
     async with running() as server:
         started = await server.client.post(
