@@ -15,7 +15,7 @@ import pytest
 
 from ssegate import errors
 from ssegate.codec.events import Event
-from ssegate.server.guard import default_allowed_hosts, parse_hosts
+from ssegate.server.guard import default_allowed_hosts, parse_hosts, same_origin
 from tests.operations.test_serve_ready import serving
 from tests.security.harness import PROMPT, bearer, running
 from tests.support.sse import iter_stream
@@ -216,3 +216,20 @@ def test_no_error_code_is_a_class_name() -> None:
         assert cls.code.islower(), cls
         assert cls.code.replace("_", "").isalpha(), cls
         assert cls.code != cls.__name__
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("https://127.0.0.1:38881", "127.0.0.1", True),  # behind a proxy: Host: $host has no port
+        ("http://[::1]:8000", "[::1]:8000", True),
+        ("https://a.example", "a.example:443", True),
+        ("http://evil.example", "127.0.0.1:8000", False),
+        ("http://127.0.0.1:3000", "127.0.0.1:8000", False),  # another port is another origin
+        ("http://a.example", "a.example:443", False),
+        ("http://x:bad", "x", False),
+    ],
+)
+def test_same_origin_compares_names_and_ports_when_host_has_one(origin: str, host: str, same: bool) -> None:
+    assert same_origin(origin, host) is same

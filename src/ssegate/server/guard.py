@@ -30,6 +30,7 @@ from ssegate.server.auth import is_loopback
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _JSON = b"application/json"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def default_allowed_hosts(*, local: bool, bound_to: str) -> str | None:
@@ -131,7 +132,24 @@ class LocalGuard:
             return True
         if host is None or text == "null":
             return False
-        return urlsplit(text).netloc.lower() == host.decode("latin-1").strip().lower()
+        return same_origin(text, host.decode("latin-1"))
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Is ``origin`` (``scheme://name[:port]``) the server that ``Host`` names? Names must match;
+    ports too when ``Host`` has one (a proxy's ``Host: $host`` drops it, so then the name decides)."""
+    try:
+        parts = urlsplit(origin)
+        origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a malformed port
+        return False
+    name = _host_name(host)
+    if (parts.hostname or "") != name.strip("[]").rstrip("."):
+        return False
+    _, colon, port = host.strip().rpartition(":")
+    if not colon or port.endswith("]") or not port.isdigit():
+        return True  # no port in Host
+    return origin_port == int(port)
 
 
 def _is_json(content_type: bytes | None) -> bool:
