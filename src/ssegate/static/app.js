@@ -54,8 +54,17 @@ import { renderMarkdown } from "./markdown.js";
  * @property {number} deltas      text and thinking deltas received (a token count until usage arrives)
  * @property {number | null} outputTokens
  * @property {number | null} sentAt       when this tab asked (for time to first token)
- * @property {number | null} firstTokenAt
+ * @property {number | null} firstTokenAt when the first token arrived, if this tab saw it arrive live
  * @property {number | null} endedAt
+ * @property {number} received        events received, in stream order (kept across a reload: the
+ *   events a reloaded page gets again up to this count are replays)
+ * @property {number} replayedTokens  deltas that came from the server's log, not live (a reload, a
+ *   late join): shown as such, never counted in tokens per second
+ * @property {number | null} liveFrom when the first live delta arrived (for a tab that did not see
+ *   the first token live: its rate counts live deltas only)
+ * @property {number} liveTokens      live deltas since liveFrom
+ *
+ * Times are wall-clock ms (Date.now()), so that they stay comparable across a reload.
  */
 
 /** @typedef {UserTurn | AssistantTurn} Turn */
@@ -186,6 +195,10 @@ function newAssistantTurn(/** @type {string | null} */ generationId) {
     sentAt: null,
     firstTokenAt: null,
     endedAt: null,
+    received: 0,
+    replayedTokens: 0,
+    liveFrom: null,
+    liveTokens: 0,
   };
 }
 
@@ -200,7 +213,10 @@ function clearReceived(/** @type {AssistantTurn} */ turn) {
     stopReason: "",
     deltas: 0,
     outputTokens: null,
-    firstTokenAt: null,
+    received: 0,
+    replayedTokens: 0,
+    liveFrom: null,
+    liveTokens: 0,
   });
 }
 
@@ -279,6 +295,7 @@ function assistantView(turn) {
   const watch = /** @type {HTMLAnchorElement} */ (el("a", "watch", "Watch in another tab"));
   watch.target = "_blank";
   watch.rel = "noopener";
+  watch.append(el("span", "visually-hidden", " (opens a new tab)"));
   meta.append(chip, stats, watch);
   const thinking = /** @type {HTMLDetailsElement} */ (el("details", "thinking"));
   thinking.append(el("summary", "", "Thinking"));
@@ -289,6 +306,7 @@ function assistantView(turn) {
   const error = el("div", "error");
   error.setAttribute("role", "alert");
   root.append(meta, thinking, content, tools, error);
+  announceAnswer(content);
   /** @type {TurnView} */
   const view = { root, chip, stats, watch, thinking, thinkingText, tools, content, error, thinkingAuto: true };
   // Thinking opens while it streams and folds away when the answer starts, unless the reader chose.
@@ -298,6 +316,26 @@ function assistantView(turn) {
   views.set(turn, view);
   paint(turn);
   return view;
+}
+
+/**
+ * The answer is a live region for screen readers. It is busy while it streams, so a reader hears the
+ * finished answer once instead of every token (or every re-render of the markdown); the connection
+ * indicator (role="status") says when it starts and ends, and an error is an alert.
+ * @param {HTMLElement} content
+ */
+function announceAnswer(content) {
+  content.setAttribute("aria-live", "polite");
+  content.setAttribute("aria-busy", "true");
+}
+
+/**
+ * A code block scrolls sideways when its lines are long: a keyboard user reaches it with Tab and
+ * scrolls it with the arrow keys (WCAG 2.1.1; axe-core's scrollable-region-focusable).
+ * @param {HTMLElement} content
+ */
+function focusableCode(content) {
+  for (const block of content.querySelectorAll("pre")) block.tabIndex = 0;
 }
 
 /** The reader is at the end of the page: keep the newest text in view (but never pull them back down). */
@@ -336,6 +374,7 @@ function paint(turn) {
   if (!view) return;
   view.root.dataset.state = turn.state;
   view.root.dataset.generationId = turn.generationId ?? "";
+  view.content.setAttribute("aria-busy", String(!TERMINAL.has(turn.state)));
   view.root.classList.toggle("live", !TERMINAL.has(turn.state));
   view.chip.textContent =
     turn.state === "cancelled" && turn.stopReason === "abandoned" ? "Stopped (no viewers)" : CHIP_TEXT[turn.state];
@@ -355,6 +394,7 @@ function paint(turn) {
   if (view.content.dataset.rendered !== String(turn.text.length)) {
     view.content.innerHTML = renderMarkdown(turn.text);
     view.content.dataset.rendered = String(turn.text.length);
+    focusableCode(view.content);
   }
   view.error.hidden = !turn.error;
   if (turn.error) {
@@ -402,11 +442,31 @@ function statsText(turn) {
   }
   const tokens = turn.outputTokens ?? turn.deltas;
   if (tokens > 0) parts.push(`${tokens} tokens`);
-  if (turn.firstTokenAt !== null && tokens > 1) {
-    const seconds = ((turn.endedAt ?? performance.now()) - turn.firstTokenAt) / 1000;
-    if (seconds > 0.05) parts.push(`${(tokens / seconds).toFixed(1)} tok/s`);
-  }
+  if (turn.replayedTokens > 0) parts.push(`${turn.replayedTokens} replayed`);
+  const rate = tokensPerSecond(turn);
+  if (rate !== null) parts.push(`${rate.toFixed(1)} tok/s`);
   return parts.join(" · ");
+}
+
+/**
+ * The model's rate, from live arrivals only. A tab that saw the first token arrive knows the whole
+ * answer's span (wall-clock, across reloads) and, once it has caught up, every token in it: all of
+ * them over that span. Any other tab (a watcher, a reload before the first token) counts only the
+ * deltas it saw arrive live, over the time since the first of them.
+ * @param {AssistantTurn} turn
+ * @returns {number | null}
+ */
+function tokensPerSecond(turn) {
+  const end = turn.endedAt ?? Date.now();
+  if (turn.firstTokenAt !== null) {
+    const tokens = turn.outputTokens ?? turn.deltas;
+    const seconds = (end - turn.firstTokenAt) / 1000;
+    return tokens > 1 && seconds > 0.05 ? tokens / seconds : null;
+  }
+  if (turn.liveFrom === null) return null;
+  const seconds = (end - turn.liveFrom) / 1000;
+  // Half a second of live tokens before a figure: fewer say more about timer jitter than the model.
+  return turn.liveTokens > 1 && seconds >= 0.5 ? turn.liveTokens / seconds : null;
 }
 
 /** @param {number} ms */
@@ -422,9 +482,23 @@ function paintConnection() {
   connTextEl.textContent = state === "idle" ? "Ready" : CHIP_TEXT[/** @type {TurnState} */ (state)];
   const busy = active !== null;
   sendEl.disabled = busy || watchId !== null;
+  const stopHad = document.activeElement === stopEl;
   stopEl.hidden = !busy;
   stopEl.disabled = busy && active !== null && active.stopRequested;
+  keepFocus(stopHad);
 }
+
+/**
+ * Stop takes Send's place while an answer streams (app.css) and goes when it ends: a keyboard user
+ * who pressed it would be left on nothing, so the focus goes back to the message box.
+ * @param {boolean} stopHad  the focus was on Stop before this repaint
+ */
+function keepFocus(stopHad) {
+  if (stopHad && (stopEl.hidden || stopEl.disabled)) promptEl.focus();
+}
+
+// A reload mid-answer: keep how many events this tab had (saveTurns runs only at start and end).
+addEventListener("pagehide", saveTurns);
 
 // Keep tokens/s moving between events while an answer streams.
 setInterval(() => {
@@ -441,6 +515,7 @@ setInterval(() => {
  * @param {GenerationEvent} event
  */
 function apply(turn, event) {
+  /** @type {any} */ // each type has its payload (GenerationEvent); read here with defaults
   const data = event.data ?? {};
   switch (event.type) {
     case "start":
@@ -477,12 +552,12 @@ function apply(turn, event) {
       } else {
         turn.state = "done";
       }
-      turn.endedAt = performance.now();
+      turn.endedAt = Date.now();
       break;
     case "error":
       turn.state = "error";
       turn.error = describeError(String(data.code ?? "upstream_error"), String(data.message ?? ""));
-      turn.endedAt = performance.now();
+      turn.endedAt = Date.now();
       break;
     default:
     // Unknown event types are for newer clients; ignore them.
@@ -492,8 +567,48 @@ function apply(turn, event) {
 /** @param {AssistantTurn} turn */
 function noteToken(turn) {
   turn.deltas += 1;
-  if (turn.firstTokenAt === null) turn.firstTokenAt = performance.now();
+  if (replayedArrival.has(turn)) {
+    turn.replayedTokens += 1;
+  } else {
+    const now = Date.now();
+    // The generation's first token, seen arriving: the answer's span is known from here on.
+    if (turn.deltas === 1) turn.firstTokenAt = now;
+    turn.liveFrom ??= now;
+    turn.liveTokens += 1;
+  }
   if (turn.state === "connecting" || turn.state === "reconnecting") turn.state = "streaming";
+}
+
+/**
+ * Replay vs live. A followed generation (after a reload, or watched from another tab) starts with
+ * its history from the server's log, all at once: those events say nothing about the model's pace.
+ * Replays are the events a reloaded tab had already received (by count, exact), and any that come
+ * in the first CATCH_UP_MS after the stream's first event (the history's burst, and the events the
+ * model wrote while the page was away). Everything after that arrives live.
+ * @type {WeakMap<AssistantTurn, {seenBefore: number, firstAt: number | null}>}
+ */
+const catchingUp = new WeakMap();
+/** The turns whose event being applied right now is a replay. @type {WeakSet<AssistantTurn>} */
+const replayedArrival = new WeakSet();
+const CATCH_UP_MS = 250;
+
+/**
+ * Count an event arriving for `turn` and classify it (read by noteToken while it is applied).
+ * @param {AssistantTurn} turn
+ */
+function noteArrival(turn) {
+  const index = turn.received;
+  turn.received += 1;
+  replayedArrival.delete(turn);
+  const catchUp = catchingUp.get(turn);
+  if (!catchUp) return;
+  const now = Date.now();
+  catchUp.firstAt ??= now;
+  if (index < catchUp.seenBefore || now - catchUp.firstAt <= CATCH_UP_MS) {
+    replayedArrival.add(turn);
+  } else {
+    catchingUp.delete(turn);
+  }
 }
 
 /**
@@ -562,6 +677,7 @@ async function run(turn, open) {
       if (active?.stopRequested) void stop();
     },
     onEvent: (event) => {
+      noteArrival(turn);
       apply(turn, event);
       if (event.type === "start" || TERMINAL.has(turn.state)) saveTurns();
       schedule(turn);
@@ -592,7 +708,8 @@ async function run(turn, open) {
     }
   } finally {
     active = null;
-    turn.endedAt ??= performance.now();
+    catchingUp.delete(turn);
+    turn.endedAt ??= Date.now();
     saveTurns();
     schedule(turn);
   }
@@ -646,7 +763,7 @@ async function send(prompt) {
   turns.push(userTurn);
   const messages = conversation();
   const turn = newAssistantTurn(null);
-  turn.sentAt = performance.now();
+  turn.sentAt = Date.now();
   turns.push(turn);
   saveTurns();
   messagesEl.append(userView(userTurn), assistantView(turn).root);
@@ -667,9 +784,10 @@ async function send(prompt) {
 /** Follow an existing generation from its first event, rebuilding the answer. */
 async function follow(/** @type {AssistantTurn} */ turn) {
   if (!turn.generationId) return;
+  // What this tab received before a reload comes again first: replays, not the model's pace.
+  catchingUp.set(turn, { seenBefore: turn.received, firstAt: null });
   clearReceived(turn);
-  // Timings from a previous page life use another clock (performance.now restarts on reload).
-  turn.sentAt = null;
+  // sentAt and firstTokenAt are wall-clock times: still true after a reload.
   turn.endedAt = null;
   turn.state = "connecting";
   const id = turn.generationId;
