@@ -166,9 +166,21 @@ class Gateway:
 
     async def aclose(self, *, drain_timeout: float = 0.0) -> None:
         """Stop: wait up to ``drain_timeout`` for running generations, then end the rest."""
+        await self.settle(drain_timeout)
+        for recorder in list(self._recorders):
+            recorder.cancel()
+        await asyncio.gather(*self._recorders, return_exceptions=True)
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def settle(self, within: float) -> None:
+        """Let running generations finish for up to ``within`` s, then end the rest with
+        ``done {finish_reason: "cancelled", reason: "shutdown"}`` (the drain)."""
         producers = [local.producer for local in self._local.values() if local.producer]
-        if producers and drain_timeout > 0:
-            await asyncio.wait(producers, timeout=drain_timeout)
+        if producers and within > 0:
+            await asyncio.wait(producers, timeout=within)
         for generation_id, local in list(self._local.items()):
             if local.producer and not local.producer.done():
                 try:
@@ -180,13 +192,6 @@ class Gateway:
                 local.producer.cancel()
         if producers:
             await asyncio.gather(*producers, return_exceptions=True)
-        for recorder in list(self._recorders):
-            recorder.cancel()
-        await asyncio.gather(*self._recorders, return_exceptions=True)
-        if self._ticker:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
 
     # -- the operations --------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -165,7 +166,7 @@ def create_app(
             ),
         )
         app.state.ssegate = state
-        undo_signal = drain_on_sigterm(state.begin_drain) if drain_on_signal else None
+        undo_signal = drain_on_sigterm(_drainer(state)) if drain_on_signal else None
         try:
             await gateway.__aenter__()
             yield
@@ -252,6 +253,28 @@ def create_app(
     )
     app.stream_routes = [*generations.stream_routes, *topics.stream_routes, *door_routes.stream_routes]
     return app
+
+
+def _drainer(state: AppState) -> Callable[[signal.Signals], Awaitable[None]]:
+    """What SIGTERM does before the server stops listening (docs/operations-reliability.md)."""
+
+    async def drain(signum: signal.Signals) -> None:
+        settings = state.settings
+        shared = settings.redis_url is not None
+        state.begin_drain()  # readyz 503, new streams 503; shared log: viewers resume elsewhere
+        # Running generations finish (Ctrl-C on a memory log: at once), or end with a terminal
+        # event that their viewers here still receive.
+        wait = settings.drain_timeout if shared or signum == signal.SIGTERM else 0.0
+        await state.gateway.settle(wait)
+        await state.streams.until_closed(_DRAIN_FLUSH)
+        state.streams.drain(end_open=True)  # what is left (topic subscribers): "reconnect"
+        await state.streams.until_closed(_DRAIN_FLUSH)
+
+    return drain
+
+
+# How long the drain waits for streams to send their last events before the listener closes.
+_DRAIN_FLUSH = 2.0
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:

@@ -14,6 +14,7 @@ All counts are this process's own (behind a load balancer, the limits are per pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -128,7 +129,7 @@ class StreamTicket:
         if self.deadline is not None:
             delay = max(0.0, self.deadline - time.time())
             self._timer = asyncio.get_running_loop().call_later(delay, stop, self._deadline_final)
-        if self._owner.draining:
+        if self._owner.draining and self._owner.ending_open:
             stop(self._owner.drain_final)
 
     def sent(self, chunk: bytes) -> None:
@@ -165,7 +166,9 @@ class OpenStreams:
         self.max_seconds = max_seconds
         self.metrics = metrics
         self.draining = False
+        self.ending_open = False  # the drain ends open streams too (they resume elsewhere)
         self.attached: set[StreamTicket] = set()
+        self._all_closed: asyncio.Event | None = None  # set when the last stream ends (drain)
         self._held: set[StreamTicket] = set()
         self._by_principal: dict[str, int] = {}
         # Before closing, remind the client how soon to come back: EventSource reconnects by itself.
@@ -211,6 +214,8 @@ class OpenStreams:
 
     def release(self, ticket: StreamTicket) -> None:
         self.attached.discard(ticket)
+        if not self.attached and self._all_closed is not None:
+            self._all_closed.set()
         if ticket not in self._held:
             return
         self._held.remove(ticket)
@@ -221,9 +226,23 @@ class OpenStreams:
             del self._by_principal[ticket.principal]
         self.metrics.streams_open -= 1
 
-    def drain(self) -> None:
-        """Refuse new streams and end every open one cleanly (clients resume elsewhere)."""
+    async def until_closed(self, within: float) -> None:
+        """Wait (up to ``within`` s) until every open stream has ended (the drain's last step)."""
+        if not self.attached:
+            return
+        self._all_closed = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._all_closed.wait()
+        self._all_closed = None
+
+    def drain(self, *, end_open: bool = True) -> None:
+        """Refuse new streams; with ``end_open``, end every open one cleanly (clients resume
+        elsewhere). Without, open streams go on to their end (no other process has their events)."""
         self.draining = True
+        self.ending_open = end_open
+        if not end_open:
+            return
         for ticket in list(self.attached):
             if ticket._stop is not None:
                 ticket._stop(self.drain_final)

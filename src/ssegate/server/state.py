@@ -106,6 +106,7 @@ class AppState:
         return self.streams.draining
 
     def begin_drain(self) -> None:
-        """SIGTERM: readyz answers 503, new streams and generations are refused, open streams end
-        cleanly so their clients resume elsewhere (running generations keep going)."""
-        self.streams.drain()
+        """SIGTERM: readyz answers 503, new streams and generations are refused. With a shared log,
+        open streams end cleanly so their clients resume elsewhere (running generations keep
+        going); with the memory log they stay open: their events exist only here."""
+        self.streams.drain(end_open=self.settings.redis_url is not None)
