@@ -99,6 +99,9 @@ class Settings:
     # Events one generation holds in memory during an outage; when full, the upstream is read no
     # further (TCP back-pressure) until the log is back or the outage limit is reached.
     log_outage_buffer: int = 10_000
+    # The most (s) a generation waits for its upstream's first event, every retry of a refused or
+    # silent start included: past it, error upstream_timeout (instead of attempts x idle timeout).
+    upstream_start_timeout: float = 60.0
     # -- the edge (see docs/security.md) --
     # Comma-separated Host names this server answers to ("*.example.com" for subdomains, "*": any).
     # None: loopback names (localhost, 127.0.0.1, [::1]) in local mode on a loopback address, else any.

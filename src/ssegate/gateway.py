@@ -133,6 +133,7 @@ class Gateway:
         lease_ttl: float = 6.0,
         process_id: str | None = None,
         outage: OutagePolicy | None = None,
+        start_timeout: float = 60.0,
     ) -> None:
         self.log = log
         # A log in this process takes appends without a coroutine: producers then append from the
@@ -149,6 +150,7 @@ class Gateway:
         self._ticker: asyncio.Task[None] | None = None
         self.on_terminal: Callable[[str, str, dict[str, Any]], None] | None = None
         self.outage = outage or OutagePolicy()
+        self._start_timeout = start_timeout
         # When this process last saw the log fail: leases and viewer heartbeats ran out during an
         # outage through nobody's fault, so nobody is judged lost until they could renew again.
         self._log_trouble_at = -float("inf")
@@ -323,20 +325,30 @@ class Gateway:
         out = self._appender(key, meta)
         stream: AsyncIterator[ProviderEvent] | None = None
         outcome: tuple[str, dict[str, Any]] | None = None
+        starting: asyncio.Timeout | None = None
         try:
             try:
                 await out.append("start", _json(mapper.start()))
                 await out.set_meta({"state": "streaming"})
                 stream_into = getattr(provider, "stream_into", None)
-                if self._live_log is not None and stream_into is not None:
-                    done = await self._produce_pushed(key, stream_into, request, mapper, self._live_log)
-                else:
-                    stream = provider.stream(request)
-                    done = await self._produce_pulled(out, stream, mapper)
+                # One deadline for the upstream's first event, every retry of the start included
+                # (without it: attempts x the SDK's timeout); the first event lifts it.
+                async with asyncio.timeout(self._start_timeout) as starting:
+                    if self._live_log is not None and stream_into is not None:
+                        done = await self._produce_pushed(
+                            key, stream_into, request, mapper, self._live_log, starting
+                        )
+                    else:
+                        stream = provider.stream(request)
+                        done = await self._produce_pulled(out, stream, mapper, starting)
                 # The provider ended without saying why: count it as a drop, never as success.
                 outcome = ("done", done) if done is not None else ("error", _UPSTREAM_ENDED_EARLY)
             except StreamClosed:
                 pass  # someone else ended it (cancel from another process, upstream_lost)
+            except TimeoutError:
+                if starting is None or not starting.expired():
+                    raise
+                outcome = ("error", _start_timeout(self._start_timeout))
             except LogUnavailable:
                 outcome = ("error", _LOG_UNAVAILABLE)
             except UpstreamError as exc:
@@ -445,11 +457,16 @@ class Gateway:
             self.on_terminal(generation_id, fields["state"], data)
 
     async def _produce_pulled(
-        self, out: DurableAppender, stream: AsyncIterator[ProviderEvent], mapper: _WireMapper
+        self,
+        out: DurableAppender,
+        stream: AsyncIterator[ProviderEvent],
+        mapper: _WireMapper,
+        starting: asyncio.Timeout,
     ) -> dict[str, Any] | None:
         """Log the provider's events as this task reads them; the ``done`` data, or ``None`` if the
-        provider ended without one."""
+        provider ended without one. ``starting``: the start deadline, lifted at the first event."""
         events = aiter(stream)
+        started = False
         while True:
             try:
                 provider_event = await anext(events)
@@ -457,6 +474,9 @@ class Gateway:
                 return None
             except _GARBAGE as exc:  # raised by the provider's parsing: the upstream's bytes
                 raise _invalid_upstream(exc) from exc
+            if not started:
+                started = True
+                starting.reschedule(None)
             for event, data in mapper.map(provider_event):
                 if event == "done":
                     return data
@@ -471,17 +491,22 @@ class Gateway:
         request: GenerationRequest,
         mapper: _WireMapper,
         log: ListenableLog,
+        starting: asyncio.Timeout,
     ) -> dict[str, Any] | None:
         """:meth:`_produce_pulled` with each event logged as the provider hands it over, from the
         upstream socket's callback: no task switch per token (about a tenth of a relayed token's
         CPU, bench W4). What the log raises there (the stream ended elsewhere) ends the call."""
         finished: list[dict[str, Any]] = []
         ours: list[BaseException] = []  # what deliver raised: our failure, not the upstream's
+        started: list[bool] = []  # the first event came: the start deadline is lifted
         append = log.append_now
 
         def deliver(provider_event: ProviderEvent) -> None:
             if finished:
                 return
+            if not started:
+                started.append(True)
+                starting.reschedule(None)
             try:
                 if type(provider_event) is TextDelta:  # nearly every event: no mapping list
                     if provider_event.text:
@@ -624,6 +649,14 @@ def _invalid_upstream(exc: BaseException) -> UpstreamError:
         f"the upstream sent something its protocol does not allow ({type(exc).__name__})",
         retryable=True,
     )
+
+
+def _start_timeout(seconds: float) -> dict[str, Any]:
+    return {
+        "code": "upstream_timeout",
+        "message": f"the upstream did not start answering within {seconds:g} s (retries included)",
+        "retryable": True,
+    }
 
 
 def _final_fields(state: str, data: dict[str, Any]) -> dict[str, str]:

@@ -46,8 +46,13 @@ class Responder:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await self._writer.drain()
-        # The client sends nothing more during a response, so EOF on the socket means it hung up.
-        self._watch = asyncio.create_task(self._watch_client())
+        self.watch_for_hang_up()
+
+    def watch_for_hang_up(self) -> None:
+        """From now on EOF on the socket sets ``client_gone`` (the client sends nothing more once
+        its request is in)."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_client())
 
     async def _watch_client(self) -> None:
         with contextlib.suppress(ConnectionError):

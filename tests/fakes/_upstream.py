@@ -31,6 +31,7 @@ class Faults:
     """Misbehaviour of one response. ``*_after`` count content deltas already sent."""
 
     status: int | None = None  # answer this HTTP error status (vendor JSON body) before any byte
+    silent: bool = False  # read the request, then send nothing at all (not even a status line)
     error_after: int | None = None  # then send the vendor's mid-stream error event and end
     stall_after: int | None = None  # then send nothing until the client hangs up
     drop_after: int | None = None  # then cut the connection (truncated chunked body)
@@ -146,6 +147,11 @@ class FakeUpstream(Generic[ScriptT]):
             body = self.error_body(400, script)
             body["error"]["message"] = problem
             await responder.json(400, body, {"request-id": "req_fake"})
+            return
+        if faults.silent:
+            responder.watch_for_hang_up()
+            await responder.wait_client_gone()
+            self.client_closed_early.set()
             return
         if faults.status is not None:
             # A tiny retry-after keeps SDK retries (when a test allows them) from sleeping a second.

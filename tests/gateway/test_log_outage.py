@@ -190,7 +190,7 @@ async def test_an_outage_past_the_limit_ends_the_generation_log_unavailable_reco
     assert error.event == "error"
     assert error.id == viewer.events[-2].id
     assert '"code":"log_unavailable"' in error.data
-    assert 1.0 <= waited < 6.0
+    assert 1.0 <= waited < 10.0  # the limit plus two retries, with room for a loaded machine
     assert described["error"]["code"] == "log_unavailable"
     # What the upstream sent before the generation was stopped is kept, then the recorded end.
     assert "".join(TEXT).startswith(replay.texts_after_last_reset())

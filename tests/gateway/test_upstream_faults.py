@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -262,3 +263,34 @@ async def test_a_cancelled_generation_records_the_output_tokens_it_streamed(vend
     assert done["finish_reason"] == "cancelled"
     assert done["usage"]["output_tokens"] >= 12  # at least what the viewer received
     assert described["usage"]["output_tokens"] == done["usage"]["output_tokens"]
+
+
+@pytest.mark.parametrize("vendor", ["anthropic", "openai"])
+async def test_an_upstream_that_never_answers_ends_within_one_start_deadline_retries_included(
+    vendor: str,
+) -> None:
+    # Issue 26, failure 7: without one deadline, each of the SDK's three attempts waits its own
+    # timeout (idle timeout + 1 s): here 3 x 6 s, instead of the 1 s start deadline.
+    silent = Faults(silent=True)
+    fake: FakeUpstream[Any]
+    if vendor == "anthropic":
+        fake, settings = FakeAnthropic(AnthropicScript(faults=silent)), anthropic_settings
+    else:
+        fake, settings = FakeOpenAI(OpenAIScript(faults=silent)), openai_settings
+    overrides = {"upstream_max_retries": 2, "upstream_start_timeout": 1.0}
+    async with (
+        fake,
+        gateway_client(replace(settings(fake.url, **overrides), upstream_idle_timeout=5.0)) as client,
+    ):
+        began = time.monotonic()
+        described, received = await generate(client)
+        took = time.monotonic() - began
+        await asyncio.wait_for(fake.client_closed_early.wait(), _WAIT)  # hung up on, not left open
+
+    assert received.types[-1] == "error"
+    error = received.data("error")[0]
+    assert error["code"] == "upstream_timeout"
+    assert error["retryable"] is True
+    assert "1 s" in error["message"]
+    assert described["error"]["code"] == "upstream_timeout"
+    assert took < 4.0

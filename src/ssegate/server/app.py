@@ -140,6 +140,7 @@ def create_app(
             first_viewer_grace=settings.first_viewer_grace,
             lease_ttl=settings.lease_ttl,
             outage=OutagePolicy(limit=settings.log_outage_limit, buffer=settings.log_outage_buffer),
+            start_timeout=settings.upstream_start_timeout,
         )
         gateway.on_terminal = metrics.on_terminal
         streams = OpenStreams(
