@@ -52,4 +52,9 @@ if [ "$want" = test ]; then
         echo "setup: npm ci in tests/doors/js"
         npm ci --prefix tests/doors/js --no-audit --no-fund --loglevel=error
     fi
+    # The useChat example, built and driven in Chromium by tests/doors/test_example_chat.py.
+    if [ ! -d examples/ai_sdk_chat/node_modules ] || [ examples/ai_sdk_chat/package-lock.json -nt examples/ai_sdk_chat/node_modules ]; then
+        echo "setup: npm ci in examples/ai_sdk_chat"
+        npm ci --prefix examples/ai_sdk_chat --no-audit --no-fund --loglevel=error
+    fi
 fi

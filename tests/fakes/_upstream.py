@@ -162,7 +162,13 @@ class FakeUpstream(Generic[ScriptT]):
         if faults.gzip:
             headers["content-encoding"] = "gzip"
         await responder.start(200, headers)
-        if await self._stream(request, script, faults, responder):
+        try:
+            finished = await self._stream(request, script, faults, responder)
+        except ConnectionError:
+            # The client hung up while a frame was being written (before the watcher saw EOF).
+            self.client_closed_early.set()
+            return
+        if finished:
             await responder.end()
             self.completed += 1
         elif responder.client_gone.is_set():
