@@ -189,3 +189,13 @@ class EventLog(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and wake every waiting reader."""
+
+
+@runtime_checkable
+class WindowCounter(Protocol):
+    """Counts hits per key in a sliding window, for limits every process must share."""
+
+    async def admit(self, key: str, limit: int, window: float) -> float:
+        """Count one hit on ``key`` and return 0 if fewer than ``limit`` hits fell in the last
+        ``window`` s; otherwise count nothing and return the seconds until the oldest one leaves."""
+        ...

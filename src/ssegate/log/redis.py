@@ -189,6 +189,26 @@ return redis.call('ZCARD', KEYS[1])
 )
 
 
+# KEYS: one limit's window (a ZSET of hits scored by Redis time). ARGV: limit, window ms, a unique
+# member. Redis's clock, so every process counts the same window; 0 = admitted, else ms to wait.
+_ADMIT = (
+    _LUA_PRELUDE
+    + """
+local now = now_ms()
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + window - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return 0
+"""
+)
+
+
 def _milliseconds(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -203,7 +223,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 
 # A repeated create could report StreamExists for its own success (appends: see _AppendBatcher).
-_NOT_REPEATABLE = frozenset({"create"})
+_NOT_REPEATABLE = frozenset({"create", "admit"})
 
 
 async def _once_more_on_dropped_connection(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -362,6 +382,7 @@ class RedisEventLog:
                 ("expire", _EXPIRE),
                 ("heartbeat", _HEARTBEAT),
                 ("live_members", _LIVE_MEMBERS),
+                ("admit", _ADMIT),
             ]
         }
         self._appends = _AppendBatcher(self._redis, _APPEND)
@@ -400,6 +421,16 @@ class RedisEventLog:
     def _check_open(self) -> None:
         if self._closed:
             raise LogError("the event log is closed")
+
+    # -- limits shared by every process ------------------------------------------------------
+
+    async def admit(self, key: str, limit: int, window: float) -> float:
+        """:class:`~ssegate.log.base.WindowCounter` on Redis: N processes enforce ``limit``, not N
+        times it. The key is hashed into its own hash tag (one slot under Redis Cluster)."""
+        tag = hashlib.sha1(key.encode()).hexdigest()[:20]
+        args: list[str | int | float] = [limit, _milliseconds(window), uuid.uuid4().hex]
+        wait_ms = await self._script("admit", [f"ssegate:{{limit:{tag}}}:hits"], args)
+        return int(wait_ms) / 1000
 
     # -- streams -----------------------------------------------------------------------------
 

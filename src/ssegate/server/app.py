@@ -25,6 +25,7 @@ from ssegate.errors import RequestError, SSEGateError
 from ssegate.gateway import Gateway
 from ssegate.log import open_event_log
 from ssegate.log.appender import OutagePolicy
+from ssegate.log.base import WindowCounter
 from ssegate.providers import ProviderConfig, ProviderRegistry, available_providers
 from ssegate.providers.base import ConfigurationError
 from ssegate.server import auth, door_routes, generations, topics
@@ -157,7 +158,11 @@ def create_app(
             auth=authenticator,
             metrics=metrics,
             streams=streams,
-            starts=StartRate(settings.generation_starts_per_minute, metrics),
+            starts=StartRate(
+                settings.generation_starts_per_minute,
+                metrics,
+                log if isinstance(log, WindowCounter) else None,
+            ),
             providers=provider_infos,
             fanout=FanOut(
                 log,

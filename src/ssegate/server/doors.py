@@ -150,7 +150,7 @@ async def start_generation(
 ) -> tuple[dict[str, str], StreamTicket | None]:
     """Start as ``POST /v1/generations`` does: admit (auth, drain, rate, size), check the model,
     take a stream slot when streaming. Returns the generation's metadata and the slot."""
-    principal = app.admit_generation(request, generation)
+    principal = await app.admit_generation(request, generation)
     provider_name, model = resolve_provider(app, generation.model, provider)
     if model != generation.model:
         generation = dataclasses.replace(generation, model=model)

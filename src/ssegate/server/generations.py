@@ -66,7 +66,7 @@ async def create_generation(request: Request) -> Response:
     app = _state(request)
     body = await read_json_body(request, app.settings.max_body_bytes)
     generation, provider, keep_running = parse_generation_body(body, max_tokens_limit=app.settings.max_tokens)
-    principal = app.admit_generation(request, generation)
+    principal = await app.admit_generation(request, generation)
     provider = provider or app.settings.default_provider
     _check_model(app, provider, generation.model)
     ticket = app.open_stream(request) if wants_event_stream(request) else None

@@ -8,7 +8,8 @@
   ``id`` for an expired token, a ``retry:`` line otherwise) so the client resumes with
   ``Last-Event-ID`` where it was.
 
-All counts are this process's own (behind a load balancer, the limits are per process).
+The start rate is counted in the event log's store when it is shared (Redis): N processes enforce
+the configured rate, not N times it. Stream counts are this process's own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from ssegate.codec.encoder import encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
 from ssegate.errors import RequestError
+from ssegate.log.base import WindowCounter
 from ssegate.request import GenerationRequest, prompt_chars
 from ssegate.server.metrics import Metrics
 
@@ -54,30 +56,44 @@ def check_prompt_size(request: GenerationRequest, limit: int) -> None:
         )
 
 
-class StartRate:
-    """At most ``per_minute`` generation starts per principal in any 60 s window."""
+class LocalWindows:
+    """:class:`~ssegate.log.base.WindowCounter` for one process (the in-memory log's deployments)."""
 
-    def __init__(self, per_minute: int, metrics: Metrics) -> None:
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+
+    async def admit(self, key: str, limit: int, window: float, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        if len(hits) >= limit:
+            return hits[0] + window - now
+        hits.append(now)
+        return 0.0
+
+
+class StartRate:
+    """At most ``per_minute`` generation starts per principal in any 60 s window, counted by
+    ``counter``: over Redis, every process shares the count (two workers allow the rate, not twice it)."""
+
+    def __init__(self, per_minute: int, metrics: Metrics, counter: WindowCounter | None = None) -> None:
         self.per_minute = per_minute
-        self._starts: dict[str, deque[float]] = {}
+        self._counter: WindowCounter = LocalWindows() if counter is None else counter
         self._metrics = metrics
 
-    def check(self, principal: str, now: float | None = None) -> None:
+    async def check(self, principal: str) -> None:
         if self.per_minute <= 0:
             return
-        now = time.monotonic() if now is None else now
-        starts = self._starts.setdefault(principal, deque())
-        while starts and starts[0] <= now - RATE_WINDOW:
-            starts.popleft()
-        if len(starts) >= self.per_minute:
+        wait = await self._counter.admit(f"starts:{principal}", self.per_minute, RATE_WINDOW)
+        if wait > 0:
             self._metrics.rejected["start_rate"] += 1
-            wait = max(1, math.ceil(starts[0] + RATE_WINDOW - now))
+            seconds = max(1, math.ceil(wait))
             raise too_many(
                 "rate_limited",
-                f"more than {self.per_minute} generations started in a minute; retry in {wait} s",
-                wait,
+                f"more than {self.per_minute} generations started in a minute; retry in {seconds} s",
+                seconds,
             )
-        starts.append(now)
 
 
 def token_expired_event() -> bytes:

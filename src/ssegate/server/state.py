@@ -40,7 +40,7 @@ class AppState:
         """
         return self.auth.require(request, scope)[0].name
 
-    def admit_generation(self, request: Request, generation: GenerationRequest) -> str:
+    async def admit_generation(self, request: Request, generation: GenerationRequest) -> str:
         """The principal starting ``generation``, if it may: 401/403, 503 while draining, 429 over
         the start rate, 413 for a prompt over ``max_prompt_chars``."""
         principal = self.authenticate(request, scope="generate")
@@ -49,7 +49,7 @@ class AppState:
                 503, "draining", "this server is shutting down; retry", headers={"retry-after": "1"}
             )
         check_prompt_size(generation, self.settings.max_prompt_chars)
-        self.starts.check(principal)
+        await self.starts.check(principal)
         return principal
 
     def stream_token(self, principal: str, generation_id: str) -> str | None:
