@@ -6,9 +6,11 @@ through an import map, against a real ssegate server on another origin (CORS).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
+import tempfile
 import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +32,9 @@ from tests.browser.test_chat_page import server_text
 from tests.support.browser import chromium
 from tests.support.npm import JS_PACKAGE, ROOT, locked, node_modules, run
 from tests.support.servers import serve_asgi
+
+# npm and tsc on a busy 2-core machine take tens of seconds; the default 60 s is for one test.
+pytestmark = pytest.mark.timeout(300)
 
 FAST = {"demo_ttft": 0.0, "demo_tokens_per_second": 2000.0}
 PACKED_FILES = {
@@ -156,21 +161,34 @@ class Installed:
         return self.project / "node_modules" / "ssegate"
 
 
+def packed_tarball() -> tuple[Path, set[str]]:
+    """``npm pack`` of clients/js, made once per content of the package (parallel test workers and
+    later runs share it): the tarball and the files in it."""
+    sources = sorted(p for p in JS_PACKAGE.iterdir() if p.is_file() and p.suffix in {".js", ".json", ".md"})
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sources)).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"ssegate-npm-pack-{digest}"
+    with locked(JS_PACKAGE):
+        listing = out / "files.json"
+        if not listing.exists():
+            out.mkdir(exist_ok=True)
+            packed = json.loads(run(["npm", "pack", "--json", "--pack-destination", str(out)], JS_PACKAGE))[0]
+            (out / "tarball").write_text(packed["filename"])
+            listing.write_text(json.dumps([f["path"] for f in packed["files"]]))
+    return out / (out / "tarball").read_text(), set(json.loads(listing.read_text()))
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The packed and installed package. Packing runs `tsc` (prepack) with checkJs, strict and
     noEmitOnError: a type error in the package's source fails here."""
     node_modules(JS_PACKAGE)  # typescript, for the declarations `npm pack` builds
-    out = tmp_path_factory.mktemp("pack")
-    with locked(JS_PACKAGE):
-        packed = json.loads(run(["npm", "pack", "--json", "--pack-destination", str(out)], JS_PACKAGE))[0]
+    tarball, files = packed_tarball()
     project = tmp_path_factory.mktemp("scratch-app")
     (project / "package.json").write_text(
         json.dumps({"name": "scratch-app", "private": True, "type": "module"})
     )
-    tarball = out / packed["filename"]
     run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)], project)
-    return Installed(tarball, {f["path"] for f in packed["files"]}, project)
+    return Installed(tarball, files, project)
 
 
 def test_js_package_tarball_holds_the_module_its_types_and_readme(installed: Installed) -> None:
