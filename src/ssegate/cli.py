@@ -192,7 +192,13 @@ def client_config(args: argparse.Namespace, *, url_flag: bool = True) -> ClientC
     ``url_flag``: the command has ``--url`` (``watch``'s URL argument is the stream, not the server).
     """
     config = cli_config.resolve(url=args.url if url_flag else None, api_key=args.api_key)
-    for warning in config.warnings:
+    warnings = list(config.warnings)
+    if args.api_key:
+        warnings.append(
+            f"a key on the command line is visible in `ps` and your shell history; "
+            f"set {cli_config.KEY_VARIABLE} or the config file instead"
+        )
+    for warning in warnings:
         print(f"ssegate: warning: {warning}", file=sys.stderr, flush=True)
     return config
 

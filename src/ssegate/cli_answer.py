@@ -74,14 +74,19 @@ class AnswerPrinter:
             self._calls[call_id] = _ToolCall(str(fields.get("name", "?")))
         elif phase == "delta" and call_id in self._calls:
             self._calls[call_id].arguments.append(str(fields.get("delta", "")))
-        elif phase == "end" and call_id in self._calls:
-            self._show_call(self._calls.pop(call_id), complete=True)
+        elif phase == "end":
+            call = self._calls.pop(call_id, None) or _ToolCall(str(fields.get("name", "?")))
+            # The end event carries the whole call (name and parsed input): trust it over the pieces.
+            if isinstance(fields.get("name"), str):
+                call.name = fields["name"]
+            self._show_call(call, complete=True, whole=fields.get("input"))
 
-    def _show_call(self, call: _ToolCall, *, complete: bool) -> None:
+    def _show_call(self, call: _ToolCall, *, complete: bool, whole: Any = None) -> None:
         raw = "".join(call.arguments)
         try:
+            parsed = whole if whole is not None else json.loads(raw or "{}")
             # Compact, key order kept: one readable line however the model spaced its JSON.
-            arguments = json.dumps(json.loads(raw or "{}"), ensure_ascii=False, separators=(", ", ": "))
+            arguments = json.dumps(parsed, ensure_ascii=False, separators=(", ", ": "))
         except ValueError:
             arguments = raw
         suffix = "" if complete else " (incomplete)"

@@ -67,3 +67,14 @@ def test_answer_printer_colours_labels_only_when_asked() -> None:
     _, coloured = printed([("thinking", {"delta": "hm"})], color=True)
     assert "\x1b[" not in plain
     assert coloured == "\x1b[2mthinking: \x1b[0m\x1b[2mhm\x1b[0m\n"
+
+
+def test_answer_printer_takes_the_whole_call_from_the_end_event() -> None:
+    _, side = printed(
+        [
+            ("tool_call", {"phase": "start", "id": "t1", "name": "search", "index": 0}),
+            ("tool_call", {"phase": "delta", "id": "t1", "delta": '{"q": "x"'}),
+            ("tool_call", {"phase": "end", "id": "t1", "name": "search", "input": {"q": "x", "n": 2}}),
+        ]
+    )
+    assert side == 'tool call: search {"q": "x", "n": 2}\n'

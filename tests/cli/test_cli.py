@@ -122,7 +122,12 @@ async def test_cli_ask_streams_the_answer_and_sends_the_options() -> None:
         result = await ssegate("ask", "say hello", "--url", url, "--model", "demo", "--api-key", "k1")
     assert result.code == 0, result.stderr
     assert result.stdout == "Hello\n"
-    assert result.stderr == "thinking: hmm\n"  # thinking goes aside, so stdout is the answer alone
+    # Thinking goes aside, so stdout is the answer alone; the key in argv earns a warning.
+    assert result.stderr.splitlines() == [
+        "ssegate: warning: a key on the command line is visible in `ps` and your shell history; "
+        "set SSEGATE_API_KEY or the config file instead",
+        "thinking: hmm",
+    ]
     assert gateway.started == [{"messages": [{"role": "user", "content": "say hello"}], "model": "demo"}]
     assert gateway.authorizations == ["Bearer k1"]
 
