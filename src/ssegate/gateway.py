@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ from ssegate.providers.base import (
     ToolCallStart,
     UpstreamError,
     Usage,
+    WireEvent,
     check_request,
 )
 from ssegate.text import dumps_scrubbed
@@ -117,6 +119,25 @@ class _Local:
 
 
 ProviderFactory = Callable[[str], Provider]
+
+
+# -- for an app's own producers (ssegate.producers) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationInfo:
+    """The generation a producer runs for: set in its task's context by :meth:`Gateway.start`."""
+
+    id: str
+    provider: str
+    model: str
+    owner: str
+    metadata: Mapping[str, Any]
+
+
+CURRENT_GENERATION: contextvars.ContextVar[GenerationInfo | None] = contextvars.ContextVar(
+    "ssegate_generation", default=None
+)
 
 
 class Gateway:
@@ -204,14 +225,18 @@ class Gateway:
         provider_name: str,
         keep_running: bool = False,
         owner: str = "",
+        provider: Provider | None = None,
     ) -> dict[str, str]:
         """Create the generation's stream and start its producer. Returns its metadata, once the
         producer has sent its upstream request (or met its first wait before that).
 
+        ``provider``: run this one rather than the one named (an app's own producer, see
+        :mod:`ssegate.producers`).
+
         Raises :class:`ssegate.providers.base.ConfigurationError` (unknown provider, no key), or a
         400 for what the provider cannot honour, before anything is created.
         """
-        provider = self._providers(provider_name)
+        provider = provider or self._providers(provider_name)
         check_request(provider, request)
         generation_id = new_generation_id()
         key = stream_key(generation_id)
@@ -231,9 +256,14 @@ class Gateway:
         await self.log.set_meta(key, meta)
         await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
         local = self._local[generation_id] = _Local(keep_running=keep_running)
+        # The producer's task knows its generation (ssegate.producers.current_generation).
+        context = contextvars.copy_context()
+        info = GenerationInfo(generation_id, provider.info.name, model, owner, dict(request.metadata or {}))
+        context.run(CURRENT_GENERATION.set, info)
         local.producer = asyncio.create_task(
             self._produce(generation_id, provider, request, model, meta),
             name=f"ssegate-generation-{generation_id}",
+            context=context,
         )
         # The producer goes first: its upstream request is on the way to the first token, the
         # caller's answer to its own client (a response head) is not. Two turns of the loop: the
@@ -743,6 +773,8 @@ class _WireMapper:
             return [("status", {"stage": "model", "model": event.model})]
         if isinstance(event, Finished):
             return [("done", {"finish_reason": event.finish_reason, "usage": dict(self.usage)})]
+        if isinstance(event, WireEvent):  # an app's own producer: status, data
+            return [(event.event, event.data)]
         raise TypeError(f"unknown provider event {event!r}")
 
     def _whole_call(self, tool_id: str) -> dict[str, Any]:

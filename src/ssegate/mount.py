@@ -21,7 +21,7 @@ Or by hand, when the host app is built with its own lifespan::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 
 from ssegate.config import Settings
 from ssegate.gateway import Gateway
+from ssegate.producers import Producer
 from ssegate.server.app import App, create_app
 from ssegate.server.prefix import PrincipalHook
 from ssegate.server.state import AppState
@@ -67,16 +68,18 @@ def mount(
     settings: Settings | None = None,
     *,
     principal: PrincipalHook | None = None,
+    producers: Sequence[Producer] = (),
     name: str = "ssegate",
 ) -> App:
     """Mount a new ssegate app at ``path`` in ``host`` and run it with ``host``'s lifespan.
 
     ``principal`` maps a host request to who makes it (see :mod:`ssegate.server.prefix`): the
-    host's own auth then decides who may start, watch and cancel generations.
+    host's own auth then decides who may start, watch and cancel generations. ``producers``: your
+    own (:mod:`ssegate.producers`), run by ``POST /v1/generations`` with ``provider`` their name.
     """
     if not path.startswith("/") or path.endswith("/"):
         raise ValueError(f"mount path {path!r} must start with '/' and not end with one (e.g. '/sse')")
-    app = create_app(settings, principal=principal)
+    app = create_app(settings, principal=principal, producers=producers)
     host.mount(path, app, name=name)
     run_with(host, app)
     return app

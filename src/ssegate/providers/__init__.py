@@ -116,13 +116,25 @@ class ProviderRegistry:
     def __init__(self, config: ProviderConfig | None = None) -> None:
         self.config = config or ProviderConfig()
         self._providers: dict[str, Provider] = {}
+        # Providers the app brought (its own producers), by name.
+        self.registered: dict[str, Provider] = {}
 
     def get(self, name: str) -> Provider:
         """The provider called ``name``; :class:`ConfigurationError` when it cannot run as configured."""
         provider = self._providers.get(name)
         if provider is None:
+            if name not in PROVIDER_NAMES and self.registered:
+                names = ", ".join([*available_providers(self.config), *self.registered])
+                raise ConfigurationError(f"unknown provider {name!r}; choose one of {names}")
             provider = self._providers[name] = build_provider(name, self.config)
         return provider
+
+    def register(self, provider: Provider) -> None:
+        """Run ``provider`` (an app's own producer, see ssegate.producers) under its name."""
+        name = provider.info.name
+        if name in PROVIDER_NAMES or name in self.registered:
+            raise ValueError(f"a provider called {name!r} exists already")
+        self.registered[name] = self._providers[name] = provider
 
     async def aclose(self) -> None:
         """Release every built provider, even if one of them fails to close."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ssegate.errors import SSEGateError
 
@@ -94,8 +94,25 @@ class ModelInfo:
     model: str
 
 
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """An event logged as it is: ``status`` and ``data`` from an app's own producer
+    (:mod:`ssegate.producers` checks the name and the data)."""
+
+    event: str
+    data: dict[str, Any]
+
+
 ProviderEvent = (
-    TextDelta | ThinkingDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | Usage | Finished | ModelInfo
+    TextDelta
+    | ThinkingDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | Usage
+    | Finished
+    | ModelInfo
+    | WireEvent
 )
 
 

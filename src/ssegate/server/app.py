@@ -26,6 +26,7 @@ from ssegate.gateway import Gateway
 from ssegate.log import open_event_log
 from ssegate.log.appender import OutagePolicy
 from ssegate.log.base import WindowCounter
+from ssegate.producers import Producer, by_name
 from ssegate.providers import ProviderConfig, ProviderRegistry, available_providers
 from ssegate.providers.base import ConfigurationError
 from ssegate.server import auth, door_routes, generations, topics
@@ -100,13 +101,17 @@ def create_app(
     *,
     drain_on_signal: bool = False,
     principal: PrincipalHook | None = None,
+    producers: Sequence[Producer] = (),
 ) -> App:
     """The app. ``drain_on_signal``: SIGTERM drains (set by ``ssegate serve``, not in tests).
     ``principal``: the host app's auth decides who each request is (see :mod:`ssegate.mount`).
+    ``producers``: the app's own producers, run by ``POST /v1/generations`` with their name as
+    ``provider`` (see :mod:`ssegate.producers`).
 
     Raises :class:`ssegate.auth.AuthConfigError` for a malformed API key configuration.
     """
     settings = settings or Settings.from_env()
+    own_producers = by_name(producers)
     authenticator = Authenticator.from_settings(settings)
     metrics = Metrics()
 
@@ -119,6 +124,9 @@ def create_app(
         # Build the configured providers now: importing a vendor SDK takes about a second, which
         # would otherwise stall every open stream when the first generation starts.
         provider_infos = {name: registry.get(name).info for name in available_providers(registry.config)}
+        for producer in own_producers.values():
+            registry.register(producer)
+            provider_infos[producer.info.name] = producer.info
         # Everything loaded so far (SDKs, their pydantic models) lives as long as the process: keep
         # it out of the collector's full passes, which otherwise stall every stream for ~100 ms.
         gc.collect()
