@@ -590,6 +590,7 @@ export const GENERATION_EVENT_TYPES = Object.freeze([
   "tool_call",
   "status",
   "usage",
+  "data",
   "reset",
   "done",
   "error",
@@ -604,6 +605,7 @@ export const GENERATION_EVENT_TYPES = Object.freeze([
  *   | {phase: "end", id: string}} ToolCallData  `delta` is a piece of the arguments' JSON text
  * @typedef {{stage: string, model?: string, [field: string]: unknown}} StatusData
  * @typedef {{input_tokens: number | null, output_tokens: number | null}} UsageData
+ * @typedef {{name: string, value: unknown}} DataData  anything else an app's own producer sends
  * @typedef {{reason: string}} ResetData  the resume point was lost; the stream starts over
  * @typedef {{finish_reason: string, usage?: UsageData, reason?: string}} DoneData
  *   finish_reason `stop`, `length`, `tool_calls`, `content_filter` or `cancelled` (then `reason`
@@ -625,6 +627,7 @@ export const GENERATION_EVENT_TYPES = Object.freeze([
  *   | {type: "tool_call", id: string, data: ToolCallData}
  *   | {type: "status", id: string, data: StatusData}
  *   | {type: "usage", id: string, data: UsageData}
+ *   | {type: "data", id: string, data: DataData}
  *   | {type: "reset", id: string, data: ResetData}
  *   | {type: "done", id: string, data: DoneData}
  *   | {type: "error", id: string, data: ErrorData}} GenerationEvent
