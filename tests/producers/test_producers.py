@@ -247,7 +247,8 @@ async def test_an_abandoned_producer_is_cancelled_at_its_await() -> None:
         await asyncio.wait_for(PROBE.finished.wait(), _WAIT)  # nobody watched: abandoned
         assert PROBE.interrupted_by is asyncio.CancelledError
         got = await read_stream(client, "GET", created["events_url"])
-        assert got.data("done")[-1] == {"finish_reason": "cancelled", "reason": "abandoned", "usage": None}
+        done = got.data("done")[-1]
+        assert (done["finish_reason"], done["reason"]) == ("cancelled", "abandoned")
         await _no_producer_left(app)
 
 
