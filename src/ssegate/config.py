@@ -91,6 +91,13 @@ class Settings:
     # `proxy_pass http://ssegate/;`): "/chat". ssegate's URLs then start with it. Mounted in a host
     # app, leave it unset: the mount's prefix is known already.
     root_path: str | None = None
+    # -- on finish (docs/producers.md#on-finish) --
+    # POST every finished generation here (JSON), signed with the secret (HMAC-SHA256), retried
+    # with back-off up to `attempts` times (each attempt `timeout` s at most).
+    finish_webhook_url: str | None = None
+    finish_webhook_secret: str | None = None
+    finish_webhook_attempts: int = 5
+    finish_webhook_timeout: float = 10.0
     # -- event log outages (docs/operations-reliability.md) --
     # A generation outlives an unreachable event log for this long (s): its upstream keeps
     # streaming into memory and the events are appended, in order, once the log is back. Longer:

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from ssegate.config import Settings
+from ssegate.finish import OnFinish
 from ssegate.gateway import Gateway
 from ssegate.producers import Producer
 from ssegate.server.app import App, create_app
@@ -69,6 +70,7 @@ def mount(
     *,
     principal: PrincipalHook | None = None,
     producers: Sequence[Producer] = (),
+    on_finish: OnFinish | Sequence[OnFinish] = (),
     name: str = "ssegate",
 ) -> App:
     """Mount a new ssegate app at ``path`` in ``host`` and run it with ``host``'s lifespan.
@@ -76,10 +78,11 @@ def mount(
     ``principal`` maps a host request to who makes it (see :mod:`ssegate.server.prefix`): the
     host's own auth then decides who may start, watch and cancel generations. ``producers``: your
     own (:mod:`ssegate.producers`), run by ``POST /v1/generations`` with ``provider`` their name.
+    ``on_finish``: called once with each finished generation (:mod:`ssegate.finish`).
     """
     if not path.startswith("/") or path.endswith("/"):
         raise ValueError(f"mount path {path!r} must start with '/' and not end with one (e.g. '/sse')")
-    app = create_app(settings, principal=principal, producers=producers)
+    app = create_app(settings, principal=principal, producers=producers, on_finish=on_finish)
     host.mount(path, app, name=name)
     run_with(host, app)
     return app

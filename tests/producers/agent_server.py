@@ -1,5 +1,6 @@
-"""A host app with its own producers, run as a separate process: ``python -m
-tests.producers.agent_server PORT REDIS_URL``. Tests start it, drive it over HTTP and may SIGKILL it."""
+"""A host app with its own producers, run as a separate process:
+``python -m tests.producers.agent_server PORT REDIS_URL [WEBHOOK_URL]``. Tests start it, drive it
+over HTTP and may SIGKILL it."""
 
 from __future__ import annotations
 
@@ -29,13 +30,21 @@ async def counter(generation: Generation) -> AsyncIterator[Any]:
         yield Text(f"{i} ")
 
 
-def build(redis_url: str) -> FastAPI:
+def build(redis_url: str, webhook: str | None = None) -> FastAPI:
     app = FastAPI()
-    settings = Settings(redis_url=redis_url, lease_ttl=LEASE_TTL, abandon_grace=30.0, access_log=False)
+    settings = Settings(
+        redis_url=redis_url,
+        lease_ttl=LEASE_TTL,
+        abandon_grace=30.0,
+        access_log=False,
+        finish_webhook_url=webhook,
+        finish_webhook_secret="test-secret" if webhook else None,
+    )
     mount(app, "/sse", settings, producers=[counter])
     return app
 
 
 if __name__ == "__main__":
     port, redis_url = int(sys.argv[1]), sys.argv[2]
-    uvicorn.run(build(redis_url), host="127.0.0.1", port=port, log_level="warning")
+    webhook = sys.argv[3] if len(sys.argv) > 3 else None
+    uvicorn.run(build(redis_url, webhook), host="127.0.0.1", port=port, log_level="warning")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -11,16 +12,20 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from ssegate.codec.events import Event
 from ssegate.config import Settings
+from ssegate.finish import FinishedGeneration
 from ssegate.mount import mount
 from tests.producers.agent_server import LEASE_TTL
+from tests.producers.test_on_finish import SECRET, Receiver
 from tests.support.servers import free_port, serve_asgi
-from tests.support.sse import read_stream
+from tests.support.sse import iter_stream, read_stream
 
 pytestmark = pytest.mark.redis
 
@@ -31,13 +36,14 @@ _START_TIMEOUT = 20.0
 class AgentProcess:
     """tests/producers/agent_server.py in a child process we started (and stop, by PID)."""
 
-    def __init__(self, redis_url: str, log: Path) -> None:
+    def __init__(self, redis_url: str, log: Path, webhook: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.producers.agent_server", str(self.port), redis_url],
+                [sys.executable, "-m", "tests.producers.agent_server", str(self.port), redis_url]
+                + ([webhook] if webhook else []),
                 cwd=ROOT,
                 env={k: v for k, v in os.environ.items() if not k.startswith("SSEGATE_")},
                 stdin=subprocess.DEVNULL,
@@ -72,9 +78,9 @@ class AgentProcess:
 
 
 @contextlib.asynccontextmanager
-async def agent_process(redis_url: str) -> AsyncIterator[AgentProcess]:
+async def agent_process(redis_url: str, webhook: str | None = None) -> AsyncIterator[AgentProcess]:
     with tempfile.TemporaryDirectory(prefix="ssegate-agent-") as directory:
-        agent = AgentProcess(redis_url, Path(directory) / "agent.log")
+        agent = AgentProcess(redis_url, Path(directory) / "agent.log", webhook)
         try:
             await agent.wait_ready()
             yield agent
@@ -82,10 +88,19 @@ async def agent_process(redis_url: str) -> AsyncIterator[AgentProcess]:
             agent.stop()
 
 
-def viewer_app(redis_url: str) -> FastAPI:
+def viewer_app(
+    redis_url: str, hooked: list[FinishedGeneration] | None = None, webhook: str | None = None
+) -> FastAPI:
     """Another process's view of the same Redis: a host app without the producer."""
     app = FastAPI()
-    mount(app, "/sse", Settings(redis_url=redis_url, lease_ttl=LEASE_TTL, access_log=False))
+    settings = Settings(
+        redis_url=redis_url,
+        lease_ttl=LEASE_TTL,
+        access_log=False,
+        finish_webhook_url=webhook,
+        finish_webhook_secret=SECRET if webhook else None,
+    )
+    mount(app, "/sse", settings, on_finish=(hooked.append if hooked is not None else ()))
     return app
 
 
@@ -132,3 +147,63 @@ async def test_cancel_from_the_viewers_process_stops_the_producer(redis_url: str
         assert whole.data("done")[-1]["finish_reason"] == "cancelled"
         described = (await producing.get(created["url"])).json()
         assert described["state"] == "cancelled"
+
+
+FOREVER = {"provider": "counter", "messages": [{"role": "user", "content": "forever"}]}
+
+
+async def test_cancelled_from_another_process_the_hook_runs_there_once(redis_url: str) -> None:
+    receiver = Receiver()
+    hooked: list[FinishedGeneration] = []
+    async with receiver.serving() as hook_url:
+        async with (
+            agent_process(redis_url, hook_url) as agent,
+            serve_asgi(viewer_app(redis_url, hooked, hook_url)) as viewer_url,
+            httpx.AsyncClient(base_url=agent.url, timeout=10) as producing,
+            httpx.AsyncClient(base_url=viewer_url, timeout=10) as viewing,
+        ):
+            created = (await producing.post("/sse/v1/generations", json=FOREVER)).json()
+            first = await read_stream(viewing, "GET", created["events_url"], max_events=4)
+            assert first.types[:2] == ["start", "status"]
+            await viewing.post(created["cancel_url"])
+            await asyncio.wait_for(receiver.arrived.wait(), 10)
+            agent.stop()  # a graceful stop runs whatever hook it still had: none may come
+        # Both processes are down now, their pending hooks done.
+        assert len(hooked) == 1
+        assert hooked[0].id == created["id"]
+        assert (hooked[0].state, hooked[0].reason) == ("cancelled", "cancelled")
+        assert hooked[0].text.startswith("0 1 ")
+        assert [body["id"] for body in receiver.accepted] == [created["id"]]
+
+
+async def test_a_killed_producer_is_finished_once_by_the_process_that_notices(redis_url: str) -> None:
+    receiver = Receiver()
+    hooked: list[FinishedGeneration] = []
+    async with receiver.serving() as hook_url:
+        async with (
+            agent_process(redis_url, hook_url) as agent,
+            serve_asgi(viewer_app(redis_url, hooked, hook_url)) as viewer_url,
+            httpx.AsyncClient(base_url=agent.url, timeout=10) as producing,
+            httpx.AsyncClient(base_url=viewer_url, timeout=10) as viewing,
+        ):
+            created = (await producing.post("/sse/v1/generations", json=FOREVER)).json()
+            async with viewing.stream("GET", created["events_url"]) as response:
+                seen: list[Any] = []
+                async for item in iter_stream(response):
+                    if isinstance(item, Event):
+                        seen.append(item)
+                        if len(seen) == 5:
+                            agent.kill()  # SIGKILL: no cleanup, no hook in that process
+                        if item.event in ("done", "error"):
+                            break
+            assert seen[-1].event == "error"
+            assert json.loads(seen[-1].data)["code"] == "upstream_lost"
+            await asyncio.wait_for(receiver.arrived.wait(), 10)
+        assert len(hooked) == 1
+        finished = hooked[0]
+        assert finished.id == created["id"]
+        assert finished.state == "error"
+        assert finished.error is not None
+        assert finished.error["code"] == "upstream_lost"
+        assert finished.text.startswith("0 1 2 ")
+        assert [body["id"] for body in receiver.accepted] == [created["id"]]

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ssegate import _fast
 from ssegate.config import Settings
 from ssegate.errors import RequestError, SSEGateError
+from ssegate.finish import FinishNotifier, OnFinish, Webhook
 from ssegate.gateway import Gateway
 from ssegate.log import open_event_log
 from ssegate.log.appender import OutagePolicy
@@ -44,6 +45,7 @@ from ssegate.server.state import AppState
 logger = logging.getLogger("ssegate.server")
 
 STATIC_DIR = resources.files("ssegate") / "static"
+TerminalCallback = Callable[[str, str, dict[str, Any]], None]
 
 
 def provider_config(settings: Settings) -> ProviderConfig:
@@ -102,16 +104,19 @@ def create_app(
     drain_on_signal: bool = False,
     principal: PrincipalHook | None = None,
     producers: Sequence[Producer] = (),
+    on_finish: OnFinish | Sequence[OnFinish] = (),
 ) -> App:
     """The app. ``drain_on_signal``: SIGTERM drains (set by ``ssegate serve``, not in tests).
     ``principal``: the host app's auth decides who each request is (see :mod:`ssegate.mount`).
     ``producers``: the app's own producers, run by ``POST /v1/generations`` with their name as
-    ``provider`` (see :mod:`ssegate.producers`).
+    ``provider`` (see :mod:`ssegate.producers`). ``on_finish``: called once with each finished
+    generation (see :mod:`ssegate.finish`; ``SSEGATE_FINISH_WEBHOOK_URL`` posts it too).
 
     Raises :class:`ssegate.auth.AuthConfigError` for a malformed API key configuration.
     """
     settings = settings or Settings.from_env()
     own_producers = by_name(producers)
+    finish_hooks = [on_finish] if callable(on_finish) else list(on_finish)
     authenticator = Authenticator.from_settings(settings)
     metrics = Metrics()
 
@@ -152,6 +157,9 @@ def create_app(
             start_timeout=settings.upstream_start_timeout,
         )
         gateway.on_terminal = metrics.on_terminal
+        finishing = FinishNotifier(log, finish_hooks, finish_webhook(settings))
+        if finishing.active:
+            gateway.on_terminal = _both(metrics.on_terminal, finishing.on_terminal)
         streams = OpenStreams(
             per_principal=settings.max_streams_per_principal,
             total=settings.max_streams_total,
@@ -190,6 +198,7 @@ def create_app(
             # they end at once with done {reason: "shutdown"}.
             shared = settings.redis_url is not None
             await gateway.aclose(drain_timeout=settings.drain_timeout if state.draining and shared else 0.0)
+            await finishing.aclose(grace=settings.finish_webhook_timeout)  # it reads the log
             await state.fanout.aclose()
             if undo_signal is not None:
                 undo_signal()
@@ -289,6 +298,25 @@ def _drainer(state: AppState) -> Callable[[signal.Signals], Awaitable[None]]:
 
 # How long the drain waits for streams to send their last events before the listener closes.
 _DRAIN_FLUSH = 2.0
+
+
+def finish_webhook(settings: Settings) -> Webhook | None:
+    if not settings.finish_webhook_url:
+        return None
+    return Webhook(
+        settings.finish_webhook_url,
+        settings.finish_webhook_secret,
+        attempts=settings.finish_webhook_attempts,
+        timeout=settings.finish_webhook_timeout,
+    )
+
+
+def _both(first: TerminalCallback, second: TerminalCallback) -> TerminalCallback:
+    def both(generation_id: str, state: str, data: dict[str, Any]) -> None:
+        first(generation_id, state, data)
+        second(generation_id, state, data)
+
+    return both
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:
