@@ -298,7 +298,6 @@ class Topics:
         # costs one short read from here instead of a read of the whole history.
         self._positions: dict[str, str] = {}
         self._position_cache = position_cache
-        self._key_locks: dict[str, asyncio.Lock] = {}
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -317,19 +316,16 @@ class Topics:
         slot = (
             f"k:{int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) % IDEMPOTENCY_SLOTS}"
         )
-        lock = self._key_locks.setdefault(stream, asyncio.Lock())
+        # The check, the append and the record in one atomic step of the log: a publish retried
+        # after a lost reply (a Redis restart), on this process or another, lands once.
         try:
-            async with lock:
-                known = (await self.log.get_meta(stream)).get(slot, "")
-                known_id, _, known_key = known.partition(" ")
-                if known_key == key:
-                    return Published(known_id, duplicate=True)
-                entry = await self._append(stream, event_type, text)
-                await self.log.set_meta(stream, {slot: f"{entry.id} {key}"})
-                return Published(entry.id)
-        finally:
-            if not lock.locked() and self._key_locks.get(stream) is lock:
-                del self._key_locks[stream]
+            entry_id, duplicate = await self.log.append_once(stream, event_type, text, field=slot, key=key)
+        except StreamNotFound:
+            await self.ensure_stream(stream)
+            entry_id, duplicate = await self.log.append_once(stream, event_type, text, field=slot, key=key)
+        if not duplicate:
+            self.remember_position(stream, entry_id)
+        return Published(entry_id, duplicate=duplicate)
 
     async def _append(self, stream: str, event: str, data: str) -> LogEntry:
         try:

@@ -79,6 +79,20 @@ class EventLogConformance:
         assert result.entries[2].id == f"{epoch_of(appended[0])}:3"
         assert (result.closed, result.reset) == (False, None)
 
+    async def test_log_append_once_lands_once_per_key_in_the_same_step(
+        self, log: EventLog, stream: str, other_log: EventLog
+    ) -> None:
+        await log.create(stream, RETENTION)
+        first, first_dup = await log.append_once(stream, "tick", "1", field="k:7", key="job-1")
+        again, again_dup = await other_log.append_once(stream, "tick", "1", field="k:7", key="job-1")
+        other, other_dup = await log.append_once(stream, "tick", "2", field="k:7", key="job-2")
+
+        result = await log.read(stream, None)
+        assert (first_dup, again_dup, other_dup) == (False, True, False)
+        assert again == first  # a retry, from any process, gets the first publish's id
+        assert [entry.id for entry in result.entries] == [first, other]
+        assert (await log.get_meta(stream))["k:7"] == f"{other} job-2"
+
     async def test_log_entry_wire_is_the_sse_encoding_with_id(self, log: EventLog, stream: str) -> None:
         await log.create(stream, RETENTION)
         appended = await log.append(stream, "text", '{"delta": "hi"}')

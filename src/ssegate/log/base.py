@@ -153,6 +153,16 @@ class EventLog(Protocol):
         lands, whichever process tries first) and :class:`ssegate.errors.StreamNotFound` if it is unknown.
         """
 
+    async def append_once(
+        self, stream: str, event: str, data: str, *, field: str, key: str
+    ) -> tuple[str, bool]:
+        """Append unless metadata ``field`` already names ``key``, in one atomic step: ``(entry id,
+        False)``, or ``(the id appended for key, True)``. The field then holds ``"<id> <key>"``.
+
+        A retried publish (its reply lost to a dropped connection, say) lands once, whichever
+        process it is retried on. Raises as :meth:`append` does.
+        """
+
     async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
         """The entries after cursor ``after`` (``None``: from the start).
 

@@ -209,6 +209,17 @@ class MemoryEventLog:
             raise StreamClosed(f"stream {stream!r} has ended")
         return state.add(event, data, terminal, now)
 
+    async def append_once(
+        self, stream: str, event: str, data: str, *, field: str, key: str
+    ) -> tuple[str, bool]:
+        state = self._require(stream, self._now())
+        known_id, _, known_key = state.meta.get(field, "").partition(" ")
+        if known_key == key:
+            return known_id, True
+        entry = self.append_now(stream, event, data)
+        state.meta[field] = f"{entry.id} {key}"
+        return entry.id, False
+
     async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
         now = self._now()
         state = self._require(stream, now)

@@ -123,6 +123,34 @@ return {'ok', st[1], seq}
 """
 )
 
+# KEYS: log, state, meta. ARGV: event, data, meta field, key. An append and its idempotency record
+# in one step (see EventLog.append_once): a retry after a lost reply finds the record.
+_APPEND_ONCE = (
+    _LUA_PRELUDE
+    + """
+local st = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms')
+if not st[1] then return {'missing'} end
+local known = redis.call('HGET', KEYS[3], ARGV[3])
+if known then
+  local space = string.find(known, ' ', 1, true)
+  if space and string.sub(known, space + 1) == ARGV[4] then
+    return {'duplicate', string.sub(known, 1, space - 1)}
+  end
+end
+if st[3] == '1' then return {'closed'} end
+local seq = tonumber(st[2]) + 1
+local now = now_ms()
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', st[4], '0-' .. seq,
+           't', now, 'ev', ARGV[1], 'd', ARGV[2], 'ep', st[1])
+redis.call('HSET', KEYS[2], 'seq', seq)
+local id = st[1] .. ':' .. seq
+redis.call('HSET', KEYS[3], ARGV[3], id .. ' ' .. ARGV[4])
+trim_age(KEYS[1], now - tonumber(st[5]))
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, st[5]) end
+return {'ok', id}
+"""
+)
+
 # KEYS: log, state. ARGV: cursor epoch ('' = start from the earliest), first wanted seq, batch.
 _READ = (
     _LUA_PRELUDE
@@ -377,6 +405,7 @@ class RedisEventLog:
             name: self._redis.register_script(body)
             for name, body in [
                 ("create", _CREATE),
+                ("append_once", _APPEND_ONCE),
                 ("read", _READ),
                 ("set_meta", _SET_META),
                 ("expire", _EXPIRE),
@@ -457,6 +486,19 @@ class RedisEventLog:
         if reply[0] == "closed":
             raise StreamClosed(f"stream {stream!r} has ended")
         return make_entry(reply[1], int(reply[2]), event, data, terminal=terminal)
+
+    async def append_once(
+        self, stream: str, event: str, data: str, *, field: str, key: str
+    ) -> tuple[str, bool]:
+        make_entry("check", 1, event, data)  # as append: what SSE cannot carry fails first
+        keys = self._keys(stream, "log", "state", "meta")
+        # Repeatable (unlike a plain append): the record makes a second run a duplicate.
+        reply = await self._script("append_once", keys, [event, data, field, key])
+        if reply[0] == "missing":
+            raise StreamNotFound(f"no stream {stream!r}")
+        if reply[0] == "closed":
+            raise StreamClosed(f"stream {stream!r} has ended")
+        return str(reply[1]), reply[0] == "duplicate"
 
     async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
         self._check_open()
