@@ -57,4 +57,9 @@ if [ "$want" = test ]; then
         echo "setup: npm ci in examples/ai_sdk_chat"
         npm ci --prefix examples/ai_sdk_chat --no-audit --no-fund --loglevel=error
     fi
+    # Generic SSE clients that reconnect by repeating their POST (pinned in tests/request/js).
+    if [ ! -d tests/request/js/node_modules ] || [ tests/request/js/package-lock.json -nt tests/request/js/node_modules ]; then
+        echo "setup: npm ci in tests/request/js"
+        npm ci --prefix tests/request/js --no-audit --no-fund --loglevel=error
+    fi
 fi

@@ -84,6 +84,9 @@ class Settings:
     drain_timeout: float = 10.0
     # One JSON line per request on the "ssegate.access" logger.
     access_log: bool = True
+    # A repeated start (same Idempotency-Key, or a reconnect's Last-Event-ID with the same body)
+    # within this many seconds continues its generation instead of starting another.
+    idempotency_ttl: float = 3600.0
     generation_retention: Retention = field(default_factory=lambda: Retention(10_000, 3600.0))
     topic_retention: Retention = field(default_factory=lambda: Retention(1_000, 24 * 3600.0))
     # -- mounting (docs/mounting.md) --

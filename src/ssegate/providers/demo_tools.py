@@ -22,7 +22,8 @@ _STOP_WORDS = frozenset(
     | {"this", "to", "use", "what", "when", "where", "which", "who", "why", "with", "you", "your"}
 )
 _WORD = re.compile(r"[a-z0-9]+")
-_EXPRESSION = re.compile(r"[-+(]*\d[\d.\s()+\-*/%^]*[\d)]")
+# Numbers joined by operators (at least one): "6 * (3 + 4)", not a lone "2026".
+_EXPRESSION = re.compile(r"\(*-?\d+(?:\.\d+)?\)*(?:\s*[-+*/]\s*\(*-?\d+(?:\.\d+)?\)*)+")
 _PLACE = re.compile(r"\bin ([A-Z][\w/-]*(?:[ ,]+[A-Z][\w/-]*)*)")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -32,7 +33,8 @@ def _words(text: str) -> set[str]:
 
 
 def _tool_words(tool: Tool) -> set[str]:
-    words = _words(tool.name.replace("_", " ").replace("-", " ")) | _words(tool.description or "")
+    """The words that ask for ``tool``: its name's, and those of the usual example tools."""
+    words = _words(tool.name.replace("_", " ").replace("-", " "))
     # A few words a prompt uses for what the usual example tools do.
     if words & {"time", "clock", "date"}:
         words |= {"time", "clock", "date", "now", "today", "hour"}
@@ -51,9 +53,14 @@ def choose_tool(request: GenerationRequest, prompt: str) -> Tool | None:
     asked = _words(prompt)
     if _EXPRESSION.search(prompt):
         asked |= {"calculate", "math"}
-    scores = [(len(asked & _tool_words(tool)), -index) for index, tool in enumerate(request.tools)]
+    # A word of the name counts twice as much as one of the description; one description word
+    # alone ("current", "value") is too weak to call a tool unasked.
+    scores = [
+        (2 * len(asked & _tool_words(tool)) + len(asked & _words(tool.description or "")), -index)
+        for index, tool in enumerate(request.tools)
+    ]
     best, negative_index = max(scores)
-    if best == 0 and (choice is None or choice.type == "auto"):
+    if best < 2 and (choice is None or choice.type == "auto"):
         return None
     return request.tools[-negative_index]
 

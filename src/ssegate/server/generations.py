@@ -15,6 +15,7 @@ from ssegate.gateway import Gateway, id_created_at, is_generation_id, stream_key
 from ssegate.request import GenerationRequest, invalid, parse_request
 from ssegate.server.fanout import FanOut
 from ssegate.server.http import last_event_id, read_json_body, wants_event_stream
+from ssegate.server.idempotency import claim_for, fingerprint, idempotency_key
 from ssegate.server.limits import StreamTicket
 from ssegate.server.prefix import root_path
 from ssegate.server.state import AppState
@@ -66,10 +67,30 @@ async def create_generation(request: Request) -> Response:
     app = _state(request)
     body = await read_json_body(request, app.settings.max_body_bytes)
     generation, provider, keep_running = parse_generation_body(body, max_tokens_limit=app.settings.max_tokens)
+    # A retry (an Idempotency-Key) or a reconnect (Last-Event-ID) of a start continues its
+    # generation instead of starting another (see ssegate.server.idempotency).
+    key = idempotency_key(request.headers.get("idempotency-key"))
+    after = last_event_id(request)
+    claim = None
+    if key is not None or after is not None:
+        principal = app.authenticate(request, scope="generate")
+        claim = claim_for(principal, fingerprint(body), key)
+        existing = await app.claims.find(claim)
+        if existing is not None:
+            return await _repeat(request, app, existing, after)
     principal = await app.admit_generation(request, generation)
     provider = provider or app.settings.default_provider
     _check_model(app, provider, generation.model)
-    ticket = app.open_stream(request) if wants_event_stream(request) else None
+    streamed = wants_event_stream(request)
+    if claim is None and streamed:
+        # A streamed start is what a generic client's reconnect repeats: remember it by its body.
+        claim = claim_for(principal, fingerprint(body), None)
+    if claim is not None and not await app.claims.take(claim):
+        # A concurrent retry with the same key took it first: its generation is this one.
+        existing = await app.claims.find(claim)
+        if existing is not None:
+            return await _repeat(request, app, existing, after)
+    ticket = app.open_stream(request) if streamed else None
     try:
         meta = await app.gateway.start(
             generation,
@@ -77,9 +98,13 @@ async def create_generation(request: Request) -> Response:
             keep_running=keep_running,
             owner=principal,
         )
+        if claim is not None:
+            await app.claims.record(claim, meta["id"])
     except BaseException:
         if ticket is not None:
             ticket.close()
+        if claim is not None and claim.explicit:
+            await app.claims.release(claim)
         raise
     links = _links(meta["id"], request.scope)
     if ticket is not None:
@@ -97,6 +122,38 @@ async def create_generation(request: Request) -> Response:
     if stream_token is not None:
         body_out["stream_token"] = stream_token
     return JSONResponse(body_out, status_code=201, headers={"location": links["url"]})
+
+
+async def _repeat(request: Request, app: AppState, generation_id: str, after: str | None) -> Response:
+    """The answer to a repeated start: the generation it started, as JSON (200, not 201: nothing
+    new was made) or its stream from ``after`` (the reconnect's Last-Event-ID)."""
+    described = await _known_generation(app, generation_id)
+    app.authorize_generation(request, described, scope="subscribe")
+    links = _links(generation_id, request.scope)
+    if wants_event_stream(request):
+        if not await app.gateway.log.exists(stream_key(generation_id)):
+            raise RequestError(410, "expired", f"generation {generation_id} has no events any more")
+        ticket = app.open_stream(request)
+        return _StreamGeneration(  # type: ignore[return-value]
+            app.gateway,
+            generation_id,
+            after,
+            app.settings.keepalive_interval,
+            app.settings.retry_ms,
+            ticket,
+            app.fanout,
+        )
+    body_out = {
+        **links,
+        "state": described["state"],
+        "model": described["model"],
+        "provider": described["provider"],
+    }
+    stream_token = app.stream_token(app.authenticate(request, scope="generate"), generation_id)
+    if stream_token is not None:
+        body_out["stream_token"] = stream_token
+    headers = {"location": links["url"], "idempotent-replayed": "true"}
+    return JSONResponse(body_out, status_code=200, headers=headers)
 
 
 class _StreamGeneration:

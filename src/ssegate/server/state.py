@@ -15,6 +15,7 @@ from ssegate.log.base import EventLog
 from ssegate.providers.base import GenerationRequest, ProviderInfo
 from ssegate.server.auth import Authenticator, forbidden
 from ssegate.server.fanout import FanOut
+from ssegate.server.idempotency import Claims
 from ssegate.server.limits import OpenStreams, StartRate, StreamTicket, check_prompt_size
 from ssegate.server.metrics import Metrics
 
@@ -32,6 +33,11 @@ class AppState:
     # The providers this server can run, by name (what /v1/providers lists).
     providers: dict[str, ProviderInfo] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def claims(self) -> Claims:
+        """Which generation a repeated start means (Idempotency-Key, Last-Event-ID)."""
+        return Claims(self.log, self.settings.idempotency_ttl)
 
     def authenticate(self, request: Request, *, scope: str) -> str:
         """The name of the principal making the request, if it may act in ``scope`` (else 401/403).

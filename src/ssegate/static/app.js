@@ -15,6 +15,7 @@
 
 import { createGatewayClient, explainStreamError, GatewayError, StreamGaveUpError } from "./ssegate.js";
 import { renderMarkdown } from "./markdown.js";
+import { isPageTool, PAGE_TOOLS, runPageTool } from "./tools.js";
 
 /** @typedef {import("./ssegate.js").GenerationEvent} GenerationEvent */
 /** @typedef {import("./ssegate.js").GenerationStream} GenerationStream */
@@ -30,6 +31,9 @@ import { renderMarkdown } from "./markdown.js";
  * @property {string} name
  * @property {string} input   the JSON arguments as streamed so far
  * @property {boolean} complete
+ * @property {any} [args]      the whole call's parsed input (its `end` event)
+ * @property {string} [result] what the page's tool returned (built-in tools only)
+ * @property {boolean} [isError]
  */
 
 /**
@@ -410,7 +414,7 @@ function paint(turn) {
 function paintTools(container, tools) {
   while (container.children.length < tools.length) {
     const card = el("div", "tool");
-    card.append(el("div", "tool-head"), el("pre", "tool-input"));
+    card.append(el("div", "tool-head"), el("pre", "tool-input"), el("pre", "tool-result"));
     container.append(card);
   }
   tools.forEach((tool, index) => {
@@ -421,7 +425,20 @@ function paintTools(container, tools) {
     card.classList.toggle("complete", tool.complete);
     const shown = tool.complete ? prettyJSON(tool.input) : tool.input;
     if (input.textContent !== shown) input.textContent = shown;
+    paintToolResult(/** @type {HTMLElement} */ (card.children[2]), tool);
   });
+}
+
+/**
+ * What a built-in tool returned, under its call.
+ * @param {HTMLElement} element
+ * @param {ToolCall} tool
+ */
+function paintToolResult(element, tool) {
+  element.hidden = tool.result === undefined;
+  const shown = tool.result === undefined ? "" : `${tool.isError ? "Failed: " : "→ "}${tool.result}`;
+  if (element.textContent !== shown) element.textContent = shown;
+  element.classList.toggle("failed", Boolean(tool.isError));
 }
 
 /** @param {string} text */
@@ -623,7 +640,10 @@ function applyToolCall(turn, data) {
     turn.tools.push(tool);
   }
   if (data.phase === "delta") tool.input += String(data.delta ?? "");
-  if (data.phase === "end") tool.complete = true;
+  if (data.phase === "end") {
+    tool.complete = true;
+    tool.args = data.input ?? null;
+  }
   if (data.name) tool.name = String(data.name);
 }
 
@@ -725,16 +745,18 @@ function rememberGeneration(id) {
 /**
  * The conversation for the model. A message whose answer the server refused (it never started) is left
  * out: the model never saw it, and the person usually sends it again.
- * @returns {{role: "user" | "assistant", content: string}[]}
+ * @returns {any[]}  messages of the request model (an answer with tool calls: its calls and their results)
  */
 function conversation() {
-  /** @type {{role: "user" | "assistant", content: string}[]} */
+  /** @type {any[]} */
   const messages = [];
   turns.forEach((t, index) => {
     if (t.role === "user") {
       const answer = turns[index + 1];
       if (answer?.role === "assistant" && answer.state === "error" && !answer.generationId) return;
       messages.push({ role: "user", content: t.content });
+    } else if (answeredTools(t)) {
+      messages.push(...toolTurnMessages(t));
     } else if (t.text !== "") {
       messages.push({ role: "assistant", content: t.text });
     }
@@ -771,14 +793,85 @@ async function send(prompt) {
   // The reader just asked: bring the answer into view and keep following it as it grows.
   window.scrollTo({ top: document.documentElement.scrollHeight });
   turn.state = "connecting";
-  await run(turn, (handlers) =>
-    apiKey ? startAndFollow(turn, { messages }, handlers) : client.generate({ messages }, handlers),
-  );
+  await ask(turn, messages);
   if (turn.state === "error" && !turn.generationId && promptEl.value === "") {
     // Refused before it started: give the message back, so sending it again is one keystroke.
     promptEl.value = prompt;
     autosize();
   }
+  await continueToolLoop(turn);
+}
+
+/**
+ * Start an answer to `messages` (with the page's tools offered) and follow it into `turn`.
+ * @param {AssistantTurn} turn
+ * @param {any[]} messages
+ */
+async function ask(turn, messages) {
+  const request = /** @type {any} */ ({ messages, tools: PAGE_TOOLS });
+  await run(turn, (handlers) =>
+    apiKey ? startAndFollow(turn, request, handlers) : client.generate(request, handlers),
+  );
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The tool loop: an answer that ends calling the page's own tools gets their results sent back,
+// and the model goes on, until it answers in words (or calls a tool the page does not have).
+// ------------------------------------------------------------------------------------------------------
+
+const MAX_TOOL_ROUNDS = 5;
+
+/** @param {AssistantTurn} first */
+async function continueToolLoop(first) {
+  let turn = first;
+  for (let round = 0; round < MAX_TOOL_ROUNDS; round += 1) {
+    if (turn.state !== "done" || turn.finishReason !== "tool_use") return;
+    if (!turn.tools.length || !turn.tools.every((tool) => tool.complete && isPageTool(tool.name))) return;
+    for (const tool of turn.tools) {
+      const { content, isError } = runPageTool(tool.name, tool.args ?? {});
+      tool.result = content;
+      tool.isError = isError;
+    }
+    saveTurns();
+    schedule(turn);
+    const next = newAssistantTurn(null);
+    next.sentAt = performance.now();
+    next.state = "connecting";
+    const messages = conversation();
+    turns.push(next);
+    saveTurns();
+    messagesEl.append(assistantView(next).root);
+    await ask(next, messages);
+    turn = next;
+  }
+}
+
+/**
+ * Whether an answer's tool calls all have results (then it is sent as calls and results).
+ * @param {AssistantTurn} turn
+ */
+function answeredTools(turn) {
+  return turn.tools.length > 0 && turn.tools.every((tool) => tool.result !== undefined);
+}
+
+/**
+ * An answer with tool calls, as the request model carries it: the assistant's text and calls,
+ * then one tool message per result.
+ * @param {AssistantTurn} turn
+ */
+function toolTurnMessages(turn) {
+  /** @type {any[]} */
+  const content = turn.text ? [{ type: "text", text: turn.text }] : [];
+  for (const tool of turn.tools) {
+    content.push({ type: "tool_use", id: tool.id, name: tool.name, input: tool.args ?? {} });
+  }
+  const results = turn.tools.map((tool) => ({
+    role: "tool",
+    tool_use_id: tool.id,
+    content: tool.result || "(empty)",
+    is_error: Boolean(tool.isError),
+  }));
+  return [{ role: "assistant", content }, ...results];
 }
 
 /** Follow an existing generation from its first event, rebuilding the answer. */
