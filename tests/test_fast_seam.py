@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
+from uvicorn.importer import import_from_string
 
 import ssegate
 from ssegate import _fast
@@ -186,7 +188,10 @@ def test_fast_paths_off_serve_the_app_on_stock_uvicorn(monkeypatch: pytest.Monke
     assert set(_fast.problems()) == set(_fast.SHORTCUTS)
     app = create_app()
     assert served(app) is app
-    assert uvicorn_options() == {}  # uvicorn's own protocol and proxy-headers middleware
+    # uvicorn's own protocol (bounded as every path is: ssegate.server.bounds) and proxy-headers middleware
+    options = uvicorn_options()
+    assert set(options) == {"http"}
+    assert options["http"].inner is import_from_string(uvicorn.config.HTTP_PROTOCOLS["auto"])
     assert ChunkedSocket.under(None) is None
 
 

@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated Host names to answer to ('*' for any; default: loopback names "
         "without API keys, any with them)",
     )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        metavar="N",
+        help="largest request head, in bytes (default: 32768; 431)",
+    )
+    serve.add_argument(
+        "--max-headers", type=int, metavar="N", help="most request headers (default: 100; 431)"
+    )
+    serve.add_argument(
+        "--header-timeout", type=float, metavar="S", help="seconds for a request's headers (default: 10; 408)"
+    )
+    serve.add_argument(
+        "--body-timeout", type=float, metavar="S", help="seconds for a request's body (default: 30; 408)"
+    )
     serve.set_defaults(handler=_serve)
 
     watch = _client_command(commands, "watch", "print the events of an event stream as they arrive")
@@ -228,6 +243,10 @@ def _serve(args: argparse.Namespace) -> int:
         provider=args.provider,
         allow_public_without_auth=args.allow_public_without_auth,
         allowed_hosts=args.allowed_hosts,
+        max_header_bytes=args.max_header_bytes,
+        max_headers=args.max_headers,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
     )
     return 0
 

@@ -116,6 +116,13 @@ class Settings:
     # Comma-separated Host names this server answers to ("*.example.com" for subdomains, "*": any).
     # None: loopback names (localhost, 127.0.0.1, [::1]) in local mode on a loopback address, else any.
     allowed_hosts: str | None = None
+    # Every request is bounded (docs/security.md#every-request-is-bounded): its headers' bytes
+    # (request line included; more: 431) and count (431), the seconds until its headers are complete
+    # (408) and until its body is (408). 0: no limit.
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
     @property
     def default_provider(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -29,15 +30,26 @@ def error_response(exc: RequestError) -> JSONResponse:
 
 
 async def read_json_body(request: Request, max_bytes: int) -> Any:
-    """The request's JSON body; 413 past ``max_bytes`` (checked while reading, not after)."""
+    """The request's JSON body; 413 past ``max_bytes`` (checked while reading, not after), 408 if
+    it is not all there within the app's ``body_timeout``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > max_bytes:
-            raise _too_large(max_bytes)
+    timeout = _body_timeout(request)
+    try:
+        async with asyncio.timeout(timeout or None):
+            async for chunk in request.stream():
+                received += chunk
+                if len(received) > max_bytes:
+                    raise _too_large(max_bytes)
+    except TimeoutError:
+        raise RequestError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {timeout:g} s",
+            headers={"connection": "close"},  # what is still coming is no request
+        ) from None
     if not received.strip():
         raise RequestError(400, "invalid_json", "the request body is empty; send a JSON object")
     if received.count(b"[") + received.count(b"{") > MAX_JSON_DEPTH:  # else it cannot be too deep
@@ -69,6 +81,11 @@ def _check_depth(body: bytes | bytearray) -> None:
                 "json_too_deep",
                 f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
             )
+
+
+def _body_timeout(request: Request) -> float:
+    state = getattr(request.app.state, "ssegate", None)
+    return float(state.settings.body_timeout) if state is not None else 0.0
 
 
 def _too_large(max_bytes: int) -> RequestError:

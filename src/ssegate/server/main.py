@@ -12,12 +12,14 @@ from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.importer import import_from_string
 from uvicorn.supervisors import Multiprocess
 
 from ssegate import _fast
 from ssegate.config import Settings
 from ssegate.server.app import App, create_app
 from ssegate.server.auth import exposure_problem
+from ssegate.server.bounds import BoundedHttp, RequestBounds
 from ssegate.server.guard import default_allowed_hosts
 from ssegate.server.middleware import configure_access_log
 
@@ -38,19 +40,33 @@ def served(app: App) -> ASGIApp:
     return app
 
 
-def uvicorn_options() -> dict[str, Any]:
+def uvicorn_options(bounds: RequestBounds | None = None) -> dict[str, Any]:
     """How ``ssegate serve`` configures uvicorn for :func:`served` apps (the tests' servers too):
-    stock uvicorn where the fast paths are off."""
+    stock uvicorn where the fast paths are off; every request bounded either way."""
     options: dict[str, Any] = {}
     if _fast.enabled(_fast.SERVED_APP):
         from ssegate._fast.stack import UVICORN_OPTIONS
 
         options.update(UVICORN_OPTIONS)
+    protocol: Any
     if _fast.enabled(_fast.SLIM_PROTOCOL):
         from ssegate._fast.protocol import SlimHttpToolsProtocol
 
-        options["http"] = SlimHttpToolsProtocol
+        protocol = SlimHttpToolsProtocol
+    else:  # what uvicorn's own http="auto" picks (httptools where installed, else h11)
+        protocol = import_from_string(uvicorn.config.HTTP_PROTOCOLS["auto"])
+    options["http"] = BoundedHttp(protocol, bounds or RequestBounds())
     return options
+
+
+def request_bounds(settings: Settings) -> RequestBounds:
+    # 0: no limit.
+    return RequestBounds(
+        max_header_bytes=settings.max_header_bytes or sys.maxsize,
+        max_headers=settings.max_headers or sys.maxsize,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+    )
 
 
 class ListeningServer(uvicorn.Server):
@@ -104,7 +120,9 @@ def serve(
     provider: str | None = None,
     allow_public_without_auth: bool | None = None,
     allowed_hosts: str | None = None,
+    **bounds: float | None,
 ) -> None:
+    """``bounds``: ``max_header_bytes``, ``max_headers``, ``header_timeout``, ``body_timeout``."""
     settings = Settings.from_env().with_overrides(
         host=host,
         port=port,
@@ -112,6 +130,7 @@ def serve(
         provider=provider,
         allow_open=allow_public_without_auth or None,
         allowed_hosts=allowed_hosts,
+        **bounds,
     )
     workers = workers or 1
     problem = exposure_problem(settings, workers=workers)
@@ -138,6 +157,8 @@ def serve(
         )
     if settings.allowed_hosts is not None:
         os.environ["SSEGATE_ALLOWED_HOSTS"] = settings.allowed_hosts
+    # The app's own read of a body times out with the same setting as the connection's.
+    os.environ["SSEGATE_BODY_TIMEOUT"] = str(settings.body_timeout)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # The SDKs' httpx logs a line per upstream request at INFO; the access log already says enough.
     for name in ("httpx", "httpx2"):  # the SDKs' HTTP clients (one is vendored under that name)
@@ -154,7 +175,7 @@ def serve(
     config = uvicorn.Config(
         "ssegate.server.main:served_app_from_env",
         factory=True,
-        **uvicorn_options(),
+        **uvicorn_options(request_bounds(settings)),
         host=settings.host,
         port=settings.port,
         workers=workers,
