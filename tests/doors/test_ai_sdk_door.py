@@ -159,11 +159,11 @@ async def test_a_chat_with_nothing_running_answers_204() -> None:
     [
         (
             {"id": "c", "messages": [{"id": "1", "role": "user", "parts": [{"type": "file", "url": "x"}]}]},
-            "messages[0].parts[0].type",
+            "messages[0].parts[0].mediaType",
         ),
         ({"messages": [{"id": "1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}, "id"),
         ({"id": "c", "messages": [{"id": "1", "role": "tool", "parts": []}]}, "messages[0].role"),
-        ({"id": "c", "messages": [], "temperature": 1}, "temperature"),
+        ({"id": "c", "messages": [], "frequency_penalty": 1}, "frequency_penalty"),
     ],
 )
 async def test_bad_requests_answer_400_naming_the_field(body: dict[str, Any], field: str) -> None:

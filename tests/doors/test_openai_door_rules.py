@@ -25,7 +25,8 @@ def sdk(base_url: str, api_key: str = "unused") -> openai.AsyncOpenAI:
     ("extra", "param", "code"),
     [
         ({"n": 2}, "n", "invalid_request"),
-        ({"temperature": 0.2, "tools": []}, "temperature", "unsupported_parameter"),
+        ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls", "invalid_request"),
         ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_parameter"),
         ({"logprobs": True}, "logprobs", "invalid_request"),
         ({"max_tokens": 0}, "max_tokens", "invalid_request"),

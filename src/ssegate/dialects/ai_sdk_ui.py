@@ -18,14 +18,28 @@ import orjson
 
 from ssegate.dialects.answer import cancelled_message
 from ssegate.dialects.base import DONE, WireEvent, dumps
-from ssegate.dialects.request import invalid, optional
-from ssegate.providers.base import GenerationRequest, Message
+from ssegate.dialects.request import gateway_request, invalid, optional
+from ssegate.providers.base import GenerationRequest
 
 NAME = "ai_sdk_ui"
 HEADER = ("x-vercel-ai-ui-message-stream", "v1")
 MAX_CHAT_ID = 200
 
-_FIELDS = {"id", "messages", "trigger", "messageId", "model", "provider", "system", "max_tokens", "metadata"}
+_FIELDS = {"id", "messages", "trigger", "messageId", "model", "provider"}
+# What the transport's ``body`` may add, in the gateway's own JSON (docs/requests.md): the app's
+# tools and settings, as an AI SDK server route would pass them to ``streamText``.
+_GATEWAY_FIELDS = {
+    "system",
+    "max_tokens",
+    "tools",
+    "tool_choice",
+    "temperature",
+    "top_p",
+    "stop",
+    "reasoning_effort",
+    "thinking",
+    "metadata",
+}
 _TRIGGERS = ("submit-message", "regenerate-message")
 FINISH_REASONS = {
     "stop": "stop",
@@ -53,77 +67,136 @@ def check_chat_id(value: Any, field: str = "id") -> str:
 
 
 def parse_request(body: Any, *, max_tokens_limit: int) -> ChatRequest:
-    """What ``DefaultChatTransport`` POSTs, as the gateway's request; 400 naming what is wrong."""
+    """What ``DefaultChatTransport`` POSTs, as the gateway's request (``ssegate.request``, which
+    validates it); 400 naming what is wrong."""
     if not isinstance(body, dict):
         raise invalid("body", "the body must be a JSON object")
-    unknown = sorted(set(body) - _FIELDS)
+    allowed = _FIELDS | _GATEWAY_FIELDS
+    unknown = sorted(set(body) - allowed)
     if unknown:
-        allowed = ", ".join(sorted(_FIELDS))
-        raise invalid(
-            unknown[0], f"unknown field {unknown[0]!r}; allowed: {allowed}", code="unknown_parameter"
-        )
+        names = ", ".join(sorted(allowed))
+        raise invalid(unknown[0], f"unknown field {unknown[0]!r}; allowed: {names}", code="unknown_parameter")
     chat_id = check_chat_id(body.get("id"))
     trigger = body.get("trigger", "submit-message")
     if trigger not in _TRIGGERS:
         raise invalid("trigger", f"trigger must be one of {', '.join(_TRIGGERS)}")
-    if body.get("metadata") is not None:
-        raise invalid("metadata", "'metadata' is not supported by ssegate yet", code="unsupported_parameter")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("messages", "messages must be a non-empty list of UI messages")
     system: list[str] = []
-    parsed: list[Message] = []
+    native_messages: list[dict[str, Any]] = []
     for index, item in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(item, dict):
             raise invalid(where, "each message must be an object with role and parts")
         role = item.get("role")
+        parts = item.get("parts")
         if role not in ("system", "user", "assistant"):
             raise invalid(f"{where}.role", f"unknown role {role!r}; use system, user or assistant")
-        text = _text_of(item.get("parts"), f"{where}.parts")
+        if not isinstance(parts, list):
+            raise invalid(f"{where}.parts", "parts must be a list")
         if role == "system":
-            system.append(text)
-        elif text.strip():
-            parsed.append(Message(role=role, content=text))
+            system.append(
+                "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text")
+            )
         elif role == "user":
-            raise invalid(f"{where}.parts", "a user message needs a non-empty text part")
-        # An assistant message with no text (only reasoning, or cut before its first word) adds
-        # nothing the model could use.
-    if not parsed or parsed[-1].role != "user":
-        raise invalid("messages", "the last message must be the user's")
+            native_messages.append({"role": "user", "content": _user_blocks(parts, f"{where}.parts")})
+        else:
+            native_messages.extend(_assistant_turns(parts, f"{where}.parts"))
+    native: dict[str, Any] = {"messages": native_messages}
     extra_system = optional(body, "system", str)
-    if extra_system:
-        system.insert(0, extra_system)
-    max_tokens = optional(body, "max_tokens", int)
-    if max_tokens is not None and not 1 <= max_tokens <= max_tokens_limit:
-        raise invalid("max_tokens", f"max_tokens must be between 1 and {max_tokens_limit}")
-    generation = GenerationRequest(
-        messages=tuple(parsed),
-        model=optional(body, "model", str) or None,
-        system="\n\n".join(system) or None,
-        max_tokens=max_tokens or 1024,
-    )
+    joined = "\n\n".join(text for text in [extra_system or "", *system] if text)
+    if joined:
+        native["system"] = joined
+    for name in sorted(_GATEWAY_FIELDS - {"system"}):
+        if body.get(name) is not None:
+            native[name] = body[name]
+    if body.get("model") is not None:
+        native["model"] = body["model"]
+    generation = gateway_request(native, max_tokens_limit=max_tokens_limit)
     return ChatRequest(chat_id, generation, optional(body, "provider", str) or None)
 
 
-def _text_of(parts: Any, where: str) -> str:
-    if not isinstance(parts, list):
-        raise invalid(where, "parts must be a list")
-    texts: list[str] = []
+def _user_blocks(parts: list[Any], where: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
     for index, part in enumerate(parts):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise invalid(f"{where}[{index}]", "each part must be an object with a type")
-        kind: str = part["type"]
+        kind = _kind(part, f"{where}[{index}]")
         if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise invalid(f"{where}[{index}].text", "a text part needs a string text")
-            texts.append(text)
-        elif kind in ("reasoning", "step-start", "source-url", "source-document") or kind.startswith("data-"):
-            continue  # not for the model: as the AI SDK's own convertToModelMessages leaves them
-        else:
-            raise invalid(f"{where}[{index}].type", f"parts of type {kind!r} are not supported yet")
-    return "".join(texts)
+            if part.get("text"):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "file":
+            media_type = str(part.get("mediaType", ""))
+            if not media_type.startswith("image/"):
+                raise invalid(
+                    f"{where}[{index}].mediaType", f"files of type {media_type!r} are not supported"
+                )
+            blocks.append({"type": "image", "source": {"type": "url", "url": part.get("url")}})
+        elif not _ignored(kind):
+            raise invalid(
+                f"{where}[{index}].type", f"parts of type {kind!r} are not supported in a user message"
+            )
+    return blocks
+
+
+def _assistant_turns(parts: list[Any], where: str) -> list[dict[str, Any]]:
+    """An assistant UIMessage as the gateway's turns: per step (``step-start`` parts divide them),
+    the assistant's text and tool calls, then a tool message with those calls' outputs."""
+    turns: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+
+    def end_step() -> None:
+        if blocks:
+            turns.append({"role": "assistant", "content": list(blocks)})
+        if results:
+            turns.append({"role": "tool", "content": list(results)})
+        blocks.clear()
+        results.clear()
+
+    for index, part in enumerate(parts):
+        path = f"{where}[{index}]"
+        kind = _kind(part, path)
+        if kind == "step-start":
+            end_step()
+        elif kind == "text":
+            if part.get("text"):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "dynamic-tool" or kind.startswith("tool-"):
+            name = part.get("toolName") if kind == "dynamic-tool" else kind[5:]
+            call_id = part.get("toolCallId")
+            blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": part.get("input")})
+            results.append(_tool_result(part, path, call_id))
+        elif not _ignored(kind):
+            raise invalid(f"{path}.type", f"parts of type {kind!r} are not supported in an assistant message")
+    end_step()
+    return turns
+
+
+def _tool_result(part: dict[str, Any], path: str, call_id: Any) -> dict[str, Any]:
+    state = part.get("state")
+    if state == "output-available":
+        output = part.get("output")
+        content = output if isinstance(output, str) else orjson.dumps(output).decode()
+        return {"type": "tool_result", "tool_use_id": call_id, "content": content}
+    if state == "output-error":
+        text = str(part.get("errorText", ""))
+        return {"type": "tool_result", "tool_use_id": call_id, "content": text, "is_error": True}
+    if state == "output-denied":
+        text = "the user denied this call"
+        return {"type": "tool_result", "tool_use_id": call_id, "content": text, "is_error": True}
+    raise invalid(f"{path}.state", f"the tool call has no output yet (state {state!r}); add its output first")
+
+
+def _kind(part: Any, path: str) -> str:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise invalid(path, "each part must be an object with a type")
+    kind: str = part["type"]
+    return kind
+
+
+def _ignored(kind: str) -> bool:
+    """Parts that are not for the model, as the AI SDK's own ``convertToModelMessages`` leaves them."""
+    return kind in ("reasoning", "step-start", "source-url", "source-document") or kind.startswith("data-")
 
 
 def _chunk(body: dict[str, Any]) -> WireEvent:

@@ -21,20 +21,36 @@ from ssegate.dialects.answer import Answer, cancelled_message
 from ssegate.dialects.base import WireEvent, dumps
 from ssegate.dialects.request import (
     RequestShape,
+    gateway_request,
     invalid,
     join_text_parts,
     optional,
     refuse_unsupported,
     unknown_fields,
 )
-from ssegate.providers.base import GenerationRequest, Message
+from ssegate.providers.base import GenerationRequest
 
 NAME = "anthropic_messages"
 ID_PREFIX = "msg_"
 
-_FIELDS = {"model", "messages", "max_tokens", "system", "stream", "provider"}
-_NOT_YET = {"tools", "tool_choice", "temperature", "top_p", "stop_sequences", "thinking", "metadata"}
+_FIELDS = {
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "stream",
+    "provider",
+    "tools",
+    "tool_choice",
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "thinking",
+    "metadata",
+}
 _NEVER = {"top_k", "service_tier", "container", "mcp_servers", "context_management", "inference_geo"}
+# Hints for the vendor's prompt cache and citations: they change nothing in the answer.
+_HINTS = ("cache_control", "citations")
 
 # The gateway's finish reasons in Anthropic's words.
 STOP_REASONS = {
@@ -74,42 +90,99 @@ class MessagesRequest:
 
 
 def parse_request(body: Any, *, max_tokens_limit: int) -> MessagesRequest:
-    """A ``POST /v1/messages`` body as the gateway's request; 400 naming what cannot be honoured."""
+    """A ``POST /v1/messages`` body as the gateway's request (``ssegate.request``, which validates
+    it); 400 naming what cannot be honoured."""
     if not isinstance(body, dict):
         raise invalid("body", "the body must be a JSON object")
-    shape = RequestShape(known=_FIELDS, not_yet=_NOT_YET, never=_NEVER)
+    shape = RequestShape(known=_FIELDS, never=_NEVER)
     unknown_fields(body, shape)
     refuse_unsupported(body, shape)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise invalid("messages", "messages must be a non-empty list")
-    parsed: list[Message] = []
-    for index, item in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(item, dict):
-            raise invalid(where, "each message must be an object with role and content")
-        role = item.get("role")
-        if role not in ("user", "assistant"):
-            raise invalid(f"{where}.role", f"unknown role {role!r}; use user or assistant")
-        text = join_text_parts(item.get("content"), f"{where}.content", part_type="text")
-        if not text.strip():
-            raise invalid(f"{where}.content", "each message needs non-empty text content")
-        parsed.append(Message(role=role, content=text))
-    if parsed[-1].role != "user":
-        raise invalid("messages", "the last message must be the user's (prefilled answers are not supported)")
+    native: dict[str, Any] = {"messages": _messages(body.get("messages"))}
     system = body.get("system")
-    system_text = join_text_parts(system, "system", part_type="text") if system is not None else ""
-    max_tokens = optional(body, "max_tokens", int)
-    if max_tokens is not None and not 1 <= max_tokens <= max_tokens_limit:
-        raise invalid("max_tokens", f"max_tokens must be between 1 and {max_tokens_limit}")
-    generation = GenerationRequest(
-        messages=tuple(parsed),
-        model=optional(body, "model", str) or None,
-        system=system_text or None,
-        max_tokens=max_tokens or 1024,
-    )
+    if system is not None:
+        native["system"] = join_text_parts(_without_hints(system), "system", part_type="text")
+    for name in ("model", "max_tokens", "temperature", "top_p", "metadata", "thinking"):
+        if body.get(name) is not None:
+            native[name] = body[name]
+    if body.get("stop_sequences") is not None:
+        native["stop"] = body["stop_sequences"]
+    if body.get("tools") is not None:
+        native["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        native["tool_choice"] = _tool_choice(body["tool_choice"])
+    generation = gateway_request(native, max_tokens_limit=max_tokens_limit)
     stream = optional(body, "stream", bool) or False
     return MessagesRequest(generation, stream, optional(body, "provider", str) or None)
+
+
+def _without_hints(value: Any) -> Any:
+    """``value`` with the cache and citation hints taken out of every block, and fields that are
+    null (what the SDK's own block objects carry for the fields they do not use)."""
+    if isinstance(value, list):
+        return [_without_hints(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _without_hints(v) for k, v in value.items() if k not in _HINTS and v is not None}
+    return value
+
+
+def _messages(messages: Any) -> Any:
+    """Anthropic's turns in the gateway's: tool results, which Anthropic puts in a user turn, become
+    a tool message (before the rest of that turn); thinking blocks sent back are left out (the
+    gateway keeps no signatures to send with them)."""
+    if not isinstance(messages, list):
+        return messages
+    out: list[Any] = []
+    for index, item in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("content"), list):
+            out.append(item)
+            continue
+        role = item.get("role")
+        blocks = _without_hints(item["content"])
+        for b, block in enumerate(blocks):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind in ("document", "search_result", "server_tool_use", "container_upload"):
+                raise invalid(f"{where}.content[{b}].type", f"{kind} blocks are not supported")
+        if role == "user":
+            results = [blk for blk in blocks if isinstance(blk, dict) and blk.get("type") == "tool_result"]
+            rest = [blk for blk in blocks if not (isinstance(blk, dict) and blk.get("type") == "tool_result")]
+            if results:
+                out.append({"role": "tool", "content": results})
+            if rest or not results:
+                out.append({"role": "user", "content": rest})
+        elif role == "assistant":
+            kept = [
+                blk
+                for blk in blocks
+                if not (isinstance(blk, dict) and blk.get("type") in ("thinking", "redacted_thinking"))
+            ]
+            if kept:
+                out.append({"role": "assistant", "content": kept})
+        else:
+            out.append({**item, "content": blocks})
+    return out
+
+
+def _tools(tools: Any) -> Any:
+    if not isinstance(tools, list):
+        return tools
+    out: list[Any] = []
+    for index, tool in enumerate(_without_hints(tools)):
+        if isinstance(tool, dict) and tool.get("type", "custom") != "custom":
+            raise invalid(f"tools[{index}].type", f"server tools ({tool.get('type')}) are not supported")
+        out.append({k: v for k, v in tool.items() if k != "type"} if isinstance(tool, dict) else tool)
+    return out
+
+
+def _tool_choice(choice: Any) -> Any:
+    if not isinstance(choice, dict):
+        return choice
+    if choice.get("disable_parallel_tool_use"):
+        raise invalid("tool_choice.disable_parallel_tool_use", "disable_parallel_tool_use is not supported")
+    kind = choice.get("type")
+    if kind == "tool":
+        return {"type": "tool", "name": choice.get("name")}
+    return kind
 
 
 def message_id(generation_id: str) -> str:

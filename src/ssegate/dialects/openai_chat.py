@@ -14,10 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ssegate.dialects.answer import Answer, cancelled_message
 from ssegate.dialects.base import DONE, WireEvent, dumps
 from ssegate.dialects.request import (
     RequestShape,
+    gateway_request,
     invalid,
     join_text_parts,
     optional,
@@ -25,24 +28,27 @@ from ssegate.dialects.request import (
     unknown_fields,
 )
 from ssegate.gateway import id_created_at
-from ssegate.providers.base import GenerationRequest, Message
+from ssegate.providers.base import GenerationRequest
 
 NAME = "openai_chat"
 ID_PREFIX = "chatcmpl-"
 
 # Fields the request may carry that change nothing here (n=1, no logprobs, no storage).
 _HARMLESS = {"user", "store", "service_tier", "stream_options", "n", "logprobs", "parallel_tool_calls"}
-_FIELDS = {"model", "messages", "stream", "max_tokens", "max_completion_tokens", "provider", "metadata"}
-# Honoured once the gateway's request model carries them; refused with a 400 until then.
-_NOT_YET = {
+_FIELDS = {
+    "model",
+    "messages",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "provider",
+    "metadata",
     "tools",
     "tool_choice",
     "temperature",
     "top_p",
     "stop",
     "reasoning_effort",
-    "functions",
-    "function_call",
 }
 # Never honoured: several choices, log probabilities, structured output, audio...
 _NEVER = {
@@ -59,6 +65,8 @@ _NEVER = {
     "verbosity",
     "prompt_cache_key",
     "safety_identifier",
+    "functions",
+    "function_call",
 }
 
 # The gateway's finish reasons in OpenAI's words.
@@ -81,10 +89,11 @@ class ChatRequest:
 
 
 def parse_request(body: Any, *, max_tokens_limit: int) -> ChatRequest:
-    """A ``POST /v1/chat/completions`` body as the gateway's request; 400 naming what cannot be honoured."""
+    """A ``POST /v1/chat/completions`` body as the gateway's request (``ssegate.request``, which
+    validates it); 400 naming what cannot be honoured."""
     if not isinstance(body, dict):
         raise invalid("body", "the body must be a JSON object")
-    shape = RequestShape(known=_FIELDS | _HARMLESS, not_yet=_NOT_YET, never=_NEVER)
+    shape = RequestShape(known=_FIELDS | _HARMLESS, never=_NEVER)
     unknown_fields(body, shape)
     refuse_unsupported(body, shape)
     n = body.get("n")
@@ -92,6 +101,8 @@ def parse_request(body: Any, *, max_tokens_limit: int) -> ChatRequest:
         raise invalid("n", "n must be 1: ssegate streams one choice per generation")
     if body.get("logprobs"):
         raise invalid("logprobs", "logprobs are not supported")
+    if body.get("parallel_tool_calls") is False:
+        raise invalid("parallel_tool_calls", "parallel_tool_calls: false is not supported")
     stream = optional(body, "stream", bool) or False
     stream_options = optional(body, "stream_options", dict) or {}
     if stream_options and not stream:
@@ -100,43 +111,132 @@ def parse_request(body: Any, *, max_tokens_limit: int) -> ChatRequest:
     if extra:
         raise invalid(f"stream_options.{extra[0]}", f"unsupported stream option {extra[0]!r}")
     include_usage = bool(stream_options.get("include_usage"))
-    messages = body.get("messages")
+    native: dict[str, Any] = {"messages": _messages(body.get("messages"))}
+    for name in ("model", "temperature", "top_p", "stop", "reasoning_effort", "metadata"):
+        if body.get(name) is not None:
+            native[name] = body[name]
+    max_tokens = _max_tokens(body, max_tokens_limit)
+    if max_tokens is not None:
+        native["max_tokens"] = max_tokens
+    if body.get("tools") is not None:
+        native["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        native["tool_choice"] = _tool_choice(body["tool_choice"])
+    generation = gateway_request(native, max_tokens_limit=max_tokens_limit)
+    provider = optional(body, "provider", str)
+    return ChatRequest(generation, stream, include_usage, provider or None)
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise invalid("messages", "messages must be a non-empty list")
-    system: list[str] = []
-    parsed: list[Message] = []
+    out: list[dict[str, Any]] = []
     for index, item in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(item, dict):
             raise invalid(where, "each message must be an object with role and content")
         role = item.get("role")
-        text = join_text_parts(item.get("content"), f"{where}.content", part_type="text")
         if role in ("system", "developer"):
-            if parsed:
-                raise invalid(f"{where}.role", "system messages must come before the conversation")
-            system.append(text)
-        elif role in ("user", "assistant"):
-            if item.get("tool_calls"):
-                raise invalid(f"{where}.tool_calls", "tool calls in the history are not supported yet")
-            if not text.strip():
-                raise invalid(f"{where}.content", "each message needs non-empty text content")
-            parsed.append(Message(role=role, content=text))
-        elif role in ("tool", "function"):
-            raise invalid(f"{where}.role", f"role {role!r} (tool results) is not supported yet")
+            out.append(
+                {
+                    "role": "system",
+                    "content": join_text_parts(item.get("content"), f"{where}.content", part_type="text"),
+                }
+            )
+        elif role == "user":
+            out.append({"role": "user", "content": _user_content(item.get("content"), f"{where}.content")})
+        elif role == "assistant":
+            message = _assistant(item, where)
+            if message is not None:
+                out.append(message)
+        elif role == "tool":
+            call_id = item.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise invalid(f"{where}.tool_call_id", "a tool message needs the tool_call_id it answers")
+            content = join_text_parts(item.get("content"), f"{where}.content", part_type="text")
+            out.append({"role": "tool", "tool_use_id": call_id, "content": content})
         else:
-            raise invalid(f"{where}.role", f"unknown role {role!r}; use system, user or assistant")
-    if not parsed or parsed[-1].role != "user":
-        raise invalid("messages", "the last message must be the user's")
-    max_tokens = _max_tokens(body, max_tokens_limit)
-    model = optional(body, "model", str)
-    provider = optional(body, "provider", str)
-    generation = GenerationRequest(
-        messages=tuple(parsed),
-        model=model or None,
-        system="\n\n".join(system) or None,
-        max_tokens=max_tokens or 1024,
-    )
-    return ChatRequest(generation, stream, include_usage, provider or None)
+            raise invalid(
+                f"{where}.role", f"unknown role {role!r}; use system, developer, user, assistant or tool"
+            )
+    return out
+
+
+def _user_content(content: Any, where: str) -> Any:
+    if isinstance(content, str) or not isinstance(content, list):
+        return content
+    blocks: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                blocks.append({"type": "text", "text": part.get("text")})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            blocks.append({"type": "image", "source": {"type": "url", "url": url}})
+        else:
+            raise invalid(f"{where}[{index}].type", f"content parts of type {kind!r} are not supported")
+    return blocks
+
+
+def _assistant(item: dict[str, Any], where: str) -> dict[str, Any] | None:
+    text = join_text_parts(item.get("content"), f"{where}.content", part_type="text")
+    calls = item.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise invalid(f"{where}.tool_calls", "tool_calls must be a list")
+    if not calls:
+        return {"role": "assistant", "content": text} if text.strip() else None
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text.strip() else []
+    for index, call in enumerate(calls):
+        path = f"{where}.tool_calls[{index}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise invalid(path, "a tool call needs id, type 'function' and function {name, arguments}")
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = orjson.loads(arguments) if isinstance(arguments, str) else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise invalid(f"{path}.function.arguments", "arguments must be a JSON object, as a string")
+        blocks.append(
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": parsed}
+        )
+    return {"role": "assistant", "content": blocks}
+
+
+def _tools(tools: Any) -> Any:
+    if not isinstance(tools, list):
+        return tools  # the gateway's parser says what is wrong
+    out: list[Any] = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(function, dict)
+        ):
+            raise invalid(
+                f"tools[{index}]", "each tool must be {type: 'function', function: {name, parameters}}"
+            )
+        if function.get("strict"):
+            raise invalid(f"tools[{index}].function.strict", "strict function schemas are not supported")
+        mapped: dict[str, Any] = {
+            "name": function.get("name"),
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if function.get("description") is not None:
+            mapped["description"] = function["description"]
+        out.append(mapped)
+    return out
+
+
+def _tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        return {"type": "tool", "name": function.get("name") if isinstance(function, dict) else None}
+    return choice
 
 
 def _max_tokens(body: dict[str, Any], limit: int) -> int | None:

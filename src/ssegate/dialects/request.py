@@ -6,6 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssegate.errors import RequestError
+from ssegate.request import GenerationRequest, parse_request
+
+
+def gateway_request(native: dict[str, Any], *, max_tokens_limit: int) -> GenerationRequest:
+    """The gateway's request from a dialect's body rewritten into ``POST /v1/generations``'s JSON:
+    one validation for every door (a 400 names the field as the gateway's JSON names it)."""
+    return parse_request(native, max_tokens_limit=max_tokens_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +65,8 @@ def _kind_name(kind: type) -> str:
 
 
 def join_text_parts(content: Any, where: str, *, part_type: str) -> str:
-    """A message's content as one string: a string as it is, or a list of text parts joined.
-
-    ``part_type`` is the dialect's name for a text part (``text``). Any other part is refused: the
-    gateway's request model carries text only for now.
-    """
+    """A message's content as one string: a string as it is, or a list of text parts joined
+    (``part_type``: the dialect's name for a text part). Any other part is refused."""
     if isinstance(content, str):
         return content
     if content is None:
@@ -75,7 +79,7 @@ def join_text_parts(content: Any, where: str, *, part_type: str) -> str:
             raise invalid(f"{where}[{index}]", "each content part must be an object")
         kind = part.get("type")
         if kind != part_type:
-            raise invalid(f"{where}[{index}].type", f"content parts of type {kind!r} are not supported yet")
+            raise invalid(f"{where}[{index}].type", f"content parts of type {kind!r} are not supported here")
         text = part.get("text")
         if not isinstance(text, str):
             raise invalid(f"{where}[{index}].text", "a text part needs a string text")
