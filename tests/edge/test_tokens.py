@@ -7,6 +7,7 @@ is refused, and a token holder cannot tell another generation's id from an unkno
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -98,3 +99,20 @@ async def test_a_token_holder_cannot_tell_another_generations_id_from_an_unknown
     for other_answer, unknown_answer in zip(answers["other"], answers["unknown"], strict=True):
         assert other_answer.status_code == unknown_answer.status_code == 404
         assert other_answer.json()["error"]["code"] == unknown_answer.json()["error"]["code"] == "not_found"
+
+
+_QUERY_VARIABLES = ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$arg_token")
+
+
+@pytest.mark.parametrize("config", sorted(Path(__file__).resolve().parents[2].glob("deploy/*.conf")), ids=str)
+def test_every_shipped_nginx_config_logs_without_query_strings(config: Path) -> None:
+    text = config.read_text()
+    formats = dict(re.findall(r"log_format (\w+) ((?:'[^']*'\s*)+);", text))
+    logs = re.findall(r"^\s*access_log (\S+)(?: (\w+))?;", text, re.MULTILINE)
+    assert logs, f"{config.name} sets no access_log: nginx's default format logs ?token= in full"
+    for path, name in logs:
+        if path == "off":
+            continue
+        assert name in formats, f"{config.name}: access_log {path} uses the default format (with the query)"
+        assert not any(v in formats[name] for v in _QUERY_VARIABLES), formats[name]
+        assert "$uri" in formats[name]
