@@ -22,6 +22,7 @@ from ssegate.server.doors import (
     CollectedAnswer,
     DialectStream,
     Door,
+    Started,
     generation_id_from,
     known_generation,
     models_list,
@@ -33,6 +34,19 @@ from ssegate.server.http import read_json_body, wants_event_stream
 from ssegate.server.state import AppState
 
 _FROM_START = Cursor()
+
+
+def _start_headers(started: Started) -> dict[str, str]:
+    headers = {"x-generation-id": started.generation_id}
+    if started.replayed:
+        headers["idempotent-replayed"] = "true"
+    return headers
+
+
+def _cursor(request: Request, started: Started) -> Cursor:
+    """Where a POST's stream starts: a retry of an earlier start resumes after its Last-Event-ID."""
+    return resume_cursor(request) if started.replayed else _FROM_START
+
 
 OPENAI = Door(
     name=openai_chat.NAME,
@@ -54,9 +68,11 @@ async def chat_completions(request: Request) -> Response:
     app = state_of(request)
     body = await read_json_body(request, app.settings.max_body_bytes)
     chat = openai_chat.parse_request(body, max_tokens_limit=app.settings.max_tokens)
-    meta, ticket = await start_generation(request, app, chat.generation, chat.provider, stream=chat.stream)
-    generation_id = meta["id"]
-    headers = {"x-generation-id": generation_id}
+    started = await start_generation(
+        request, app, chat.generation, chat.provider, stream=chat.stream, body=body
+    )
+    generation_id, ticket = started.generation_id, started.ticket
+    headers = _start_headers(started)
     if ticket is not None:
         return DialectStream(  # type: ignore[return-value]
             app,
@@ -64,7 +80,7 @@ async def chat_completions(request: Request) -> Response:
             generation_id,
             _openai_key(chat.include_usage),
             _openai_encoder(chat.include_usage),
-            resume_cursor(request) if request.headers.get("last-event-id") else _FROM_START,
+            _cursor(request, started),
             ticket,
             list(headers.items()),
         )
@@ -120,11 +136,11 @@ async def messages(request: Request) -> Response:
     app = state_of(request)
     body = await read_json_body(request, app.settings.max_body_bytes)
     parsed = anthropic_messages.parse_request(body, max_tokens_limit=app.settings.max_tokens)
-    meta, ticket = await start_generation(
-        request, app, parsed.generation, parsed.provider, stream=parsed.stream
+    started = await start_generation(
+        request, app, parsed.generation, parsed.provider, stream=parsed.stream, body=body
     )
-    generation_id = meta["id"]
-    headers = {"x-generation-id": generation_id}
+    generation_id, ticket = started.generation_id, started.ticket
+    headers = _start_headers(started)
     if ticket is not None:
         return DialectStream(  # type: ignore[return-value]
             app,
@@ -132,7 +148,7 @@ async def messages(request: Request) -> Response:
             generation_id,
             anthropic_messages.NAME,
             anthropic_messages.EventEncoder,
-            _FROM_START,
+            _cursor(request, started),
             ticket,
             list(headers.items()),
         )
@@ -206,11 +222,12 @@ async def ui_chat(request: Request) -> Response:
     app = state_of(request)
     body = await read_json_body(request, app.settings.max_body_bytes)
     chat = ai_sdk_ui.parse_request(body, max_tokens_limit=app.settings.max_tokens)
-    meta, ticket = await start_generation(request, app, chat.generation, chat.provider, stream=True)
+    started = await start_generation(request, app, chat.generation, chat.provider, stream=True, body=body)
+    generation_id, ticket = started.generation_id, started.ticket
     assert ticket is not None
-    generation_id = meta["id"]
     try:
-        await _remember_generation(app, meta["owner"], chat.chat_id, generation_id)
+        if not started.replayed:
+            await _remember_generation(app, started.owner, chat.chat_id, generation_id)
     except BaseException:
         ticket.close()
         raise
@@ -220,9 +237,9 @@ async def ui_chat(request: Request) -> Response:
         generation_id,
         ai_sdk_ui.NAME,
         ai_sdk_ui.ChunkEncoder,
-        _FROM_START,
+        _cursor(request, started),
         ticket,
-        [("x-generation-id", generation_id), *_UI_HEADERS],
+        [*_start_headers(started).items(), *_UI_HEADERS],
     )
 
 

@@ -40,6 +40,7 @@ from ssegate.log.base import Handoff, ReadResult, parse_id
 from ssegate.providers.base import ConfigurationError, GenerationRequest
 from ssegate.server.generations import _check_model, _known_generation
 from ssegate.server.http import last_event_id
+from ssegate.server.idempotency import claim_for, fingerprint, idempotency_key
 from ssegate.server.limits import StreamTicket
 from ssegate.server.state import AppState
 from ssegate.server.streaming import EventStreamResponse
@@ -145,24 +146,64 @@ def resolve_provider(app: AppState, model: str | None, provider: str | None) -> 
     return app.settings.default_provider, model
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A door's POST: the generation it started (or, repeated with the same ``Idempotency-Key``,
+    the one the first attempt started: ``replayed``) and its stream slot when streaming."""
+
+    generation_id: str
+    owner: str
+    ticket: StreamTicket | None
+    replayed: bool = False
+
+
 async def start_generation(
-    request: Request, app: AppState, generation: GenerationRequest, provider: str | None, *, stream: bool
-) -> tuple[dict[str, str], StreamTicket | None]:
+    request: Request,
+    app: AppState,
+    generation: GenerationRequest,
+    provider: str | None,
+    *,
+    stream: bool,
+    body: Any,
+) -> Started:
     """Start as ``POST /v1/generations`` does: admit (auth, drain, rate, size), check the model,
-    take a stream slot when streaming. Returns the generation's metadata and the slot."""
+    take a stream slot when streaming. A retry carrying the first attempt's ``Idempotency-Key``
+    (and body) gets that attempt's generation instead of a new one (a different body: 409). No
+    key, no claim: a door's client repeating a body means a new answer (the AI SDK's regenerate)."""
+    key = idempotency_key(request.headers.get("idempotency-key"))
+    claim = None
+    if key is not None:
+        claim = claim_for(app.authenticate(request, scope="generate"), fingerprint(body), key)
+        existing = await app.claims.find(claim)
+        if existing is not None:
+            return await _replay(request, app, existing, stream=stream)
     principal = await app.admit_generation(request, generation)
     provider_name, model = resolve_provider(app, generation.model, provider)
     if model != generation.model:
         generation = dataclasses.replace(generation, model=model)
     _check_model(app, provider_name, generation.model)
+    if claim is not None and not await app.claims.take(claim):
+        existing = await app.claims.find(claim)  # a concurrent retry took the key first
+        if existing is not None:
+            return await _replay(request, app, existing, stream=stream)
     ticket = app.open_stream(request) if stream else None
     try:
         meta = await app.gateway.start(generation, provider_name=provider_name, owner=principal)
+        if claim is not None:
+            await app.claims.record(claim, meta["id"])
     except BaseException:
         if ticket is not None:
             ticket.close()
+        if claim is not None:
+            await app.claims.release(claim)
         raise
-    return meta, ticket
+    return Started(meta["id"], principal, ticket)
+
+
+async def _replay(request: Request, app: AppState, generation_id: str, *, stream: bool) -> Started:
+    described = await known_generation(request, app, generation_id)
+    ticket = app.open_stream(request) if stream else None
+    return Started(generation_id, str(described.get("owner", "")), ticket, replayed=True)
 
 
 async def known_generation(request: Request, app: AppState, generation_id: str) -> dict[str, Any]:
