@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit unit-plain jstest bench clean
+.PHONY: run test test-latest lock lint typecheck unit unit-plain jstest bench clean
 
 run:
 	@scripts/setup.sh run
@@ -13,6 +13,15 @@ run:
 test:
 	@scripts/setup.sh test
 	$(MAKE) --no-print-directory lint typecheck jstest unit unit-plain
+
+# The suite against the newest releases pyproject.toml allows, in .venv-latest (constraints.txt
+# unused): does the next release break us? If green, `make lock` makes that set the tested one.
+test-latest:
+	@scripts/setup.sh latest
+	SSEGATE_UNLOCKED=1 $(MAKE) --no-print-directory VENV=.venv-latest typecheck unit
+
+lock:
+	scripts/lock.sh .venv-latest
 
 lint:
 	$(VENV)/bin/ruff check src tests bench
@@ -37,4 +46,4 @@ bench:
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache

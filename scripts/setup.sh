@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up everything ssegate needs on a fresh Debian/Ubuntu machine that has python3.
-#   scripts/setup.sh run    the server's needs: a virtualenv with ssegate installed
-#   scripts/setup.sh test   plus what the tests talk to: redis-server, nginx, chromium, node
-# Idempotent: it installs only what is missing, so a second run takes seconds.
+#   scripts/setup.sh run      the server's needs: a virtualenv with ssegate installed
+#   scripts/setup.sh test     plus the dev tools and what the tests talk to: redis-server, nginx, chromium, node
+#   scripts/setup.sh latest   as test, but in .venv-latest with the newest releases pyproject.toml allows
+# run and test install exactly the versions in constraints.txt, the set the suite passed with.
+# Idempotent: it installs only what is missing, so a second run takes seconds (latest always upgrades).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=${1:-run}
-VENV=${VENV:-.venv}
+if [ "$want" = latest ]; then VENV=${VENV:-.venv-latest}; else VENV=${VENV:-.venv}; fi
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -26,7 +28,7 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >
     apt_install python3-venv
 fi
 
-if [ "$want" = test ]; then
+if [ "$want" != run ]; then
     # redis-server: the Redis Streams log; nginx-light: the proxy test; chromium: browser tests;
     # nodejs: the JS client's own unit tests (node --test).
     apt_install redis-server nginx-light chromium nodejs
@@ -36,12 +38,17 @@ stamp="$VENV/.ssegate-$want-installed"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip
+pip=("$VENV/bin/python" -m pip install -q)
+if [ "$want" = latest ]; then
+    "${pip[@]}" --upgrade pip
+    "${pip[@]}" --upgrade --upgrade-strategy eager -e '.[dev]'
+    "$VENV/bin/python" -m pip freeze --exclude-editable > "$VENV/versions.txt"
+elif [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    "${pip[@]}" --upgrade pip
     if [ "$want" = test ]; then
-        "$VENV/bin/python" -m pip install -q -e '.[dev]'
+        "${pip[@]}" -c constraints.txt -e '.[dev]'
     else
-        "$VENV/bin/python" -m pip install -q -e .
+        "${pip[@]}" -c constraints.txt -e .
     fi
     touch "$stamp"
 fi
