@@ -53,7 +53,7 @@ elif [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -
     touch "$stamp"
 fi
 
-if [ "$want" = test ]; then
+if [ "$want" != run ]; then
     # The AI SDK door's tests run the npm `ai` package (pinned in tests/doors/js/package-lock.json).
     if [ ! -d tests/doors/js/node_modules ] || [ tests/doors/js/package-lock.json -nt tests/doors/js/node_modules ]; then
         echo "setup: npm ci in tests/doors/js"
