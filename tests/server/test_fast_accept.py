@@ -173,12 +173,7 @@ def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _socket_objects() -> int:
-    gc.collect()
-    return sum(isinstance(o, socket.socket) for o in gc.get_objects())
-
-
-def test_on_uvloop_connections_are_handed_over_as_bare_descriptors_and_closed_once() -> None:
+def test_on_uvloop_each_connection_gets_its_own_socket_and_its_descriptor_is_closed_once() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         opened: list[asyncio.BaseTransport] = []
@@ -190,13 +185,15 @@ def test_on_uvloop_connections_are_handed_over_as_bare_descriptors_and_closed_on
             return protocol
 
         with _waiting_connections(loop, factory, opened, count) as clients:
-            sockets_with_clients = _socket_objects()
             await _turns_until(loop, lambda: len(opened) == count, most=50)
             assert len(opened) == count
             all_open = _open_descriptors()
-            # No socket object is kept per connection (uvloop would hold it for the
-            # connection's lifetime): only the clients' own.
-            assert _socket_objects() == sockets_with_clients
+            # One socket object per connection, none shared (a stand-in shared by every
+            # connection would send one client's bytes to another's descriptor if the loop ever
+            # read it later), each on its own descriptor.
+            served = _server_sockets(clients)
+            assert len(served) == count
+            assert len({s.fileno() for s in served}) == count
             # The descriptors work: each echoes (non-blocking, or the loop would stall here).
             for client in clients:
                 client.settimeout(10)
@@ -212,5 +209,22 @@ def test_on_uvloop_connections_are_handed_over_as_bare_descriptors_and_closed_on
             left = all_open - count // 2 - 2 * (count // 2)
             await _turns_until(loop, lambda: _open_descriptors() == left, most=200)
             assert _open_descriptors() == left
+            # uvloop detached the server's socket objects of closed transports: none closes a
+            # descriptor number a later connection may have been given
+            closed = served[: count // 2]
+            assert all(s.fileno() == -1 for s in closed)
 
     _on_uvloop(main)
+
+
+def _server_sockets(clients: list[socket.socket]) -> list[socket.socket]:
+    """The server's socket objects of ``clients``' connections, in the clients' order."""
+    gc.collect()
+    ends = {c.getsockname(): None for c in clients}
+    by_peer: dict[Any, list[socket.socket]] = {}
+    for o in gc.get_objects():
+        if isinstance(o, socket.socket) and o not in clients and o.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                if (peer := o.getpeername()) in ends:
+                    by_peer.setdefault(peer, []).append(o)
+    return [s for c in clients for s in by_peer.get(c.getsockname(), [])]

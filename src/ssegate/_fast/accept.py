@@ -1,9 +1,8 @@
 """Shortcut ``accept``: every pending connection accepted on each wake-up, not one per loop turn.
 
 Relies on: uvicorn's ``Server.startup`` (what it sets up besides listening: ``server_state``,
-``lifespan.state``, ``config.http_protocol_class``, ``servers``), the socket's private
-``_accept`` (a descriptor without a socket object), and ``connect_accepted_socket`` driven without
-a task (uvloop's and asyncio's set the transport up before their first suspension).
+``lifespan.state``, ``config.http_protocol_class``, ``servers``) and ``connect_accepted_socket``
+driven without a task (uvloop's and asyncio's set the transport up before their first suspension).
 
 libuv (under uvloop) accepts a single connection each time its loop polls the listening socket
 (libuv 1.45 and later). A loop that is busy streaming takes milliseconds a turn, so new
@@ -12,8 +11,8 @@ connections queue in the kernel: under bench W4 (600 streams opened over 2 s) a 
 last streams' time to first token grew to 0.3–3 s with the CPU below 90 %. :class:`Acceptor`
 takes the listening socket from libuv and accepts up to :data:`ACCEPT_BATCH` connections per
 wake-up, as asyncio's own loop does, handing each to the loop as a transport of uvicorn's protocol.
-On uvloop it hands over the bare descriptor (see :class:`_Descriptor`): an idle subscriber's
-connection costs what it did under libuv's own accepting (bench W3).
+Each connection is handed over as its own socket object, which the loop keeps for the transport's
+lifetime (uvloop detaches it when libuv closes the descriptor).
 
 :class:`Server` is uvicorn's server with its listening sockets served this way.
 """
@@ -24,20 +23,11 @@ import asyncio
 import errno
 import functools
 import logging
-import os
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import uvicorn
-
-_UVLOOP: tuple[type, ...]
-try:
-    from uvloop import Loop
-
-    _UVLOOP = (Loop,)
-except ImportError:  # uvicorn[standard] has no uvloop on Windows and PyPy
-    _UVLOOP = ()
 
 __all__ = ["ACCEPT_BATCH", "Acceptor", "Server", "startup"]
 
@@ -72,9 +62,6 @@ class Acceptor:
         self._owns_socket = owns_socket
         self._accepting = False
         self._closed = False
-        # uvloop's transports own their descriptor and read only its number from what they are
-        # given; asyncio's do their IO through the socket object, so they get one each.
-        self._descriptor = _Descriptor(listening.family) if isinstance(loop, _UVLOOP) else None
         listening.setblocking(False)
         self._resume()
 
@@ -103,7 +90,7 @@ class Acceptor:
     def _accept_pending(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                fd, _ = self._listening._accept()  # type: ignore[attr-defined]  # no socket object yet
+                connection, _ = self._listening.accept()
             except (BlockingIOError, InterruptedError):
                 return  # the queue is empty
             except ConnectionAbortedError:
@@ -116,53 +103,23 @@ class Acceptor:
                 else:
                     logger.error("ssegate: accepting a connection failed: %s", exc)
                 return
-            self._open(fd)
+            self._open(connection)
 
-    def _open(self, fd: int) -> None:
+    def _open(self, connection: socket.socket) -> None:
         """The loop's ``connect_accepted_socket``, run without a task: it sets the transport and
         protocol up before its first suspension, then only waits for ``connection_made``."""
-        connection: socket.socket | _Descriptor
-        if self._descriptor is None:
-            connection = socket.socket(fileno=fd)
-            connection.setblocking(False)
-        else:
-            connection = self._descriptor
-            connection.fd = fd  # read by the call below before it first suspends
-        opening = self._loop.connect_accepted_socket(self._factory, connection)  # type: ignore[arg-type]
+        connection.setblocking(False)
+        opening = self._loop.connect_accepted_socket(self._factory, connection)
         try:
             waiting = opening.send(None)
         except StopIteration:
             return
         except Exception as exc:  # the protocol could not be made: this connection only
             logger.error("ssegate: opening an accepted connection failed: %r", exc)
-            if isinstance(connection, socket.socket):
-                connection.close()
-            else:
-                os.close(fd)
+            connection.close()
             return
         # It waits on a future that connection_made resolves (uvloop's and asyncio's alike).
         waiting.add_done_callback(functools.partial(_finish_opening, opening))
-
-
-class _Descriptor:
-    """What uvloop's ``connect_accepted_socket`` reads of a socket (family, type, descriptor) and
-    what its transport calls when it closes, shared by all the connections of one
-    :class:`Acceptor`. uvloop keeps the object it is given for the transport's lifetime: a socket
-    object per connection would be 88 B of every held connection; libuv closes the descriptor
-    itself, so ``close`` has nothing to do."""
-
-    __slots__ = ("family", "fd")
-    type = socket.SOCK_STREAM
-
-    def __init__(self, family: int) -> None:
-        self.family = family
-        self.fd = -1
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def close(self) -> None:
-        """The transport's handle closed the descriptor already."""
 
 
 def _finish_opening(opening: Coroutine[Any, Any, object], _connected: asyncio.Future[Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -132,10 +131,6 @@ def create_app(
         for producer in own_producers.values():
             registry.register(producer)
             provider_infos[producer.info.name] = producer.info
-        # Everything loaded so far (SDKs, their pydantic models) lives as long as the process: keep
-        # it out of the collector's full passes, which otherwise stall every stream for ~100 ms.
-        gc.collect()
-        gc.freeze()
         measured: dict[str, MeasuredProvider] = {}
 
         def measured_provider(name: str) -> MeasuredProvider:
