@@ -3,6 +3,7 @@
     python -m bench.run                      # everything, 3 reps (~20 min), into docs/benchmarks/
     python -m bench.run --quick              # seconds-long smoke run, ssegate only, into bench/out/quick/
     python -m bench.run --only w1,w3 --peers nchan,express --reps 1
+    python -m bench.run --fast-paths=off     # ssegate on public APIs only (docs/performance.md)
 
 Writes ``<out>/results.md`` (medians), ``<out>/results.png`` and ``<out>/raw/<timestamp>.jsonl``.
 """
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -24,6 +26,8 @@ from bench import report, targets
 from bench.workloads import SPEED_PROBE_END, Plan, Record, Runner, build_sseload, by, median
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+# ssegate's switch for its fast paths (ssegate._fast): "0" runs it on public APIs only.
+FAST_PATHS_ENV = "SSEGATE_FAST_PATHS"
 ALL_PEERS = tuple(t.name for t in targets.FANOUT_PEERS) + tuple(t.name for t in targets.LLM_PEERS)
 
 
@@ -47,6 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-scale",
         action="store_true",
         help="skip ssegate over Redis with 1 and 2 workers (W1/W2/W4; needs redis-server)",
+    )
+    parser.add_argument(
+        "--fast-paths",
+        choices=("on", "off"),
+        default="on",
+        help="off: every ssegate process runs on public APIs only (SSEGATE_FAST_PATHS=0, see "
+        "docs/performance.md); results go to docs/benchmarks/fast-paths-off unless --out",
     )
     parser.add_argument(
         "--from-raw",
@@ -180,6 +191,8 @@ def observations(records: list[Record], skipped: list[str]) -> list[str]:
 
 
 def write_results(out: Path, records: list[Record], command: str, notes: list[str], plan: Plan) -> None:
+    fast = "off (SSEGATE_FAST_PATHS=0)" if os.environ.get(FAST_PATHS_ENV) == "0" else "on"
+    notes = [*notes, f"ssegate's fast paths: {fast} (docs/performance.md)."]
     markdown = report.render_markdown(
         records, versions=targets.versions(), command=command, notes=notes, plan_text=plan_text(plan)
     )
@@ -194,8 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.quick() if args.quick else Plan()
     if args.reps is not None:
         plan = replace(plan, reps=args.reps)
+    if args.fast_paths == "off":
+        # The ssegate processes the bench starts inherit this environment (bench.procs).
+        os.environ[FAST_PATHS_ENV] = "0"
+    published = targets.REPO / "docs/benchmarks"
     out: Path = args.out or (
-        targets.BENCH_DIR / "out/quick" if args.quick else targets.REPO / "docs/benchmarks"
+        targets.BENCH_DIR / "out/quick"
+        if args.quick
+        else published / "fast-paths-off"
+        if args.fast_paths == "off"
+        else published
     )
     if args.from_raw is not None:
         records = [json.loads(line) for line in args.from_raw.read_text().splitlines() if line.strip()]

@@ -8,6 +8,7 @@ shapes and delivery, never timings.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from bench.workloads import step_up
 
-from bench import report, targets
+from bench import report, run, targets
 
 pytestmark = pytest.mark.skipif(not targets.ssegate_available(), reason="the ssegate server is not installed")
 
@@ -107,3 +108,15 @@ def test_a_search_goes_on_past_one_failing_step_and_stops_after_two() -> None:
 
     assert step_up(sorted(outcomes), passes) == [100, 200, 400]
     assert tried == [100, 200, 300, 400, 500, 600]  # 800 is never tried
+
+
+def test_bench_with_fast_paths_off_runs_ssegate_on_public_apis_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(run.FAST_PATHS_ENV, raising=False)  # restored after the test
+    raw = tmp_path / "empty.jsonl"
+    raw.write_text("")
+    assert run.main(["--fast-paths=off", "--from-raw", str(raw), "--out", str(tmp_path)]) == 0
+    # what the ssegate processes the bench starts inherit (bench.procs passes os.environ on)
+    assert os.environ[run.FAST_PATHS_ENV] == "0"
+    assert "ssegate's fast paths: off (SSEGATE_FAST_PATHS=0)" in (tmp_path / "results.md").read_text()
