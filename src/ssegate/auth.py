@@ -32,6 +32,9 @@ from dataclasses import dataclass
 
 import jwt
 
+from ssegate.errors import AuthConfigError as AuthConfigError
+from ssegate.errors import InvalidToken as InvalidToken
+
 SCOPES = frozenset({"generate", "publish", "subscribe", "metrics", "admin"})
 # Scopes that may carry a topic pattern after a colon.
 TOPIC_SCOPES = frozenset({"publish", "subscribe"})
@@ -42,19 +45,6 @@ DEFAULT_TOKEN_TTL = 300.0
 # Issued tokens round their expiry up to a whole second past a whole-second iat: at most 2 s more
 # than their ttl. Clocks of several processes may also differ by a little.
 _LIFETIME_SLACK = 5.0
-
-
-class AuthConfigError(ValueError):
-    """The API key configuration is malformed (reported at start-up, never at request time)."""
-
-
-class InvalidToken(Exception):
-    """A stream token that is malformed, forged or expired; ``code`` says which."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def hash_key(key: str) -> str:

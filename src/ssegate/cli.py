@@ -19,8 +19,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TextIO
 
 from ssegate import cli_config
-from ssegate.cli_config import DEFAULT_URL, ClientConfig, ConfigError
-from ssegate.errors import SSEGateError
+from ssegate.cli_config import DEFAULT_URL, ClientConfig
+from ssegate.errors import CommandError, SSEGateError
 
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130  # the shell's convention for "killed by SIGINT"
@@ -31,10 +31,6 @@ GENERATION_TERMINAL_EVENTS = frozenset({"done", "error"})
 # ``/v1/generations/<id>/events`` under any prefix a proxy may add, but not within a topic's name
 # (``/v1/topics/v1/generations/x/events``): the first ``/v1/`` of the path must start it.
 _GENERATION_EVENTS_PATH = re.compile(r"(?:(?!/v1/).)*/v1/generations/[^/]+/events/?")
-
-
-class CommandError(Exception):
-    """A failure to report in one line (the message) with exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stdout, flush=True)  # leave the shell prompt on a line of its own
         return EXIT_INTERRUPTED
-    except (SSEGateError, CommandError, ConfigError, OSError, ValueError) as exc:
+    except (SSEGateError, OSError, ValueError) as exc:
         print(f"ssegate: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILURE
 

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssegate.errors import ConfigError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_VARIABLE = "SSEGATE_URL"
 KEY_VARIABLE = "SSEGATE_API_KEY"
@@ -30,10 +32,6 @@ CONFIG_VARIABLE = "SSEGATE_CONFIG"
 CONFIG_KEYS = frozenset({"url", "api_key"})
 # A config file is a few lines; refuse something that clearly is not one before parsing it.
 _MAX_CONFIG_BYTES = 64 * 1024
-
-
-class ConfigError(Exception):
-    """The config file cannot be used; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ssegate.errors import SettingsError
 from ssegate.log.base import Retention
 
 
@@ -156,9 +157,9 @@ class Settings:
             default: Retention = getattr(cls(), f"{kind}_retention")
             values[f"{kind}_retention"] = _retention(env, kind.upper(), default)
         if values.get("upstream_spare_connections", 0) < 0:
-            raise ValueError("SSEGATE_UPSTREAM_SPARE_CONNECTIONS must be >= 0 (0: none)")
+            raise SettingsError("SSEGATE_UPSTREAM_SPARE_CONNECTIONS must be >= 0 (0: none)")
         if values.get("upstream_max_connections", 0) < 0:
-            raise ValueError(
+            raise SettingsError(
                 "SSEGATE_UPSTREAM_MAX_CONNECTIONS must be >= 0 (0: as many as SSEGATE_MAX_STREAMS_TOTAL)"
             )
         return cls(**values)
@@ -172,7 +173,7 @@ def _retention(env: Mapping[str, str], kind: str, default: Retention) -> Retenti
     if (raw := env.get(f"SSEGATE_{kind}_MAX_AGE")) is not None:
         max_age = _convert(f"{kind}_max_age".lower(), "float", raw)
     if max_events < 1 or max_age <= 0:
-        raise ValueError(f"SSEGATE_{kind}_MAX_EVENTS must be >= 1 and SSEGATE_{kind}_MAX_AGE > 0")
+        raise SettingsError(f"SSEGATE_{kind}_MAX_EVENTS must be >= 1 and SSEGATE_{kind}_MAX_AGE > 0")
     return Retention(max_events, max_age)
 
 
@@ -183,12 +184,12 @@ def _convert(name: str, annotation: Any, raw: str) -> Any:
             return True
         if raw.strip().lower() in ("", "0", "false", "no", "off"):
             return False
-        raise ValueError(f"SSEGATE_{name.upper()}={raw!r} is not a boolean (use 1 or 0)")
+        raise SettingsError(f"SSEGATE_{name.upper()}={raw!r} is not a boolean (use 1 or 0)")
     try:
         if kind.startswith("int"):
             return int(raw)
         if kind.startswith("float"):
             return float(raw)
     except ValueError:
-        raise ValueError(f"SSEGATE_{name.upper()}={raw!r} is not a number") from None
+        raise SettingsError(f"SSEGATE_{name.upper()}={raw!r} is not a number") from None
     return raw or None

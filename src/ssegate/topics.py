@@ -49,7 +49,7 @@ from typing import Any
 
 from ssegate.codec.encoder import KEEPALIVE, encode_event
 from ssegate.codec.events import Event
-from ssegate.errors import StreamExists, StreamNotFound
+from ssegate.errors import ReservedEventType, StreamExists, StreamNotFound, TopicInputError
 from ssegate.log.base import (
     EventLog,
     Handoff,
@@ -100,19 +100,6 @@ _STREAM_PREFIX = "topic:"
 # Positions a stream's log can never have made: resuming from them makes the log say why (reset).
 _FOREIGN_EPOCH_CURSOR = "x:0"
 _UNKNOWN_CURSOR = "?"
-
-
-class TopicInputError(ValueError):
-    """A topic name, event type, key or value that cannot be published or subscribed to."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class ReservedEventType(TopicInputError):
-    """An event type that ssegate or its clients give a meaning of their own (400 over HTTP)."""
 
 
 # -- validation ----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ssegate.errors import GapError as GapError
 from ssegate.log.base import LogEntry, format_id, parse_id
 
 # (SSE event name or None for unnamed, data). ``data`` is one line (compact JSON or ``[DONE]``).
@@ -122,13 +123,6 @@ class EncodedStream:
         self.frames.append(framed)
         self.last_id = entry.id
         return framed
-
-
-class GapError(Exception):
-    """An entry arrived past the next one to encode (history trimmed): the encoder's state is lost."""
-
-    def __init__(self, seq: int, expected: int) -> None:
-        super().__init__(f"log entry {seq} arrived while {expected} was the next to encode")
 
 
 class EncodedStreams:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ssegate.errors import SettingsError
 from ssegate.log.base import EventLog, LogEntry, ReadResult, Retention
 from ssegate.log.memory import MemoryEventLog
 
@@ -17,4 +18,4 @@ def open_event_log(url: str | None) -> EventLog:
         from ssegate.log.redis import RedisEventLog
 
         return RedisEventLog(url)
-    raise ValueError(f"unknown event log URL {url!r}: use 'memory' or 'redis://host:port/db'")
+    raise SettingsError(f"unknown event log URL {url!r}: use 'memory' or 'redis://host:port/db'")

@@ -29,7 +29,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ssegate.errors import SSEGateError
+# Defined with every other error (ssegate.errors); named here too, where the adapters look for them.
+from ssegate.errors import ConfigurationError as ConfigurationError
+from ssegate.errors import UpstreamError as UpstreamError
 
 # The request model lives in ssegate.request; adapters have always imported it from here.
 from ssegate.request import GenerationRequest as GenerationRequest
@@ -114,25 +116,6 @@ ProviderEvent = (
     | ModelInfo
     | WireEvent
 )
-
-
-class UpstreamError(SSEGateError):
-    """The provider failed; ``code`` is one of the table in this module's docstring."""
-
-    status_code = 502
-
-    def __init__(self, code: str, message: str, *, retryable: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-
-
-class ConfigurationError(SSEGateError):
-    """The provider cannot run as configured (e.g. no API key); answered as 400 at request time."""
-
-    status_code = 400
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from starlette.types import Send
 
 from ssegate import _fast
-from ssegate._fast.live_socket import Transport, transport_under
+from ssegate._fast.live_socket import Transport, socket_under
 from ssegate.codec.encoder import KEEPALIVE
 from ssegate.errors import SSEGateError
 from ssegate.log.base import EventLog, Handoff, ListenableLog, LogEntry
@@ -63,17 +62,19 @@ class ChunkedSocket:
     reading on their own.
     """
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_transport", "wake")
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, wake: Callable[[], None] | None = None) -> None:
         self._transport = transport
+        # Makes the response's wait for the client's next message return (a wake-up, not a message).
+        self.wake = wake or _nothing
 
     @classmethod
     def under(cls, server_send: Send | None) -> ChunkedSocket | None:
         if not _fast.enabled(_fast.LIVE_SOCKET):
             return None
-        transport = transport_under(server_send)
-        return None if transport is None else cls(transport)
+        found = socket_under(server_send)
+        return None if found is None else cls(*found)
 
     @property
     def closing(self) -> bool:
@@ -88,26 +89,29 @@ class ChunkedSocket:
         return transport.get_write_buffer_size() <= SLOW_SOCKET_BYTES
 
 
+def _nothing() -> None:
+    pass
+
+
 def frame(chunk: bytes) -> bytes:
     """``chunk`` as one HTTP/1.1 chunk (what uvicorn writes for a body message)."""
     return b"%x\r\n%b\r\n" % (len(chunk), chunk)
 
 
 class Member:
-    """One viewer in a group, held by its response task while it waits for the client to hang up.
+    """One viewer in a group, held by its response while it waits for the client to hang up.
 
     The group sends it back with :meth:`detach`: ``resumed`` is then the id it has everything up to,
-    and its task is woken (cancelled with ``woken`` set) if it is waiting.
+    and its response is woken (``socket.wake``) if it is ``waiting``.
     """
 
-    __slots__ = ("bytes_at_join", "group", "resumed", "slow", "socket", "task", "woken")
+    __slots__ = ("bytes_at_join", "group", "resumed", "slow", "socket", "waiting")
 
-    def __init__(self, group: _Group, socket: ChunkedSocket, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, group: _Group, socket: ChunkedSocket, waiting: bool) -> None:
         self.group = group
         self.socket = socket
-        self.task = task
+        self.waiting = waiting
         self.slow = False  # sent back because its socket was backing up (not for a reset or the end)
-        self.woken = False
         self.resumed: str | None = None
         self.bytes_at_join = group.bytes_written
 
@@ -115,9 +119,9 @@ class Member:
         if self.resumed is not None:
             return
         self.resumed = after
-        if self.task is not None:
-            self.woken = True
-            self.task.cancel()
+        if self.waiting:
+            self.waiting = False
+            self.socket.wake()
 
     @property
     def bytes_sent(self) -> int:
@@ -141,12 +145,10 @@ class FanOut:
         self._owing: list[_Group] = []
         self._owing_handle: asyncio.Handle | None = None
 
-    def join(
-        self, handoff: Handoff, socket: ChunkedSocket, task: asyncio.Task[Any] | None = None
-    ) -> Member | None:
-        """Add a caught-up viewer (``task``: the one to wake when it is sent back); ``None`` if the
-        stream's group is elsewhere in the log (the viewer then reads on its own and offers itself
-        again later)."""
+    def join(self, handoff: Handoff, socket: ChunkedSocket, *, waiting: bool = False) -> Member | None:
+        """Add a caught-up viewer (``waiting``: a response waits on it, to wake through its socket
+        when it is sent back); ``None`` if the stream's group is elsewhere in the log (the viewer
+        then reads on its own and offers itself again later)."""
         group = self._groups.get(handoff.stream)
         if group is None:
             group = self._groups[handoff.stream] = _Group(self, handoff.stream, handoff.after)
@@ -155,7 +157,7 @@ class FanOut:
         else:
             # The viewer read the owed entries from the log itself: out to the others first.
             group.pay()
-        member = Member(group, socket, task)
+        member = Member(group, socket, waiting)
         group.members.add(member)
         self._metrics.live_viewers += 1
         return member
@@ -166,7 +168,7 @@ class FanOut:
         group.members.discard(member)
         group.write_pending_to(member)  # before it resumes after this batch on its own
         self._metrics.live_viewers -= 1
-        member.task = None  # leaving by itself: nothing to wake
+        member.waiting = False  # leaving by itself: nothing to wake
         member.detach(group.after)
         if not group.members:
             group.stop()

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Sequence
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ssegate.codec.encoder import KEEPALIVE, encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
@@ -114,16 +113,22 @@ class EventStreamResponse:
     Headers, an opening comment and ``retry:`` are flushed at once so proxies and browsers see
     the stream open before the first event. When the source offers a :class:`Handoff` and the
     socket allows it, the viewer joins the stream's live ``fanout`` group until the group sends
-    it back (see :mod:`ssegate.server.fanout`). A client disconnect cancels the chunk source at
-    once (its ``finally`` blocks run: viewer counts drop, nothing is left running). With a
-    ``ticket`` (see :mod:`ssegate.server.limits`) the server may end the stream itself: at the
-    ticket's deadline or on drain, the chunk source is cancelled the same way and the ticket's last
-    words are sent before a clean end, so the client resumes with ``Last-Event-ID``.
+    it back (see :mod:`ssegate.server.fanout`). A client disconnect stops the chunk source at once
+    (its ``finally`` blocks run: viewer counts drop, nothing is left running). With a ``ticket``
+    (see :mod:`ssegate.server.limits`) the server may end the stream itself: at the ticket's
+    deadline or on drain the chunk source is stopped the same way and the ticket's last words are
+    sent before a clean end, so the client resumes with ``Last-Event-ID``.
+
+    The parts signal each other with futures and events, never by cancelling the response's own
+    task: while the source is read (in a task of its own, ``relay``), the response waits for the
+    first of that task's end, the hang-up watcher's, and :attr:`ended` (the ticket's stop);
+    while the viewer rides the fan-out, the response itself waits for the client's next message,
+    and the group (or the ticket) wakes it through the socket's request event.
     """
 
     # Slots, and the per-call state on the response instead of in closures: a held connection
     # keeps this object for hours, and each closure (function plus cells) was ~0.2 KiB of it.
-    __slots__ = ("chunks", "disconnected", "fanout", "final", "head", "last_words", "task", "ticket")
+    __slots__ = ("chunks", "disconnected", "ended", "fanout", "final", "head", "last_words", "ticket", "wake")
 
     def __init__(
         self,
@@ -148,31 +153,54 @@ class EventStreamResponse:
         # What to send instead of the ticket's last words when the server ends the stream (a
         # dialect's own error event: a vendor SDK reads neither ``retry:`` nor ssegate's events).
         self.final = final
-        self.task: asyncio.Task[Any] | None = None
         # A plain flag, not an asyncio.Event: nothing awaits it, and an idle connection is mostly
         # its small objects (an Event's deque alone is ~0.6 KiB).
         self.disconnected = False
         # Set when the server itself ends the stream (deadline, drain): the last bytes to send.
         self.last_words: list[bytes] = []
+        # How a stop reaches the response: resolved while the source is read; the socket's wake-up
+        # while the viewer rides the fan-out.
+        self.ended: asyncio.Future[None] | None = None
+        self.wake: Callable[[], None] | None = None
 
     def _stop(self, final: bytes) -> None:
-        """The ticket ends the stream (deadline, drain): cancel the sender, which sends ``final``."""
-        if not self.last_words and not self.disconnected and self.task is not None:
-            self.last_words.append(final if self.final is None else self.final)
-            self.task.cancel()
+        """The ticket ends the stream (deadline, drain): the response sends ``final`` and ends."""
+        if self.last_words or self.disconnected:
+            return
+        self.last_words.append(final if self.final is None else self.final)
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_result(None)
+        if self.wake is not None:
+            self.wake()
 
-    async def _watch_disconnect(self, receive: Receive) -> None:
+    async def _hang_up(self, receive: Receive) -> None:
+        """Returns when the client hangs up."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected = True
+
+    async def _relay(self, reply: str | None, send: Send, live: bool) -> Handoff | None:
+        """Send the source's bytes until it offers a hand-off to the fan-out (``live``: the socket
+        can take one), returned; at the source's end, the end of the body (in the same turn as
+        its last bytes), and ``None``."""
+        ticket = self.ticket
         while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                if self.task is not None:
-                    self.task.cancel()
-                return
+            try:
+                item = await self.chunks.asend(reply)
+            except StopAsyncIteration:
+                self.last_words[:] = [b""]  # nothing may stop the stream any more
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return None
+            reply = None
+            if isinstance(item, Handoff):
+                if live:
+                    return item
+                continue
+            await send({"type": "http.response.body", "body": item, "more_body": True})
+            if ticket is not None:
+                ticket.sent(item)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = self.task = asyncio.current_task()
-        assert task is not None
         assert self.head is not None, "an EventStreamResponse is sent once"
         ticket = self.ticket
         headers, opening = self.head
@@ -182,79 +210,75 @@ class EventStreamResponse:
         del headers, opening
         fanout = self.fanout
         socket = ChunkedSocket.under(scope.get(SERVER_SEND)) if fanout is not None else None
-        watcher: asyncio.Task[None] | None = asyncio.create_task(self._watch_disconnect(receive))
+        loop = asyncio.get_running_loop()
+        watcher: asyncio.Task[None] | None = loop.create_task(self._hang_up(receive))
+        relay: asyncio.Task[Handoff | None] | None = None
+        finished = False  # the source ended: nothing may stop the stream any more
         try:
             if ticket is not None:
                 ticket.attach(self._stop)
             reply: str | None = None
-            while True:
-                try:
-                    item = await self.chunks.asend(reply)
-                except StopAsyncIteration:
+            while not (self.disconnected or self.last_words):
+                relay = loop.create_task(self._relay(reply, send, socket is not None))
+                self.ended = loop.create_future()
+                if watcher is None:
+                    watcher = loop.create_task(self._hang_up(receive))
+                await asyncio.wait((relay, watcher, self.ended), return_when=asyncio.FIRST_COMPLETED)
+                self.ended = None  # held by nothing else: an idle subscriber keeps no future for it
+                if not relay.done():
+                    # the client left (or its connection failed), or the ticket ended the stream
+                    self.disconnected = self.disconnected or watcher.done()
                     break
-                reply = None
-                if isinstance(item, Handoff):
-                    if socket is None:
-                        continue
-                    assert fanout is not None
-                    # Live: ride the stream's fan-out group until it sends this viewer back.
-                    # Meanwhile this task itself waits on ``receive`` for the hang-up (no watcher
-                    # task, ~1 KiB, per idle subscriber); the group wakes it by cancelling it
-                    # (Member.detach), a cancel told apart from others by ``member.woken``. Sent
-                    # back for a slow socket, the viewer waits for it to drain and rejoins if the
-                    # group is still where it left it; otherwise (a reset, the end, a group that
-                    # moved on) the chunk source takes over from ``reply``. Inline rather than a
-                    # method: one coroutine frame (~0.3 KiB) less on every idle subscriber.
-                    if watcher is not None:
-                        watcher.cancel()
-                        watcher = None  # a finished task still holds its memory
-                    while (member := fanout.join(item, socket, task)) is not None:
-                        try:
-                            while member.resumed is None and not self.disconnected:
-                                self.disconnected = (await receive())["type"] == "http.disconnect"
-                        except asyncio.CancelledError:
-                            if not member.woken or task.uncancel() > 0:
-                                raise  # not (only) the group's wake-up
-                        finally:
-                            fanout.leave(member)
-                            scope[LIVE_BYTES] = scope.get(LIVE_BYTES, 0) + member.bytes_sent
-                        reply = member.resumed
-                        if self.disconnected or not member.slow:
-                            break
-                        # An empty body message writes nothing but waits for flow control.
-                        await send({"type": "http.response.body", "body": b"", "more_body": True})
-                        assert reply is not None
-                        item = Handoff(item.stream, reply)
-                    if self.disconnected:
-                        break
-                    watcher = asyncio.create_task(self._watch_disconnect(receive))
-                    continue
-                await send({"type": "http.response.body", "body": item, "more_body": True})
-                if ticket is not None:
-                    ticket.sent(item)
-            self.last_words.append(b"")  # the source ended: nothing may stop the stream any more
-            if watcher is not None:
+                handoff = relay.result()  # raises what sending raised
+                relay = None
+                if handoff is None:
+                    finished = True
+                    break
+                assert fanout is not None
+                assert socket is not None
+                # Live: ride the stream's fan-out group until it sends this viewer back.
+                # Meanwhile this task itself waits on ``receive`` for the hang-up (no watcher task,
+                # ~1 KiB, per idle subscriber); the group, or the ticket, wakes it by setting the
+                # socket's request event (``socket.wake``). Sent back for a slow socket, the viewer
+                # waits for it to drain and rejoins if the group is still where it left it;
+                # otherwise (a reset, the end, a group that moved on) the chunk source takes over
+                # from ``reply``. Inline rather than a method: one coroutine frame (~0.3 KiB) less
+                # on every idle subscriber.
                 watcher.cancel()
-            if not self.disconnected:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if self.disconnected:
-                task.uncancel()  # the client left: a normal end for the server, not an error
-            elif self.last_words and self.last_words[0]:
-                task.uncancel()
+                watcher = None  # a finished task still holds its memory
+                self.wake = socket.wake
+                reply = None
+                while not self.last_words and (member := fanout.join(handoff, socket, waiting=True)):
+                    try:
+                        while member.resumed is None and not (self.disconnected or self.last_words):
+                            self.disconnected = (await receive())["type"] == "http.disconnect"
+                    finally:
+                        fanout.leave(member)
+                        scope[LIVE_BYTES] = scope.get(LIVE_BYTES, 0) + member.bytes_sent
+                    reply = member.resumed
+                    if self.disconnected or not member.slow:
+                        break
+                    # An empty body message writes nothing but waits for flow control.
+                    await send({"type": "http.response.body", "body": b"", "more_body": True})
+                    assert reply is not None
+                    handoff = Handoff(handoff.stream, reply)
+                self.wake = None
+            if not (finished or self.disconnected) and self.last_words:
                 await self._end_with(send, self.last_words[0])
-            else:
-                raise
         except OSError:
             pass  # the socket died under us; same as a disconnect
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            self.wake = None
+            # The tasks this response started end with it (a cancel of one's own child, awaited).
+            children = [task for task in (relay, watcher) if task is not None and not task.done()]
+            for task in children:
+                task.cancel()
+            if children:
+                await asyncio.wait(children)
             if ticket is not None:
                 ticket.close()
             with contextlib.suppress(Exception):
                 await self.chunks.aclose()
-            self.task = None  # no reference cycle through the finished task
 
     @staticmethod
     async def _end_with(send: Send, final: bytes) -> None:
