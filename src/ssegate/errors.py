@@ -23,6 +23,7 @@
      ├── InvalidToken                   a stream token that is malformed, forged or expired
      ├── ProviderError                  an LLM provider could not answer
      │    ├── UpstreamError             the upstream failed or refused (carries a stable code)
+     │    │    └── ProducerError        an app's own producer ends its generation with an error
      │    └── ConfigurationError        a provider cannot run as configured (no API key, say)
      ├── SettingsError                  (ValueError) a setting (an SSEGATE_* variable) is malformed
      │    └── AuthConfigError           the API key configuration is malformed
@@ -204,6 +205,13 @@ class UpstreamError(ProviderError):
         self.message = message
         self.retryable = retryable
         self.status = status
+
+
+class ProducerError(UpstreamError):
+    """An app's own producer ends its generation with ``error {code, message, retryable}``."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(code, message, retryable=retryable)
 
 
 class ConfigurationError(ProviderError):

@@ -38,6 +38,7 @@ from typing import Any, TypeAlias, cast
 
 import orjson
 
+from ssegate.errors import ProducerError as ProducerError  # one tree for every error
 from ssegate.gateway import CURRENT_GENERATION, Gateway, GenerationInfo
 from ssegate.providers.base import (
     Finished,
@@ -114,13 +115,6 @@ class Finish:
 
 
 Event: TypeAlias = Text | Thinking | ToolCall | Status | Data | Usage | Finish
-
-
-class ProducerError(UpstreamError):
-    """End the generation with ``error {code, message, retryable}``, as the producer says."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(code, message, retryable=retryable)
 
 
 @dataclass(frozen=True, slots=True)
