@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -30,7 +29,6 @@ from ssegate.providers.base import (
 from tests.fakes._upstream import Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic, ToolUse
 from tests.providers.helpers import answers_in_a_row, ask, collect, of_type, open_stream, text_of
-from tests.support.servers import free_port
 
 API_KEY = "sk-ant-test-key"
 
@@ -199,139 +197,6 @@ async def test_anthropic_unknown_error_event_is_a_final_upstream_error(
 
     assert error is not None
     assert (error.code, error.retryable) == ("upstream_error", False)
-
-
-# With a retry, the refused first attempt (sent directly, see providers._direct) is retried by the SDK.
-@pytest.mark.parametrize("retries", [0, 1])
-async def test_anthropic_connection_refused_is_unavailable(retries: int) -> None:
-    config = anthropic_config(f"http://127.0.0.1:{free_port()}", max_retries=retries)
-    provider = build_provider("anthropic", config)
-    try:
-        events, error = await collect(open_stream(provider, ask("hi")))
-    finally:
-        await provider.aclose()
-
-    assert events == []
-    assert error is not None
-    assert (error.code, error.retryable) == ("upstream_unavailable", True)
-
-
-async def test_anthropic_stalled_upstream_times_out_and_is_closed(fake_anthropic: FakeAnthropic) -> None:
-    fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=1)))
-    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, idle_timeout=0.3))
-    try:
-        events, error = await collect(open_stream(provider, ask("hi")))
-    finally:
-        await provider.aclose()
-
-    assert text_of(events) == "Hello"
-    assert error is not None
-    assert (error.code, error.retryable) == ("upstream_timeout", True)
-    await fake_anthropic.client_closed_early.wait()
-
-
-async def test_anthropic_idle_timer_ignores_time_the_consumer_spends(fake_anthropic: FakeAnthropic) -> None:
-    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url, idle_timeout=0.2))
-    events = []
-    try:
-        async for event in open_stream(provider, ask("hi")):
-            events.append(event)
-            if len(events) <= 2:  # hold events longer than the idle timeout: a slow consumer
-                await asyncio.sleep(0.3)  # the behaviour under test, not synchronisation
-    finally:
-        await provider.aclose()
-
-    assert events[-1] == Finished("stop", provider.info.default_model)
-
-
-async def test_anthropic_dropped_connection_is_disconnected(
-    provider: Provider, fake_anthropic: FakeAnthropic
-) -> None:
-    fake_anthropic.then(AnthropicScript(faults=Faults(drop_after=2)))
-
-    events, error = await collect(open_stream(provider, ask("hi")))
-
-    assert text_of(events) == "Hello, world"
-    assert error is not None
-    assert (error.code, error.retryable) == ("upstream_disconnected", True)
-
-
-async def test_anthropic_body_ending_without_message_stop_is_disconnected(
-    provider: Provider, fake_anthropic: FakeAnthropic
-) -> None:
-    fake_anthropic.then(AnthropicScript(faults=Faults(end_after=1)))
-
-    events, error = await collect(open_stream(provider, ask("hi")))
-
-    assert text_of(events) == "Hello"
-    assert error is not None
-    assert error.code == "upstream_disconnected"
-    assert not any(isinstance(e, Finished) for e in events)
-
-
-async def test_anthropic_aclose_mid_stream_closes_the_upstream_connection(
-    provider: Provider, fake_anthropic: FakeAnthropic
-) -> None:
-    fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=2)))
-    stream = open_stream(provider, ask("hi"))
-    received: list[str] = []
-    async for event in stream:
-        if isinstance(event, TextDelta):
-            received.append(event.text)
-            if len(received) == 2:
-                break
-    await stream.aclose()  # type: ignore[attr-defined]
-
-    await fake_anthropic.client_closed_early.wait()
-    assert received == ["Hello", ", world"]
-    assert fake_anthropic.completed == 0
-
-
-async def test_anthropic_cancelling_the_consumer_closes_the_upstream_connection(
-    provider: Provider, fake_anthropic: FakeAnthropic
-) -> None:
-    fake_anthropic.then(AnthropicScript(faults=Faults(stall_after=1)))
-    first_text = asyncio.Event()
-
-    async def consume() -> None:
-        async for event in open_stream(provider, ask("hi")):
-            if isinstance(event, TextDelta):
-                first_text.set()
-
-    task = asyncio.create_task(consume())
-    await first_text.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-    await fake_anthropic.client_closed_early.wait()
-    assert fake_anthropic.completed == 0
-
-
-async def test_anthropic_many_deltas_split_across_reads_arrive_whole(fake_anthropic: FakeAnthropic) -> None:
-    words = tuple(f" w{n}" for n in range(300))
-    fake_anthropic.then(AnthropicScript(text=words))
-    provider = build_provider("anthropic", anthropic_config(fake_anthropic.url))
-    try:
-        events, error = await collect(open_stream(provider, ask("long")))
-    finally:
-        await provider.aclose()
-
-    assert error is None
-    assert text_of(events) == "".join(words)
-
-
-async def test_anthropic_gzip_compressed_stream_is_decoded(
-    provider: Provider, fake_anthropic: FakeAnthropic
-) -> None:
-    # A proxy may compress the event stream; the fast raw read must not hand over gzip bytes.
-    fake_anthropic.then(AnthropicScript(faults=Faults(gzip=True)))
-
-    events, error = await collect(open_stream(provider, ask("hi")))
-
-    assert error is None
-    assert text_of(events) == "Hello, world!"
-    assert events[-1] == Finished("stop", provider.info.default_model)
 
 
 @pytest.mark.fast_paths(_fast.BODY_PUSH)
