@@ -290,6 +290,53 @@ async def test_ten_thousand_quick_events_all_arrive_and_memory_returns() -> None
         assert after - before < 64 * 1024, f"{after - before} bytes stayed after the generation ended"
 
 
+async def run_to_its_end(client: httpx.AsyncClient, kind: str) -> tuple[str, str]:
+    """One generation of ``kind`` run to its end the way its test does: ``(id, terminal event)``."""
+    if kind == "stuck":  # never yields: cancelled while a viewer waits
+        created = (await client.post("/v1/generations", json=ask("stuck"))).json()
+        viewer = asyncio.create_task(read_stream(client, "GET", created["events_url"]))
+        await asyncio.wait_for(PROBE.started.wait(), _WAIT)
+        await client.post(created["cancel_url"])
+        got = await asyncio.wait_for(viewer, _WAIT)
+        return created["id"], got.types[-1]
+    if kind == "slow":  # three viewers, each faster than the producer
+        created = (await client.post("/v1/generations", json=ask("slow"))).json()
+        views = await asyncio.gather(*(read_stream(client, "GET", created["events_url"]) for _ in range(3)))
+        assert len({v.types[-1] for v in views}) == 1
+        return created["id"], views[0].types[-1]
+    got = await generate(client, kind)
+    return got.headers["x-generation-id"], got.types[-1]
+
+
+@pytest.mark.parametrize(("kind", "terminal"), [("broken", "error"), ("stuck", "done"), ("slow", "done")])
+async def test_memory_returns_after_each_kind_of_producer(kind: str, terminal: str) -> None:
+    async with server() as (app, client):
+        gateway = gateway_of(app)
+        for _ in range(2):  # warm up, as above
+            generation_id, _ = await run_to_its_end(client, kind)
+            await gateway.log.expire(stream_key(generation_id), 0)
+            PROBE.started.clear()
+        gc.collect()
+        idle_tasks = len(asyncio.all_tasks())
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            generation_id, ended_with = await run_to_its_end(client, kind)
+            await gateway.log.expire(stream_key(generation_id), 0)
+            await _no_producer_left(app)
+            await _tasks_back_to(idle_tasks)
+            for _ in range(100):
+                gc.collect()
+                after = tracemalloc.get_traced_memory()[0]
+                if after - before < 32 * 1024:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            tracemalloc.stop()
+        assert ended_with == terminal
+        assert after - before < 32 * 1024, f"{after - before} bytes stayed after a {kind!r} generation"
+
+
 async def test_a_producer_slower_than_its_viewers() -> None:
     async with server() as (_, client):
         created = (await client.post("/v1/generations", json=ask("slow"))).json()

@@ -12,7 +12,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -177,30 +176,48 @@ async def test_cancelled_from_another_process_the_hook_runs_there_once(redis_url
 
 
 async def test_a_killed_producer_is_finished_once_by_the_process_that_notices(redis_url: str) -> None:
+    """Two other processes watch it; both notice the lease expire; exactly one ends it and calls
+    its hook (the log's atomic terminal append decides which)."""
     receiver = Receiver()
-    hooked: list[FinishedGeneration] = []
+    hooked: list[list[FinishedGeneration]] = [[], []]
     async with receiver.serving() as hook_url:
         async with (
             agent_process(redis_url, hook_url) as agent,
-            serve_asgi(viewer_app(redis_url, hooked, hook_url)) as viewer_url,
+            serve_asgi(viewer_app(redis_url, hooked[0], hook_url)) as first_url,
+            serve_asgi(viewer_app(redis_url, hooked[1], hook_url)) as second_url,
             httpx.AsyncClient(base_url=agent.url, timeout=10) as producing,
-            httpx.AsyncClient(base_url=viewer_url, timeout=10) as viewing,
         ):
             created = (await producing.post("/sse/v1/generations", json=FOREVER)).json()
-            async with viewing.stream("GET", created["events_url"]) as response:
-                seen: list[Any] = []
-                async for item in iter_stream(response):
-                    if isinstance(item, Event):
-                        seen.append(item)
-                        if len(seen) == 5:
-                            agent.kill()  # SIGKILL: no cleanup, no hook in that process
-                        if item.event in ("done", "error"):
-                            break
-            assert seen[-1].event == "error"
-            assert json.loads(seen[-1].data)["code"] == "upstream_lost"
+            watching = [asyncio.Event(), asyncio.Event()]
+
+            async def watch(url: str, index: int) -> list[Event]:
+                seen: list[Event] = []
+                async with (
+                    httpx.AsyncClient(base_url=url, timeout=10) as client,
+                    client.stream("GET", created["events_url"]) as response,
+                ):
+                    async for item in iter_stream(response):
+                        if isinstance(item, Event):
+                            seen.append(item)
+                            if len(seen) == 5:
+                                watching[index].set()
+                            if item.event in ("done", "error"):
+                                break
+                return seen
+
+            viewers = [asyncio.create_task(watch(url, i)) for i, url in enumerate((first_url, second_url))]
+            await asyncio.wait_for(asyncio.gather(*(w.wait() for w in watching)), 10)
+            agent.kill()  # SIGKILL: no cleanup, no hook in that process
+            endings = await asyncio.wait_for(asyncio.gather(*viewers), 15)
+            for seen in endings:
+                assert seen[-1].event == "error"
+                assert json.loads(seen[-1].data)["code"] == "upstream_lost"
+            assert endings[0][-1].id == endings[1][-1].id  # one terminal event, seen by both
             await asyncio.wait_for(receiver.arrived.wait(), 10)
-        assert len(hooked) == 1
-        finished = hooked[0]
+        # Both viewer processes have stopped: their pending hooks ran (or never existed).
+        finished_all = hooked[0] + hooked[1]
+        assert len(finished_all) == 1
+        finished = finished_all[0]
         assert finished.id == created["id"]
         assert finished.state == "error"
         assert finished.error is not None
