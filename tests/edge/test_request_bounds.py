@@ -223,3 +223,32 @@ async def test_ssegate_serve_takes_the_bounds_as_flags(fast_paths: str) -> None:
     assert slow[0] == 408
     assert elapsed < 5
     assert big[0] == 431
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):  # the high-water mark: what the process ever held
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("fast_paths", ["1", "0"])
+async def test_ssegate_serve_memory_stays_flat_under_a_100_mb_header(fast_paths: str) -> None:
+    chunk = b"a" * (1 << 20)
+    async with serving({_fast.ENV: fast_paths}) as server:
+        before = await asyncio.to_thread(_peak_rss_kib, server.pid)
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+        for _ in range(100):
+            try:
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), _WAIT)
+            except (ConnectionError, BrokenPipeError):
+                break
+        writer.close()
+        after = await asyncio.to_thread(_peak_rss_kib, server.pid)
+        async with httpx.AsyncClient(timeout=_WAIT) as client:
+            assert (await client.get(f"http://127.0.0.1:{server.port}/healthz")).status_code == 200
+    # Before the bound: the whole header was read (issue 26: 179 -> 357 MB). Now a few MB at most.
+    assert after - before < 16 * 1024, (before, after)
