@@ -134,18 +134,23 @@ export class EventStream {
     this.lastEventId = options.lastEventId ?? "";
     /** @type {Response | null} the latest HTTP response (fetch transport) */
     this.response = null;
+    /** @private */
     this._controller = new AbortController();
+    /** @private */
     this._closedByUser = false;
-    /** @type {SSEEvent[]} events not yet taken by the iterator (kept only once one is asked for) */
+    /** @private @type {SSEEvent[]} events not yet taken by the iterator (kept only once one is asked for) */
     this._queue = [];
+    /** @private */
     this._iterated = false;
-    /** @type {((value: void) => void) | null} */
+    /** @private @type {((value: void) => void) | null} */
     this._wake = null;
-    /** @type {StreamResult | null} */
+    /** @private @type {StreamResult | null} */
     this._result = null;
-    /** @type {unknown} */
+    /** @private @type {unknown} */
     this._error = null;
+    /** @private */
     this._finished = false;
+    /** @private */
     this._resentAfterRefusal = false;
     const signal = options.signal;
     if (signal) {
@@ -203,33 +208,35 @@ export class EventStream {
     };
   }
 
+  /** @private */
   _finish() {
     this._finished = true;
     this._setState("closed");
     this._notify();
   }
 
+  /** @private */
   _notify() {
     const wake = this._wake;
     this._wake = null;
     if (wake) wake();
   }
 
-  /** @param {StreamState} state */
+  /** @private @param {StreamState} state */
   _setState(state) {
     if (this.state === state) return;
     this.state = state;
     this.options.onStateChange?.(state);
   }
 
-  /** @param {SSEEvent} event */
+  /** @private @param {SSEEvent} event */
   _deliver(event) {
     if (this._iterated) this._queue.push(event);
     this._notify();
     this.options.onEvent?.(event);
   }
 
-  /** @returns {Promise<StreamResult>} */
+  /** @private @returns {Promise<StreamResult>} */
   async _run() {
     const options = this.options;
     let retryMs = options.retryMs ?? 1000;
@@ -274,7 +281,7 @@ export class EventStream {
     }
   }
 
-  /** @returns {StreamResult} */
+  /** @private @returns {StreamResult} */
   _stopped() {
     return { reason: this._closedByUser ? "closed" : "aborted", lastEventId: this.lastEventId };
   }
@@ -285,6 +292,7 @@ export class EventStream {
    * @param {number} attempt
    * @param {(ms: number) => void} setRetry
    * @returns {Promise<ConnectionOutcome>}
+   * @private
    */
   async _readFetch(request, attempt, setRetry) {
     const options = this.options;
@@ -385,6 +393,7 @@ export class EventStream {
    * @param {number} status
    * @param {number | null} retryAfterMs
    * @returns {boolean}
+   * @private
    */
   _mayRetry(request, status, retryAfterMs) {
     if (!RETRYABLE_STATUS.has(status)) return false;
@@ -401,6 +410,7 @@ export class EventStream {
    * @param {string} url
    * @param {number} attempt
    * @returns {Promise<ConnectionOutcome>}
+   * @private
    */
   _readEventSource(url, attempt) {
     const options = this.options;

@@ -200,6 +200,9 @@ def test_js_package_tarball_holds_the_module_its_types_and_readme(installed: Ins
     declarations = (installed.module_dir / "types" / "ssegate.d.ts").read_text()
     for name in ("createGatewayClient", "openEventStream", "GenerationEvent", "isGenerationError"):
         assert name in declarations
+    # The stream's machinery is private to TypeScript users: not offered by their editor.
+    assert "private _controller;" in declarations
+    assert "private _readFetch;" in declarations
 
 
 async def test_js_package_is_the_file_the_chat_page_serves(installed: Installed) -> None:
