@@ -16,7 +16,7 @@ import httpx
 
 from tests.support.servers import free_port
 
-_START_TIMEOUT = 20.0
+_START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 5.0
 # A free port can be taken by another test between our probe and the server's bind: try again.
 _START_ATTEMPTS = 3
