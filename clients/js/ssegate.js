@@ -612,13 +612,14 @@ export const GENERATION_EVENT_TYPES = Object.freeze([
  * @typedef {{delta: string}} DeltaData  a piece of the answer (`text`) or of the reasoning (`thinking`)
  * @typedef {{phase: "start", id: string, name: string, index: number}
  *   | {phase: "delta", id: string, delta: string}
- *   | {phase: "end", id: string}} ToolCallData  `delta` is a piece of the arguments' JSON text
+ *   | {phase: "end", id: string, name: string, input: unknown}} ToolCallData  `delta` is a piece of
+ *   the arguments' JSON text; `end` carries the whole call (its name and its parsed arguments)
  * @typedef {{stage: string, model?: string, [field: string]: unknown}} StatusData
  * @typedef {{input_tokens: number | null, output_tokens: number | null}} UsageData
  * @typedef {{name: string, value: unknown}} DataData  anything else an app's own producer sends
  * @typedef {{reason: string}} ResetData  the resume point was lost; the stream starts over
  * @typedef {{finish_reason: string, usage?: UsageData, reason?: string}} DoneData
- *   finish_reason `stop`, `length`, `tool_calls`, `content_filter` or `cancelled` (then `reason`
+ *   finish_reason `stop`, `length`, `tool_use`, `content_filter` or `cancelled` (then `reason`
  *   `cancelled`, `abandoned` or `shutdown`)
  * @typedef {{code: string, message: string, retryable: boolean}} ErrorData
  *   the generation failed: the server's word, never a connection problem (see GenerationEvent)

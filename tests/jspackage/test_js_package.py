@@ -86,6 +86,7 @@ export async function read(prompt: string): Promise<string> {
   for await (const event of answer) {
     if (event.type === "text") text += event.data.delta;
     if (event.type === "tool_call" && event.data.phase === "start") text += event.data.name;
+    if (event.type === "tool_call" && event.data.phase === "end") text += JSON.stringify(event.data.input);
     if (isGenerationError(event)) throw new Error(`${event.data.code}: ${event.data.message}`);
   }
   return text;
