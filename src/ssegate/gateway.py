@@ -49,8 +49,10 @@ from ssegate.providers.base import (
     ModelInfo,
     Provider,
     ProviderEvent,
+    RedactedThinking,
     TextDelta,
     ThinkingDelta,
+    ThinkingSignature,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -749,6 +751,10 @@ class _WireMapper:
                 return []
             self.streamed += 1
             return [("thinking", {"delta": event.text})]
+        if isinstance(event, ThinkingSignature):
+            return [("thinking", {"signature": event.signature})]
+        if isinstance(event, RedactedThinking):
+            return [("thinking", {"redacted": event.data})]
         if isinstance(event, ToolCallStart):
             self._calls[event.id] = (event.name, [])
             return [

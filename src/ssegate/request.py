@@ -91,7 +91,23 @@ class ToolResultBlock:
         return "".join(block.text for block in self.content if isinstance(block, TextBlock))
 
 
-ContentBlock = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
+@dataclass(frozen=True, slots=True)
+class ThinkingBlock:
+    """An assistant's earlier thinking, with the provider's signature (sent back as it came, as
+    Anthropic requires in a tool loop with thinking on)."""
+
+    thinking: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedThinkingBlock:
+    """Thinking the provider sent encrypted, sent back as it came."""
+
+    data: str
+
+
+ContentBlock = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,11 +351,12 @@ def _message(item: Any, path: str) -> Message:
     return Message(role, blocks)
 
 
+_BLOCK_TYPES = ("text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking")
 # The blocks each role may carry.
 _BLOCKS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "system": ("text",),
     "user": ("text", "image"),
-    "assistant": ("text", "tool_use"),
+    "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
     "tool": ("tool_result",),
 }
 
@@ -349,8 +366,8 @@ def _block(value: Any, path: str, role: str) -> ContentBlock:
         raise invalid(path, f"must be a block object with a type, not {_type_name(value)}")
     kind = value.get("type")
     allowed = _BLOCKS_BY_ROLE[role]
-    if kind not in ("text", "image", "tool_use", "tool_result"):
-        raise invalid(f"{path}.type", f"must be one of text, image, tool_use, tool_result, not {kind!r}")
+    if kind not in _BLOCK_TYPES:
+        raise invalid(f"{path}.type", f"must be one of {', '.join(_BLOCK_TYPES)}, not {kind!r}")
     if kind not in allowed:
         raise invalid(f"{path}.type", f"a {role} message takes {' or '.join(allowed)} blocks, not {kind}")
     if kind == "text":
@@ -359,7 +376,20 @@ def _block(value: Any, path: str, role: str) -> ContentBlock:
         return _image(value, path)
     if kind == "tool_use":
         return _tool_use(value, path)
+    if kind == "thinking":
+        _only(value, path, ("type", "thinking", "signature"))
+        return ThinkingBlock(_string_field(value, path, "thinking"), _string_field(value, path, "signature"))
+    if kind == "redacted_thinking":
+        _only(value, path, ("type", "data"))
+        return RedactedThinkingBlock(_string_field(value, path, "data"))
     return _tool_result(value, path)
+
+
+def _string_field(value: dict[str, Any], path: str, name: str) -> str:
+    text = value.get(name)
+    if not isinstance(text, str):
+        raise invalid(f"{path}.{name}", f"must be a string, not {_type_name(text)}")
+    return text
 
 
 def _only(value: dict[str, Any], path: str, names: tuple[str, ...]) -> None:
@@ -646,8 +676,10 @@ __all__ = [
     "GenerationRequest",
     "ImageBlock",
     "Message",
+    "RedactedThinkingBlock",
     "TextBlock",
     "Thinking",
+    "ThinkingBlock",
     "Tool",
     "ToolChoice",
     "ToolResultBlock",

@@ -193,6 +193,21 @@ def messages_problem(body: dict[str, Any]) -> str | None:
                         base64.b64decode(source["data"], validate=True)
                     except ValueError:
                         return f"messages.{index}.content.{position}.source.data: invalid base64 data"
+    thinking_on = (body.get("thinking") or {}).get("type") == "enabled"
+    last_assistant = next((m for m in reversed(messages) if m.get("role") == "assistant"), None)
+    if thinking_on and last_assistant is not None and not isinstance(last_assistant["content"], str):
+        blocks = last_assistant["content"]
+        if any(b["type"] == "tool_use" for b in blocks) and blocks[0]["type"] not in (
+            "thinking",
+            "redacted_thinking",
+        ):
+            return (
+                f"Expected `thinking` or `redacted_thinking`, but found `{blocks[0]['type']}`. "
+                "When `thinking` is enabled, a final `assistant` message must start with a thinking block."
+            )
+        for block in blocks:
+            if block["type"] == "thinking" and not block.get("signature"):
+                return "thinking blocks must carry the signature they were sent with"
     if has_tool_blocks and not body.get("tools"):
         return "Requests which include `tool_use` or `tool_result` blocks must define tools."
     return None

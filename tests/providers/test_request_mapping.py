@@ -188,8 +188,16 @@ async def test_the_direct_path_sends_what_the_sdk_sends_for_a_full_request(vendo
     async with fake:
         if vendor == "anthropic":
             config = ProviderConfig(anthropic_api_key="sk-test", anthropic_base_url=fake.url, max_retries=0)
+            # With thinking on, the assistant's turn starts with its signed thinking (Anthropic's rule).
+            messages = full_body()["messages"]
+            messages[2]["content"].insert(0, {"type": "thinking", "thinking": "Hm.", "signature": "c2ln"})
+            messages[2]["content"].insert(1, {"type": "redacted_thinking", "data": "b3BhcXVl"})
             request = agent_request(
-                thinking={"budget_tokens": 1024}, tool_choice="auto", reasoning_effort="low"
+                max_tokens=2000,
+                thinking={"budget_tokens": 1024},
+                tool_choice="auto",
+                reasoning_effort="low",
+                messages=messages,
             )
         else:
             config = ProviderConfig(openai_api_key="sk-test", openai_base_url=f"{fake.url}/v1", max_retries=0)

@@ -16,8 +16,10 @@ from ssegate.request import (
     GenerationRequest,
     ImageBlock,
     Message,
+    RedactedThinkingBlock,
     TextBlock,
     Thinking,
+    ThinkingBlock,
     Tool,
     ToolChoice,
     ToolResultBlock,
@@ -382,3 +384,23 @@ def test_json_the_providers_cannot_send_is_a_400(body: str, field: str | None) -
     with pytest.raises(RequestError) as refused:
         parse_request(json.loads(body), max_tokens_limit=10)
     assert refused.value.extra["field"] == field
+
+
+def test_an_assistants_signed_thinking_is_carried_and_checked() -> None:
+    body = full_body()
+    body["messages"][2]["content"].insert(0, {"type": "thinking", "thinking": "Hm.", "signature": "sig=="})
+    body["messages"][2]["content"].insert(1, {"type": "redacted_thinking", "data": "opaque"})
+    request = parse_request(body, max_tokens_limit=4096)
+    assert request.messages[2].content[:2] == (ThinkingBlock("Hm.", "sig=="), RedactedThinkingBlock("opaque"))
+    for path, value in (("signature", 5), ("thinking", None), ("colour", "red")):
+        wrong = copy.deepcopy(body)
+        wrong["messages"][2]["content"][0][path] = value
+        with pytest.raises(RequestError) as refused:
+            parse_request(wrong, max_tokens_limit=4096)
+        assert refused.value.extra["field"] == f"messages[2].content[0].{path}"
+    # Only an assistant's turn carries thinking.
+    user = copy.deepcopy(body)
+    user["messages"][1]["content"].append({"type": "thinking", "thinking": "x", "signature": "y"})
+    with pytest.raises(RequestError) as refused:
+        parse_request(user, max_tokens_limit=4096)
+    assert refused.value.extra["field"] == "messages[1].content[3].type"

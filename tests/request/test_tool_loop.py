@@ -211,3 +211,53 @@ def test_the_demo_fills_arguments_that_fit_the_schema() -> None:
         "names": ["Book 9 business seats"],
         "note": "Book ",
     }
+
+
+@pytest.mark.parametrize("send_thinking_back", [True, False])
+async def test_an_anthropic_tool_loop_with_thinking_sends_the_signed_thinking_back(
+    ssegate_server: ServerFactory, send_thinking_back: bool
+) -> None:
+    parts = ('{"expression": ', '"6 * (3 + 4)"}')
+    async with FakeAnthropic() as fake:
+        fake.then(
+            AnthropicScript(
+                thinking=("Use the ", "calculator."), text=(), tool=ToolUse("toolu_01C", "calculator", parts)
+            ),
+            AnthropicScript(text=("42.",)),
+        )
+        settings = {"anthropic_api_key": "sk-test", "anthropic_base_url": fake.url, "upstream_max_retries": 0}
+        question = {"role": "user", "content": "What is 6 * (3 + 4)?"}
+        base = {
+            "provider": "anthropic",
+            "tools": [CALCULATOR],
+            "max_tokens": 2048,
+            "thinking": {"budget_tokens": 1024},
+        }
+        async with ssegate_server(**settings) as client:
+            first = await ask(client, {**base, "messages": [question]})
+            thinking = first.data("thinking")
+            text = "".join(d.get("delta", "") for d in thinking)
+            signatures = [d["signature"] for d in thinking if "signature" in d]
+            call = tool_calls(first)[0]
+            content: list[dict[str, Any]] = [
+                {"type": "tool_use", "id": call["id"], "name": call["name"], "input": call["input"]}
+            ]
+            if send_thinking_back:
+                content.insert(0, {"type": "thinking", "thinking": text, "signature": signatures[0]})
+            messages = [
+                question,
+                {"role": "assistant", "content": content},
+                {"role": "tool", "tool_use_id": call["id"], "content": "42"},
+            ]
+            second = await ask(client, {**base, "messages": messages})
+
+    assert text == "Use the calculator."
+    assert len(signatures) == 1
+    if send_thinking_back:
+        assert second.text == "42."
+        sent = fake.requests[-1].json()["messages"][1]["content"][0]
+        assert sent == {"type": "thinking", "thinking": "Use the calculator.", "signature": signatures[0]}
+    else:
+        # What the real API says when the signed thinking is left out, as an error event.
+        assert second.data("error")[0]["code"] == "upstream_bad_request"
+        assert "thinking" in second.data("error")[0]["message"]

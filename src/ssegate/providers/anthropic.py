@@ -33,8 +33,10 @@ from ssegate.providers.base import (
     GenerationRequest,
     ModelInfo,
     ProviderInfo,
+    RedactedThinking,
     TextDelta,
     ThinkingDelta,
+    ThinkingSignature,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -238,7 +240,9 @@ class _Answer:
             partial = delta.get("partial_json", "")
             if tool_id is not None and partial:
                 emit(ToolCallDelta(tool_id, partial))
-        # signature_delta, citations_delta: nothing a viewer reads
+        elif kind == "signature_delta" and delta.get("signature"):
+            emit(ThinkingSignature(delta["signature"]))
+        # citations_delta: nothing a viewer reads
 
     def _block_start(self, data: dict[str, Any], emit: Emit) -> None:
         block = data["content_block"]
@@ -253,6 +257,8 @@ class _Answer:
             emit(TextDelta(block["text"]))
         elif kind == "thinking" and block.get("thinking"):
             emit(ThinkingDelta(block["thinking"]))
+        elif kind == "redacted_thinking" and block.get("data"):
+            emit(RedactedThinking(block["data"]))
 
     def _message_start(self, message: dict[str, Any], emit: Emit) -> None:
         self.model = message.get("model")

@@ -18,7 +18,9 @@ from ssegate.request import (
     ContentBlock,
     GenerationRequest,
     ImageBlock,
+    RedactedThinkingBlock,
     TextBlock,
+    ThinkingBlock,
     ToolUseBlock,
     unsupported,
 )
@@ -132,6 +134,10 @@ def _block(block: ContentBlock) -> dict[str, Any]:
         return _image(block)
     if isinstance(block, ToolUseBlock):
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": dict(block.input)}
+    if isinstance(block, ThinkingBlock):
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    if isinstance(block, RedactedThinkingBlock):
+        return {"type": "redacted_thinking", "data": block.data}
     result: dict[str, Any] = {"type": "tool_result", "tool_use_id": block.tool_use_id}
     result["content"] = (
         block.content if isinstance(block.content, str) else [_block(item) for item in block.content]

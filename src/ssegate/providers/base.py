@@ -53,6 +53,21 @@ class ThinkingDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingSignature:
+    """The signature that closes a thinking block (Anthropic): a client sends it back with the
+    thinking when it continues a tool loop with thinking on."""
+
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedThinking:
+    """Thinking the provider sent encrypted (Anthropic's ``redacted_thinking``), to be sent back as is."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStart:
     id: str
     name: str
@@ -108,6 +123,8 @@ class WireEvent:
 ProviderEvent = (
     TextDelta
     | ThinkingDelta
+    | ThinkingSignature
+    | RedactedThinking
     | ToolCallStart
     | ToolCallDelta
     | ToolCallEnd

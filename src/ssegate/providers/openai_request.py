@@ -6,7 +6,8 @@ order (``model``, ``stream``, ``messages``, then alphabetical), so both paths se
 
 Mapping: ``system`` -> a first system message; an assistant's ``tool_use`` blocks ->
 ``tool_calls`` (arguments as a JSON string); each ``tool_result`` -> a ``tool`` message (OpenAI has
-no error flag: an error result's text is sent as ``Error: <text>``); images -> ``image_url`` parts
+no error flag: an error result's text is sent as ``Error: <text>``); an assistant's
+``thinking`` blocks (another vendor's signed artefacts) are left out; images -> ``image_url`` parts
 (inline ones as ``data:`` URLs); ``tool_choice`` any -> ``required``, a named tool -> a
 ``function`` choice; ``metadata`` stays in the gateway.
 """

@@ -50,6 +50,8 @@ import { isPageTool, PAGE_TOOLS, runPageTool } from "./tools.js";
  * @property {TurnState} state
  * @property {string} text       the raw text exactly as the server sent it
  * @property {string} thinking
+ * @property {string} [thinkingSignature]  what signed the thinking (sent back with tool results)
+ * @property {string[]} [redactedThinking]
  * @property {ToolCall[]} tools
  * @property {string} model
  * @property {{title: string, detail: string} | null} error
@@ -211,6 +213,8 @@ function clearReceived(/** @type {AssistantTurn} */ turn) {
   Object.assign(turn, {
     text: "",
     thinking: "",
+    thinkingSignature: undefined,
+    redactedThinking: undefined,
     tools: [],
     error: null,
     finishReason: "",
@@ -544,6 +548,10 @@ function apply(turn, event) {
       noteToken(turn);
       break;
     case "thinking":
+      if (typeof data.signature === "string" || typeof data.redacted === "string") {
+        keepThinkingProof(turn, data);
+        break;
+      }
       turn.thinking += String(data.delta ?? "");
       noteToken(turn);
       break;
@@ -847,6 +855,17 @@ async function continueToolLoop(first) {
 }
 
 /**
+ * The signature that closes the answer's thinking, or thinking the provider sent encrypted: both go
+ * back with the tool results.
+ * @param {AssistantTurn} turn
+ * @param {any} data
+ */
+function keepThinkingProof(turn, data) {
+  if (typeof data.signature === "string") turn.thinkingSignature = data.signature;
+  if (typeof data.redacted === "string") turn.redactedThinking = [...(turn.redactedThinking ?? []), data.redacted];
+}
+
+/**
  * Whether an answer's tool calls all have results (then it is sent as calls and results).
  * @param {AssistantTurn} turn
  */
@@ -861,7 +880,13 @@ function answeredTools(turn) {
  */
 function toolTurnMessages(turn) {
   /** @type {any[]} */
-  const content = turn.text ? [{ type: "text", text: turn.text }] : [];
+  const content = [];
+  // A provider that signed its thinking (Anthropic) wants it back, first, to go on after tools.
+  if (turn.thinkingSignature) {
+    content.push({ type: "thinking", thinking: turn.thinking, signature: turn.thinkingSignature });
+  }
+  for (const data of turn.redactedThinking ?? []) content.push({ type: "redacted_thinking", data });
+  if (turn.text) content.push({ type: "text", text: turn.text });
   for (const tool of turn.tools) {
     content.push({ type: "tool_use", id: tool.id, name: tool.name, input: tool.args ?? {} });
   }
