@@ -241,7 +241,9 @@ def test_the_sdk_makes_spans_only_where_something_can_record_them(
         monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
     else:
         monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", env)
-    provider = AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")
+    provider = AnthropicProvider(
+        ProviderConfig(anthropic_api_key=API_KEY, anthropic_base_url="http://127.0.0.1:9")
+    )
     assert provider._client.open_telemetry["traces"]["enabled"] is spans
 
 

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("reading")
 
 VENDORS = ["anthropic", "openai"]
 API_KEY = "sk-test-key"
+UNREACHABLE = ProviderConfig(anthropic_api_key=API_KEY, anthropic_base_url="http://127.0.0.1:9")
 
 
 def config(vendor: str, url: str, *, max_retries: int = 0, spares: int = 1) -> ProviderConfig:
@@ -142,10 +143,20 @@ async def test_a_retryable_status_is_retried_by_the_sdk_with_the_retries_left(
 @pytest.mark.fast_paths(_fast.DIRECT_ATTEMPT)
 def test_spans_leave_every_attempt_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
-    assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._call.direct is not None
+    assert (
+        AnthropicProvider(
+            ProviderConfig(anthropic_api_key=API_KEY, anthropic_base_url="http://127.0.0.1:9")
+        )._call.direct
+        is not None
+    )
     # Something can record spans: the SDK makes each call, so that each attempt has its span.
     monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
-    assert AnthropicProvider(api_key=API_KEY, base_url="http://127.0.0.1:9")._call.direct is None
+    assert (
+        AnthropicProvider(
+            ProviderConfig(anthropic_api_key=API_KEY, anthropic_base_url="http://127.0.0.1:9")
+        )._call.direct
+        is None
+    )
 
 
 @pytest.mark.fast_paths(_fast.DIRECT_ATTEMPT)

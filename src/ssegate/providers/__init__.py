@@ -6,43 +6,18 @@ tests that need neither) never pay for importing them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ssegate.providers.base import (
-    DEFAULT_MAX_CONNECTIONS,
     ConfigurationError,
     GenerationRequest,
     Message,
     Provider,
+    ProviderConfig,
     ProviderEvent,
     ProviderInfo,
     UpstreamError,
 )
 
 PROVIDER_NAMES = ("demo", "anthropic", "openai")
-# Local OpenAI-compatible servers ignore the key, but the SDK refuses to start without one.
-_PLACEHOLDER_KEY = "not-needed"
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    """Everything the adapters read; ``config.py`` fills it from the environment and flags."""
-
-    anthropic_api_key: str | None = None
-    anthropic_base_url: str | None = None
-    anthropic_model: str | None = None
-    openai_api_key: str | None = None
-    openai_base_url: str | None = None
-    openai_model: str | None = None
-    demo_ttft: float = 0.4
-    demo_tokens_per_second: float = 40.0
-    demo_answer_tokens: int = 120
-    idle_timeout: float = 30.0
-    max_retries: int = 2
-    # Upstream connections per provider, held one per running generation (HTTP/1.1 streaming).
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    # Idle upstream connections each provider keeps open for the next generations (see _direct).
-    spare_connections: int = 1
 
 
 def available_providers(config: ProviderConfig | None = None) -> tuple[str, ...]:
@@ -82,15 +57,7 @@ def build_provider(name: str, config: ProviderConfig | None = None) -> Provider:
             raise ConfigurationError("provider 'anthropic' needs ANTHROPIC_API_KEY")
         from ssegate.providers.anthropic import AnthropicProvider
 
-        return AnthropicProvider(
-            api_key=config.anthropic_api_key,
-            base_url=config.anthropic_base_url,
-            model=config.anthropic_model,
-            max_retries=config.max_retries,
-            idle_timeout=config.idle_timeout,
-            max_connections=config.max_connections,
-            spare_connections=config.spare_connections,
-        )
+        return AnthropicProvider(config)
     if name == "openai":
         if not (config.openai_api_key or config.openai_base_url):
             raise ConfigurationError(
@@ -98,15 +65,7 @@ def build_provider(name: str, config: ProviderConfig | None = None) -> Provider:
             )
         from ssegate.providers.openai import OpenAIProvider
 
-        return OpenAIProvider(
-            api_key=config.openai_api_key or _PLACEHOLDER_KEY,
-            base_url=config.openai_base_url,
-            model=config.openai_model,
-            max_retries=config.max_retries,
-            idle_timeout=config.idle_timeout,
-            max_connections=config.max_connections,
-            spare_connections=config.spare_connections,
-        )
+        return OpenAIProvider(config)
     raise ConfigurationError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDER_NAMES)}")
 
 

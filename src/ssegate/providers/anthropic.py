@@ -28,10 +28,10 @@ from ssegate.providers._upstream import (
 )
 from ssegate.providers.answer import AnswerAdapter, Emit
 from ssegate.providers.base import (
-    DEFAULT_MAX_CONNECTIONS,
     Finished,
     GenerationRequest,
     ModelInfo,
+    ProviderConfig,
     ProviderInfo,
     RedactedThinking,
     TextDelta,
@@ -65,31 +65,22 @@ _SDK_TIMEOUT_MARGIN = 1.0
 class AnthropicProvider(AnswerAdapter):
     """Streams one Messages API call per request; ``aclose`` releases the HTTP client."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str | None = None,
-        model: str | None = None,
-        max_retries: int = 2,
-        idle_timeout: float = 30.0,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        spare_connections: int = 1,
-    ) -> None:
-        self.info = ProviderInfo(name="anthropic", default_model=model or DEFAULT_MODEL)
-        self._idle_timeout = idle_timeout
+    def __init__(self, config: ProviderConfig) -> None:
+        """``config``: its ``anthropic_*`` fields and the upstream ones (ssegate.providers.base)."""
+        self.info = ProviderInfo(name="anthropic", default_model=config.anthropic_model or DEFAULT_MODEL)
+        idle_timeout = self._idle_timeout = config.idle_timeout
         spans = sdk_spans_option()
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=max_retries,
+            api_key=config.anthropic_api_key,
+            base_url=config.anthropic_base_url,
+            max_retries=config.max_retries,
             timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
             open_telemetry=spans,
             # The SDK's aiohttp transport: per streamed chunk it costs about half of the default
             # httpx/httpcore/anyio stack (measured with py-spy under bench W4).
             http_client=anthropic.DefaultAioHttpClient(
                 timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
-                limits=connection_limits(anthropic.DEFAULT_CONNECTION_LIMITS, max_connections),
+                limits=connection_limits(anthropic.DEFAULT_CONNECTION_LIMITS, config.max_connections),
             ),
         )
 
@@ -101,7 +92,7 @@ class AnthropicProvider(AnswerAdapter):
             "/v1/messages",
             anthropic,
             spans=spans is not False,
-            spares=spare_connections,
+            spares=config.spare_connections,
         )
 
     async def aclose(self) -> None:

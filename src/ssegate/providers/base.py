@@ -136,6 +136,28 @@ ProviderEvent = (
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """Everything the adapters read, in one object: ``ssegate.server.app.provider_config`` fills it
+    from the settings once, and each adapter reads its own fields from it."""
+
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    anthropic_model: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    demo_ttft: float = 0.4
+    demo_tokens_per_second: float = 40.0
+    demo_answer_tokens: int = 120
+    idle_timeout: float = 30.0
+    max_retries: int = 2
+    # Upstream connections per provider, held one per running generation (HTTP/1.1 streaming).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # Idle upstream connections each provider keeps open for the next generations (see _direct).
+    spare_connections: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderInfo:
     name: str
     default_model: str

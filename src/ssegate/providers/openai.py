@@ -25,10 +25,10 @@ from ssegate.providers._upstream import (
 )
 from ssegate.providers.answer import AnswerAdapter, Emit
 from ssegate.providers.base import (
-    DEFAULT_MAX_CONNECTIONS,
     Finished,
     GenerationRequest,
     ModelInfo,
+    ProviderConfig,
     ProviderInfo,
     TextDelta,
     ThinkingDelta,
@@ -55,31 +55,26 @@ _STREAM_ERROR_CODES = {
 }
 
 
+_PLACEHOLDER_KEY = "not-needed"
+
+
 class OpenAIProvider(AnswerAdapter):
     """Streams one Chat Completions call per request; ``aclose`` releases the HTTP client."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str | None = None,
-        model: str | None = None,
-        max_retries: int = 2,
-        idle_timeout: float = 30.0,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        spare_connections: int = 1,
-    ) -> None:
-        self.info = ProviderInfo(name="openai", default_model=model or DEFAULT_MODEL)
-        self._idle_timeout = idle_timeout
+    def __init__(self, config: ProviderConfig) -> None:
+        """``config``: its ``openai_*`` fields and the upstream ones (ssegate.providers.base)."""
+        self.info = ProviderInfo(name="openai", default_model=config.openai_model or DEFAULT_MODEL)
+        idle_timeout = self._idle_timeout = config.idle_timeout
         self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=max_retries,
+            # Local OpenAI-compatible servers ignore the key, but the SDK refuses to start without one.
+            api_key=config.openai_api_key or _PLACEHOLDER_KEY,
+            base_url=config.openai_base_url,
+            max_retries=config.max_retries,
             timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
             # The SDK's aiohttp transport: cheaper per streamed chunk (see the anthropic provider).
             http_client=openai.DefaultAioHttpClient(
                 timeout=idle_timeout + _SDK_TIMEOUT_MARGIN,
-                limits=connection_limits(openai.DEFAULT_CONNECTION_LIMITS, max_connections),
+                limits=connection_limits(openai.DEFAULT_CONNECTION_LIMITS, config.max_connections),
             ),
         )
 
@@ -91,7 +86,7 @@ class OpenAIProvider(AnswerAdapter):
             "/chat/completions",
             openai,
             spans=False,
-            spares=spare_connections,
+            spares=config.spare_connections,
             options={"security": {"bearer_auth": True}},
         )
 
