@@ -113,6 +113,10 @@ class Settings:
     # The most (s) a generation waits for its upstream's first event, every retry of a refused or
     # silent start included: past it, error upstream_timeout (instead of attempts x idle timeout).
     upstream_start_timeout: float = 60.0
+    # POST /v1/generations answers once the upstream's first event is in, or after this long (s),
+    # so that a start the upstream refused answers 429/503/502 instead of 201 and an error event.
+    # 0: answer at once.
+    start_answer_wait: float = 3.0
     # -- the edge (see docs/security.md) --
     # Comma-separated Host names this server answers to ("*.example.com" for subdomains, "*": any).
     # None: loopback names (localhost, 127.0.0.1, [::1]) in local mode on a loopback address, else any.

@@ -118,6 +118,8 @@ class _Local:
     producer: asyncio.Task[None] | None = None
     keep_running: bool = False
     mapper: _WireMapper | None = None  # the producer's, while it runs here
+    # Resolved at the upstream's first event (None) or its failure before one (the error data).
+    started: asyncio.Future[dict[str, Any] | None] | None = None
 
 
 ProviderFactory = Callable[[str], Provider]
@@ -258,6 +260,7 @@ class Gateway:
         await self.log.set_meta(key, meta)
         await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
         local = self._local[generation_id] = _Local(keep_running=keep_running)
+        local.started = asyncio.get_running_loop().create_future()
         # The producer's task knows its generation (ssegate.producers.current_generation).
         context = contextvars.copy_context()
         info = GenerationInfo(generation_id, provider.info.name, model, owner, dict(request.metadata or {}))
@@ -315,6 +318,15 @@ class Gateway:
             "metadata": json.loads(meta["metadata"]) if meta.get("metadata") else None,
         }
 
+    async def until_started(self, generation_id: str) -> dict[str, Any] | None:
+        """Wait until a generation started here has its upstream's first event (``None``) or has
+        failed before it (the ``error`` data: the caller can still answer with a status). Bounded
+        by the start deadline; ``None`` at once for a generation not started here."""
+        local = self._local.get(generation_id)
+        if local is None or local.started is None:
+            return None
+        return await asyncio.shield(local.started)
+
     def _produces(self, generation_id: str) -> bool:
         """Whether this process runs the generation's producer."""
         local = self._local.get(generation_id)
@@ -352,8 +364,10 @@ class Gateway:
     ) -> None:
         key = stream_key(generation_id)
         mapper = _WireMapper(generation_id, provider.info.name, model, request.metadata)
+        first: asyncio.Future[dict[str, Any] | None] | None = None
         if (local := self._local.get(generation_id)) is not None:
             local.mapper = mapper
+            first = local.started
         out = self._appender(key, meta)
         stream: AsyncIterator[ProviderEvent] | None = None
         outcome: tuple[str, dict[str, Any]] | None = None
@@ -366,13 +380,19 @@ class Gateway:
                 # One deadline for the upstream's first event, every retry of the start included
                 # (without it: attempts x the SDK's timeout); the first event lifts it.
                 async with asyncio.timeout(self._start_timeout) as starting:
+
+                    def on_first_event() -> None:
+                        starting.reschedule(None)
+                        if first is not None and not first.done():
+                            first.set_result(None)
+
                     if self._live_log is not None and stream_into is not None:
                         done = await self._produce_pushed(
-                            key, stream_into, request, mapper, self._live_log, starting
+                            key, stream_into, request, mapper, self._live_log, on_first_event
                         )
                     else:
                         stream = provider.stream(request)
-                        done = await self._produce_pulled(out, stream, mapper, starting)
+                        done = await self._produce_pulled(out, stream, mapper, on_first_event)
                 # The provider ended without saying why: count it as a drop, never as success.
                 outcome = ("done", done) if done is not None else ("error", _UPSTREAM_ENDED_EARLY)
             except StreamClosed:
@@ -396,9 +416,13 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(stream.aclose())  # type: ignore[attr-defined]
                 stream = None
+            if first is not None and not first.done():  # failed before the first event
+                first.set_result(outcome[1] if outcome is not None and outcome[0] == "error" else None)
             if outcome is not None:
                 await self._finish(generation_id, out, *outcome)
         finally:
+            if first is not None and not first.done():
+                first.set_result(None)
             # (A pushing provider has closed its upstream call already: it ends with stream_into.)
             if stream is not None:
                 with contextlib.suppress(Exception):
@@ -493,10 +517,10 @@ class Gateway:
         out: DurableAppender,
         stream: AsyncIterator[ProviderEvent],
         mapper: _WireMapper,
-        starting: asyncio.Timeout,
+        on_first_event: Callable[[], None],
     ) -> dict[str, Any] | None:
         """Log the provider's events as this task reads them; the ``done`` data, or ``None`` if the
-        provider ended without one. ``starting``: the start deadline, lifted at the first event."""
+        provider ended without one. ``on_first_event`` lifts the start deadline."""
         events = aiter(stream)
         started = False
         while True:
@@ -508,7 +532,7 @@ class Gateway:
                 raise _invalid_upstream(exc) from exc
             if not started:
                 started = True
-                starting.reschedule(None)
+                on_first_event()
             for event, data in mapper.map(provider_event):
                 if event == "done":
                     return data
@@ -523,7 +547,7 @@ class Gateway:
         request: GenerationRequest,
         mapper: _WireMapper,
         log: ListenableLog,
-        starting: asyncio.Timeout,
+        on_first_event: Callable[[], None],
     ) -> dict[str, Any] | None:
         """:meth:`_produce_pulled` with each event logged as the provider hands it over, from the
         upstream socket's callback: no task switch per token (about a tenth of a relayed token's
@@ -538,7 +562,7 @@ class Gateway:
                 return
             if not started:
                 started.append(True)
-                starting.reschedule(None)
+                on_first_event()
             try:
                 if type(provider_event) is TextDelta:  # nearly every event: no mapping list
                     if provider_event.text:

@@ -115,13 +115,39 @@ async def gateway_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
         yield client
 
 
-async def generate(client: httpx.AsyncClient) -> tuple[dict[str, Any], Received]:
-    """Start a generation, read its stream to the end; also return its final description."""
+# What a POST answers when the upstream refuses the start before its first event (issue 26,
+# failure 9): the status class a client can act on, not 201 and then an error event.
+START_STATUS = {
+    "upstream_auth": 502,
+    "rate_limited": 429,
+    "upstream_unavailable": 503,
+    "upstream_overloaded": 503,
+    "upstream_timeout": 504,
+}
+
+
+async def generate(client: httpx.AsyncClient, refused: str | None = None) -> tuple[dict[str, Any], Received]:
+    """Start a generation, read its stream to the end; also return its final description.
+
+    ``refused``: the error code the POST itself must answer with (the start failed before the
+    first event); the generation still exists, with that error as its stream's end.
+    """
     response = await client.post("/v1/generations", json={"messages": [{"role": "user", "content": "hi"}]})
-    assert response.status_code == 201, response.text
-    created = response.json()
-    received = await asyncio.wait_for(read_stream(client, "GET", created["events_url"]), _WAIT)
-    described: dict[str, Any] = (await client.get(created["url"])).json()
+    if refused is None:
+        assert response.status_code == 201, response.text
+        generation_id = response.json()["id"]
+    else:
+        assert response.status_code == START_STATUS[refused], response.text
+        error = response.json()["error"]
+        assert error["code"] == refused
+        assert error["message"]
+        assert error["retryable"] is (refused != "upstream_auth")
+        if response.status_code in (429, 503):
+            assert response.headers["retry-after"]
+        generation_id = error["id"]
+    url = f"/v1/generations/{generation_id}"
+    received = await asyncio.wait_for(read_stream(client, "GET", f"{url}/events"), _WAIT)
+    described: dict[str, Any] = (await client.get(url)).json()
     return described, received
 
 
@@ -153,7 +179,7 @@ async def test_gateway_anthropic_failure_ends_stream_with_one_error_event(fault:
         FakeAnthropic(AnthropicScript(text=TEXT, faults=fault.faults)) as fake,
         gateway_client(anthropic_settings(fake.url)) as client,
     ):
-        described, received = await generate(client)
+        described, received = await generate(client, fault.code if fault.text_sent == 0 else None)
         await assert_upstream_closed_if_stalled(fake, fault)
 
     assert_ended_with_one_error(received, fault)
@@ -167,7 +193,7 @@ async def test_gateway_openai_failure_ends_stream_with_one_error_event(fault: Fa
         FakeOpenAI(OpenAIScript(text=TEXT, faults=fault.faults)) as fake,
         gateway_client(openai_settings(fake.url)) as client,
     ):
-        described, received = await generate(client)
+        described, received = await generate(client, fault.code if fault.text_sent == 0 else None)
         await assert_upstream_closed_if_stalled(fake, fault)
 
     assert_ended_with_one_error(received, fault)
@@ -283,7 +309,7 @@ async def test_an_upstream_that_never_answers_ends_within_one_start_deadline_ret
         gateway_client(replace(settings(fake.url, **overrides), upstream_idle_timeout=5.0)) as client,
     ):
         began = time.monotonic()
-        described, received = await generate(client)
+        described, received = await generate(client, "upstream_timeout")
         took = time.monotonic() - began
         await asyncio.wait_for(fake.client_closed_early.wait(), _WAIT)  # hung up on, not left open
 

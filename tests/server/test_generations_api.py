@@ -247,7 +247,8 @@ async def test_a_slow_first_viewer_still_finds_the_generation_running(ssegate_se
 
 
 async def test_keepalive_comments_flow_while_the_model_is_silent(ssegate_server: ServerFactory) -> None:
-    async with ssegate_server(demo_ttft=30.0, keepalive_interval=0.05) as client:
+    # A first token 30 s away: the POST answers after start_answer_wait, not after the token.
+    async with ssegate_server(demo_ttft=30.0, keepalive_interval=0.05, start_answer_wait=0.1) as client:
         created = await start(client)
         async with client.stream("GET", created["events_url"]) as response:
             seen = b""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -100,6 +102,16 @@ async def create_generation(request: Request) -> Response:
         )
         if claim is not None:
             await app.claims.record(claim, meta["id"])
+        # Answer once the upstream has answered (for at most start_answer_wait s: a slow first
+        # token must not hold the answer): a start it refused (429, 529, 5xx, after the SDK's
+        # retries) gets its status class here, not 201/200 and then an error event.
+        failed = None
+        if app.settings.start_answer_wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(app.settings.start_answer_wait):
+                    failed = await app.gateway.until_started(meta["id"])
+        if failed is not None:
+            raise start_failed(meta["id"], failed)
     except BaseException:
         if ticket is not None:
             ticket.close()
@@ -154,6 +166,25 @@ async def _repeat(request: Request, app: AppState, generation_id: str, after: st
         body_out["stream_token"] = stream_token
     headers = {"location": links["url"], "idempotent-replayed": "true"}
     return JSONResponse(body_out, status_code=200, headers=headers)
+# The status a start refused before its first event answers with, by error code: what the client
+# can act on (wait and retry, fix its request) rather than the upstream's exact status.
+_START_STATUS = {
+    "rate_limited": 429,
+    "upstream_overloaded": 503,
+    "upstream_unavailable": 503,
+    "upstream_timeout": 504,
+    "log_unavailable": 503,
+}
+
+
+def start_failed(generation_id: str, error: dict[str, Any]) -> RequestError:
+    """The answer to a POST whose generation failed before the upstream's first event (its stream
+    holds the same ``error`` event; ``id`` names it)."""
+    code = str(error.get("code", "upstream_error"))
+    status = _START_STATUS.get(code, 502)
+    headers = {"retry-after": "1"} if status in (429, 503) else None
+    extra = {"id": generation_id, "retryable": bool(error.get("retryable", False))}
+    return RequestError(status, code, str(error.get("message", "")), headers=headers, extra=extra)
 
 
 class _StreamGeneration:
