@@ -120,6 +120,7 @@ class _Local:
     mapper: _WireMapper | None = None  # the producer's, while it runs here
     # Resolved at the upstream's first event (None) or its failure before one (the error data).
     started: asyncio.Future[dict[str, Any] | None] | None = None
+    answering: int = 0  # POSTs waiting for it to start: it is not abandoned meanwhile
 
 
 ProviderFactory = Callable[[str], Provider]
@@ -325,7 +326,13 @@ class Gateway:
         local = self._local.get(generation_id)
         if local is None or local.started is None:
             return None
-        return await asyncio.shield(local.started)
+        local.answering += 1
+        try:
+            return await asyncio.shield(local.started)
+        finally:
+            local.answering -= 1
+            # The first viewer's grace runs from the answer, which its client still has to get.
+            local.unwatched_since = time.monotonic()
 
     def _produces(self, generation_id: str) -> bool:
         """Whether this process runs the generation's producer."""
@@ -641,7 +648,7 @@ class Gateway:
 
     async def _check_abandoned(self, generation_id: str, local: _Local, now: float) -> None:
         unwatched_for = now - local.unwatched_since
-        if local.keep_running or local.viewers or unwatched_for < self._abandon_grace:
+        if local.keep_running or local.viewers or local.answering or unwatched_for < self._abandon_grace:
             return
         if not self._judging_allowed():
             return

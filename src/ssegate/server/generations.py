@@ -166,6 +166,8 @@ async def _repeat(request: Request, app: AppState, generation_id: str, after: st
         body_out["stream_token"] = stream_token
     headers = {"location": links["url"], "idempotent-replayed": "true"}
     return JSONResponse(body_out, status_code=200, headers=headers)
+
+
 # The status a start refused before its first event answers with, by error code: what the client
 # can act on (wait and retry, fix its request) rather than the upstream's exact status.
 _START_STATUS = {
