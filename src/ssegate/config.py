@@ -117,6 +117,9 @@ class Settings:
     # so that a start the upstream refused answers 429/503/502 instead of 201 and an error event.
     # 0: answer at once.
     start_answer_wait: float = 3.0
+    # A viewer whose socket accepts no byte for this long (s) is dropped: its slot and buffers are
+    # freed and it resumes with Last-Event-ID when it comes back. 0: never.
+    viewer_stall_timeout: float = 60.0
     # -- the edge (see docs/security.md) --
     # Comma-separated Host names this server answers to ("*.example.com" for subdomains, "*": any).
     # None: loopback names (localhost, 127.0.0.1, [::1]) in local mode on a loopback address, else any.

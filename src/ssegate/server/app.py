@@ -159,6 +159,7 @@ def create_app(
             per_principal=settings.max_streams_per_principal,
             total=settings.max_streams_total,
             max_seconds=settings.max_stream_seconds,
+            stall_seconds=settings.viewer_stall_timeout,
             retry_ms=settings.retry_ms,
             metrics=metrics,
         )

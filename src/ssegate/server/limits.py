@@ -138,6 +138,11 @@ class StreamTicket:
         self._timer: asyncio.TimerHandle | None = None
         self._lagging = False
 
+    @property
+    def stall(self) -> float:
+        """Seconds a write may wait for the client to accept bytes before it is dropped (0: ever)."""
+        return self._owner.stall_seconds
+
     def attach(self, stop: Callable[[bytes], None]) -> None:
         """Called by the response once its stream is open: ``stop(last_bytes)`` ends it."""
         self._stop = stop
@@ -175,12 +180,20 @@ class OpenStreams:
     """Every stream this process serves: the slot counts, and the drain that ends them all."""
 
     def __init__(
-        self, *, per_principal: int, total: int, max_seconds: float, retry_ms: int, metrics: Metrics
+        self,
+        *,
+        per_principal: int,
+        total: int,
+        max_seconds: float,
+        retry_ms: int,
+        metrics: Metrics,
+        stall_seconds: float = 0.0,
     ) -> None:
         self.per_principal = per_principal
         self.total = total
         self.max_seconds = max_seconds
         self.metrics = metrics
+        self.stall_seconds = stall_seconds  # a viewer accepting nothing this long is dropped
         self.draining = False
         self.ending_open = False  # the drain ends open streams too (they resume elsewhere)
         self.attached: set[StreamTicket] = set()

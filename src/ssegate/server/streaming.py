@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ssegate.codec.encoder import KEEPALIVE, encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
@@ -22,6 +23,8 @@ from ssegate.log.appender import OutagePolicy
 from ssegate.log.base import EventLog, Handoff, ReadResult
 from ssegate.server.fanout import LIVE_BYTES, SERVER_SEND, ChunkedSocket, FanOut
 from ssegate.server.limits import StreamTicket
+
+logger = logging.getLogger("ssegate.server")
 
 # What every event stream answers with. no-transform stops proxies (and compression middleware
 # that honours it) from rewriting; X-Accel-Buffering: no stops nginx from buffering.
@@ -43,6 +46,10 @@ LOG_UNAVAILABLE_EVENT = encode_event(
         data='{"code":"log_unavailable","message":"the event log is unreachable","retryable":true}',
     )
 )
+
+
+class _Stalled(Exception):
+    """The client accepted no byte for the stall time: its connection was cut."""
 
 
 def reset_event(reason: str) -> bytes:
@@ -179,7 +186,7 @@ class EventStreamResponse:
             pass
         self.disconnected = True
 
-    async def _relay(self, reply: str | None, send: Send, live: bool) -> Handoff | None:
+    async def _relay(self, reply: str | None, scope: Scope, send: Send, live: bool) -> Handoff | None:
         """Send the source's bytes until it offers a hand-off to the fan-out (``live``: the socket
         can take one), returned; at the source's end, the end of the body (in the same turn as
         its last bytes), and ``None``."""
@@ -196,7 +203,7 @@ class EventStreamResponse:
                 if live:
                     return item
                 continue
-            await send({"type": "http.response.body", "body": item, "more_body": True})
+            await self._send_within(scope, send, item)
             if ticket is not None:
                 ticket.sent(item)
 
@@ -219,7 +226,7 @@ class EventStreamResponse:
                 ticket.attach(self._stop)
             reply: str | None = None
             while not (self.disconnected or self.last_words):
-                relay = loop.create_task(self._relay(reply, send, socket is not None))
+                relay = loop.create_task(self._relay(reply, scope, send, socket is not None))
                 self.ended = loop.create_future()
                 if watcher is None:
                     watcher = loop.create_task(self._hang_up(receive))
@@ -259,7 +266,7 @@ class EventStreamResponse:
                     if self.disconnected or not member.slow:
                         break
                     # An empty body message writes nothing but waits for flow control.
-                    await send({"type": "http.response.body", "body": b"", "more_body": True})
+                    await self._send_within(scope, send, b"")
                     assert reply is not None
                     handoff = Handoff(handoff.stream, reply)
                 self.wake = None
@@ -267,6 +274,8 @@ class EventStreamResponse:
                 await self._end_with(send, self.last_words[0])
         except OSError:
             pass  # the socket died under us; same as a disconnect
+        except _Stalled:
+            self.disconnected = True  # cut: the client resumes with Last-Event-ID
         finally:
             self.wake = None
             # The tasks this response started end with it (a cancel of one's own child, awaited).
@@ -279,6 +288,26 @@ class EventStreamResponse:
                 ticket.close()
             with contextlib.suppress(Exception):
                 await self.chunks.aclose()
+
+    async def _send_within(self, scope: Scope, send: Send, body: bytes) -> None:
+        """Send ``body``, unless the client accepts nothing for the ticket's stall time: then its
+        connection is cut and :class:`_Stalled` raised (a frozen tab, a dead phone: without it
+        the stream would hold its slot and its buffers for ever)."""
+        message: Message = {"type": "http.response.body", "body": body, "more_body": True}
+        stall = self.ticket.stall if self.ticket is not None else 0.0
+        if stall <= 0:
+            await send(message)
+            return
+        try:
+            async with asyncio.timeout(stall):
+                await send(message)
+        except TimeoutError:
+            logger.info("dropped a viewer that accepted nothing for %g s", stall)
+            cycle = getattr(scope.get(SERVER_SEND, send), "__self__", None)
+            transport = getattr(cycle, "transport", None)
+            if transport is not None:
+                transport.abort()  # buffered bytes go with it
+            raise _Stalled from None
 
     @staticmethod
     async def _end_with(send: Send, final: bytes) -> None:
