@@ -66,9 +66,6 @@ import { isPageTool, PAGE_TOOLS, runPageTool } from "./tools.js";
  *   events a reloaded page gets again up to this count are replays)
  * @property {number} replayedTokens  deltas that came from the server's log, not live (a reload, a
  *   late join): shown as such, never counted in tokens per second
- * @property {number | null} liveFrom when the first live delta arrived (for a tab that did not see
- *   the first token live: its rate counts live deltas only)
- * @property {number} liveTokens      live deltas since liveFrom
  *
  * Times are wall-clock ms (Date.now()), so that they stay comparable across a reload.
  */
@@ -203,8 +200,6 @@ function newAssistantTurn(/** @type {string | null} */ generationId) {
     endedAt: null,
     received: 0,
     replayedTokens: 0,
-    liveFrom: null,
-    liveTokens: 0,
   };
 }
 
@@ -223,8 +218,6 @@ function clearReceived(/** @type {AssistantTurn} */ turn) {
     outputTokens: null,
     received: 0,
     replayedTokens: 0,
-    liveFrom: null,
-    liveTokens: 0,
   });
 }
 
@@ -484,10 +477,15 @@ function tokensPerSecond(turn) {
     const seconds = (end - turn.firstTokenAt) / 1000;
     return tokens > 1 && seconds > 0.05 ? tokens / seconds : null;
   }
-  if (turn.liveFrom === null) return null;
-  const seconds = (end - turn.liveFrom) / 1000;
+  // The later half of the time since the first live delta: a catch-up that ran longer than
+  // CATCH_UP_MS (a busy page takes its history in several slow bites) falls out of it.
+  const times = liveArrivals.get(turn) ?? [];
+  if (times.length < 2) return null;
+  const from = (times[0] + end) / 2;
+  const seconds = (end - from) / 1000;
+  const tokens = times.length - times.findIndex((t) => t >= from);
   // Half a second of live tokens before a figure: fewer say more about timer jitter than the model.
-  return turn.liveTokens > 1 && seconds >= 0.5 ? turn.liveTokens / seconds : null;
+  return seconds >= 0.5 && tokens > 0 && tokens <= times.length ? tokens / seconds : null;
 }
 
 /** @param {number} ms */
@@ -598,8 +596,9 @@ function noteToken(turn) {
     const now = Date.now();
     // The generation's first token, seen arriving: the answer's span is known from here on.
     if (turn.deltas === 1) turn.firstTokenAt = now;
-    turn.liveFrom ??= now;
-    turn.liveTokens += 1;
+    const times = liveArrivals.get(turn) ?? [];
+    times.push(now);
+    liveArrivals.set(turn, times);
   }
   if (turn.state === "connecting" || turn.state === "reconnecting") turn.state = "streaming";
 }
@@ -616,6 +615,9 @@ const catchingUp = new WeakMap();
 /** The turns whose event being applied right now is a replay. @type {WeakSet<AssistantTurn>} */
 const replayedArrival = new WeakSet();
 const CATCH_UP_MS = 250;
+/** When each live delta arrived, for a tab that did not see the first token (not saved). */
+/** @type {WeakMap<AssistantTurn, number[]>} */
+const liveArrivals = new WeakMap();
 
 /**
  * Count an event arriving for `turn` and classify it (read by noteToken while it is applied).
@@ -904,6 +906,7 @@ async function follow(/** @type {AssistantTurn} */ turn) {
   if (!turn.generationId) return;
   // What this tab received before a reload comes again first: replays, not the model's pace.
   catchingUp.set(turn, { seenBefore: turn.received, firstAt: null });
+  liveArrivals.delete(turn);
   clearReceived(turn);
   // sentAt and firstTokenAt are wall-clock times: still true after a reload.
   turn.endedAt = null;
