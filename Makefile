@@ -4,7 +4,10 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-latest lock lint typecheck unit unit-plain jstest bench clean
+# Branch coverage of every pytest run (docs/development.md#coverage); `make unit COV=` runs without it.
+COV ?= --cov --cov-report= --cov-fail-under=0
+
+.PHONY: run test test-latest lock lint typecheck unit unit-plain coverage jstest bench clean
 
 run:
 	@scripts/setup.sh run
@@ -12,7 +15,7 @@ run:
 
 test:
 	@scripts/setup.sh test
-	$(MAKE) --no-print-directory lint typecheck jstest unit unit-plain
+	$(MAKE) --no-print-directory lint typecheck jstest unit unit-plain coverage
 
 # The suite against the newest releases pyproject.toml allows, in .venv-latest (constraints.txt
 # unused): does the next release break us? If green, `make lock` makes that set the tested one.
@@ -34,16 +37,23 @@ jstest:
 	node --test tests/js/
 
 unit:
-	$(PY) -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -p no:cacheprovider $(COV) $(PYTEST_ARGS)
 
 # The server, provider and browser suites once more on public APIs only (docs/performance.md),
 # so the plain path never rots.
 unit-plain:
-	SSEGATE_FAST_PATHS=0 $(PY) -m pytest -n 2 -p no:cacheprovider tests/server tests/providers tests/browser $(PYTEST_ARGS)
+	SSEGATE_FAST_PATHS=0 $(PY) -m pytest -n 2 -p no:cacheprovider $(COV) --cov-append tests/server tests/providers tests/browser $(PYTEST_ARGS)
+
+# The report of the runs above, combined: fails under [tool.coverage.report] fail_under, and unless
+# the codec (sans-IO, standard library only) is covered completely.
+coverage:
+	$(PY) -m coverage report
+	$(PY) -m coverage report --include='src/ssegate/codec/*' --fail-under=100 >/dev/null \
+		|| { $(PY) -m coverage report --include='src/ssegate/codec/*'; echo 'coverage: the codec must stay at 100 %'; exit 1; }
 
 bench:
 	@scripts/setup.sh test
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.*

@@ -3,10 +3,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ssegate import _fast
 from tests.deploy.nginx import NGINX, nginx_available
 from tests.support.browser import chromium_available
+
+# Under coverage's tracer, and on a machine shared by many, drawing examples can be slow: that is a
+# health check about the test's speed, not a finding about ssegate, so it may not fail a run.
+settings.register_profile("ssegate", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("ssegate")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

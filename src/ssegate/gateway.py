@@ -274,8 +274,8 @@ class Gateway:
         # The producer goes first: its upstream request is on the way to the first token, the
         # caller's answer to its own client (a response head) is not. Two turns of the loop: the
         # producer's first step, then the task in which aiohttp writes the request (its own task
-        # on Python < 3.12). One generation at a time its first token comes ~1 ms sooner (README,
-        # Benchmarks, W5).
+        # on Python < 3.12). One generation at a time its first token comes ~1 ms sooner
+        # (docs/benchmarks/history.md, W5).
         for _ in range(_PRODUCER_TURNS):
             await asyncio.sleep(0)
         return meta

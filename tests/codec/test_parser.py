@@ -89,3 +89,26 @@ def test_parser_ignores_a_retry_too_long_to_convert() -> None:
     parser = EventStreamParser()
     assert parser.feed(b"retry: 5\nretry: " + b"9" * 5000 + b"\ndata: x\n\n") == [Retry(5), Event("x", id="")]
     assert parser.retry == 5
+
+
+def test_parser_stands_at_an_event_boundary_only_with_nothing_pending() -> None:
+    parser = EventStreamParser()
+    assert not parser.at_event_boundary()  # the stream's byte-order mark may still come
+    parser.feed(b"data: a\n\n")
+    assert parser.at_event_boundary()
+    parser.feed(b": keep-alive\nretry: 5\n")  # complete lines that start no event
+    assert parser.at_event_boundary()
+    parser.end()
+    assert not parser.at_event_boundary()  # a new stream: its start is ahead again
+
+
+@pytest.mark.parametrize(
+    "pending",
+    [b"da", b"data: b\n", b"event: x\n", b"id: 7\n", b"\r", b"\xc3"],
+    ids=["partial line", "data line", "event type", "id", "CR that an LF may end", "half a character"],
+)
+def test_parser_is_not_at_an_event_boundary_with_anything_pending(pending: bytes) -> None:
+    parser = EventStreamParser()
+    parser.feed(b"data: a\n\n")
+    parser.feed(pending)
+    assert not parser.at_event_boundary()

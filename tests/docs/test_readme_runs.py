@@ -34,7 +34,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``ssegate serve`` on a free port with a fast demo model; its ``host:port``."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "stderr"
+    coverage = {name: value for name, value in os.environ.items() if name.startswith("COVERAGE_")}
     env = {
+        **coverage,  # make test measures the server too
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "SSEGATE_DEMO_TTFT": "0",
         "SSEGATE_DEMO_TOKENS_PER_SECOND": "5000",
