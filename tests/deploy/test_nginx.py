@@ -74,8 +74,6 @@ async def test_nginx_first_token_arrives_as_fast_as_direct() -> None:
         ]
         # Both streams are open (the opening comment came through nginx at once) before the token.
         await asyncio.wait_for(asyncio.gather(opened_direct.wait(), opened_proxied.wait()), _WAIT)
-        described = (await direct.get(created["url"])).json()
-        assert described["viewers"] >= 1
         direct_at, proxied_at = await asyncio.wait_for(asyncio.gather(*viewers), _WAIT)
         await direct.post(created["cancel_url"])
 
