@@ -39,10 +39,10 @@ jstest:
 unit:
 	$(PY) -m pytest -n 2 -p no:cacheprovider $(COV) $(PYTEST_ARGS)
 
-# The server, provider and browser suites once more on public APIs only (docs/performance.md),
+# The server, provider, browser and gateway suites once more on public APIs only (docs/performance.md),
 # so the plain path never rots.
 unit-plain:
-	SSEGATE_FAST_PATHS=0 $(PY) -m pytest -n 2 -p no:cacheprovider tests/server tests/providers tests/browser $(PYTEST_ARGS)
+	SSEGATE_FAST_PATHS=0 $(PY) -m pytest -n 2 -p no:cacheprovider tests/server tests/providers tests/browser tests/gateway $(PYTEST_ARGS)
 
 # The report of the runs above, combined: fails under [tool.coverage.report] fail_under, and unless
 # the codec (sans-IO, standard library only) is covered completely.

@@ -79,14 +79,17 @@ class AnswerAdapter(SSEAdapter):
                     raise
                 except Exception as exc:  # the transport broke: a reset or a truncated chunked body
                     raise disconnected_error(f"{type(exc).__name__}: {exc}") from exc
-                error: UpstreamError | None = None
+                # Whatever feeding raises (an error the upstream reported, or garbage the parsing
+                # chokes on, which the gateway names upstream_invalid) comes after the events the
+                # chunk held before it, as when pushed: nothing the upstream sent is lost.
+                error: Exception | None = None
                 try:
                     if chunk is None:
                         answer.end(emit)
                         answer.done = True
                     else:
                         answer.feed(chunk, emit)
-                except UpstreamError as exc:
+                except Exception as exc:
                     error = exc
                 for event in events:
                     yield event
