@@ -19,6 +19,7 @@ from uvicorn.importer import import_from_string
 
 import ssegate
 from ssegate import _fast
+from ssegate.errors import SettingsError
 from ssegate.server.app import create_app
 from ssegate.server.fanout import ChunkedSocket
 from ssegate.server.main import served, uvicorn_options
@@ -214,3 +215,50 @@ def test_a_library_outside_the_tested_versions_switches_its_shortcuts_off_with_o
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
     assert "direct_attempt" in warnings[0].getMessage()
+
+
+@pytest.mark.usefixtures("decide_again")
+def test_named_shortcuts_switch_off_alone_with_those_that_build_on_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(_fast.ENV, " -body_push, -ACCEPT ")
+    _fast.reset()
+    with caplog.at_level(logging.INFO, logger="ssegate.fast"):
+        _fast.announce()
+    off = _fast.problems()
+    # upstream_lane needs body_push: off with it, and says why
+    assert off == {
+        _fast.ACCEPT: f"{_fast.ENV}: -accept",
+        _fast.BODY_PUSH: f"{_fast.ENV}: -body_push",
+        _fast.UPSTREAM_LANE: "needs body_push",
+    }
+    assert _fast.enabled(_fast.DIRECT_ATTEMPT)
+    assert _fast.enabled(_fast.LIVE_SOCKET)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "ssegate.fast"]
+    # chosen, not a version's doing: an info line, no warning
+    assert said == [(logging.INFO, f"ssegate: fast paths switched off ({_fast.ENV}): accept, body_push")]
+
+
+@pytest.mark.usefixtures("decide_again")
+def test_a_shortcut_switched_off_alone_leaves_those_it_builds_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_fast.ENV, "-upstream_lane")
+    _fast.reset()
+    assert set(_fast.problems()) == {_fast.UPSTREAM_LANE}
+    assert _fast.enabled(_fast.BODY_PUSH)
+    assert _fast.enabled(_fast.DIRECT_ATTEMPT)
+
+
+@pytest.mark.parametrize("value", ["", "1", "on", "TRUE", "yes"])
+def test_the_switch_on_turns_nothing_off(value: str) -> None:
+    assert _fast.switched_off(value) == set()
+
+
+@pytest.mark.parametrize("value", ["0", "off", "False", "no"])
+def test_the_switch_off_turns_everything_off(value: str) -> None:
+    assert _fast.switched_off(value) == set(_fast.SHORTCUTS)
+
+
+@pytest.mark.parametrize("value", ["lane", "-lane", "upstream_lane", "-upstream_lane,accept", "2"])
+def test_a_switch_that_names_no_shortcut_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="upstream_lane, body_push"):
+        _fast.switched_off(value)

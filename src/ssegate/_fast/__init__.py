@@ -6,10 +6,11 @@ reaches into a library's private parts, because the public way costs measurably 
 per start or per held connection (``docs/performance.md`` says what each buys). No module outside
 this package may import those internals (``tests/test_fast_seam.py`` checks it).
 
-A shortcut runs only where it is known to work: with ``SSEGATE_FAST_PATHS`` not set to ``0`` and
-with every library it touches at a version inside :data:`SHORTCUTS`' tested range. Outside that,
-it is off and ssegate takes the public path; start-up says so once, in one warning (:func:`announce`).
-Callers ask :func:`enabled` with a shortcut's name before taking it.
+A shortcut runs only where it is known to work: not switched off by ``SSEGATE_FAST_PATHS`` (``0``:
+all of them; ``-name,-name``: those named, see :func:`switched_off`) and with every library it
+touches at a version inside :data:`SHORTCUTS`' tested range. Outside that, it is off and ssegate
+takes the public path; start-up says so once, in one warning (:func:`announce`). Callers ask
+:func:`enabled` with a shortcut's name before taking it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
+
+from ssegate.errors import SettingsError
 
 __all__ = [
     "ACCEPT",
@@ -36,13 +39,17 @@ __all__ = [
     "announce",
     "enabled",
     "problems",
+    "switched_off",
 ]
 
 logger = logging.getLogger("ssegate.fast")
 
-# The switch: ``SSEGATE_FAST_PATHS=0`` (or off/false/no) runs every part of ssegate on public APIs.
+# The switch: ``SSEGATE_FAST_PATHS=0`` (or off/false/no) runs every part of ssegate on public APIs;
+# ``SSEGATE_FAST_PATHS=-upstream_lane,-body_push`` turns off the shortcuts named (each earns its place:
+# the bench's ablation turns them off one at a time, docs/performance.md).
 ENV = "SSEGATE_FAST_PATHS"
 _OFF_WORDS = frozenset({"0", "off", "false", "no"})
+_ON_WORDS = frozenset({"", "1", "on", "true", "yes"})
 
 Version = tuple[int, ...]
 
@@ -120,30 +127,59 @@ def problems() -> dict[str, str]:
 
 def announce() -> None:
     """Say at start-up, once per process, which shortcuts are off because of a library's version,
-    in one warning (switched off on purpose with ``SSEGATE_FAST_PATHS=0``: one info line)."""
+    in one warning (switched off on purpose with ``SSEGATE_FAST_PATHS``: one info line)."""
     off = _decide()
     if not off or _said:
         return
     _said.append(True)
-    if _switched_off():
+    chosen = switched_off()
+    if chosen == set(SHORTCUTS):
         logger.info("ssegate: fast paths off (%s=0): public APIs only", ENV)
         return
-    lines = "; ".join(f"{name}: {why}" for name, why in off.items())
-    logger.warning("ssegate: fast paths off outside their tested versions (the public path runs): %s", lines)
+    if chosen:
+        logger.info("ssegate: fast paths switched off (%s): %s", ENV, ", ".join(sorted(chosen)))
+    if versions := _by_versions():
+        lines = "; ".join(f"{name}: {why}" for name, why in versions.items())
+        logger.warning(
+            "ssegate: fast paths off outside their tested versions (the public path runs): %s", lines
+        )
 
 
 _said: list[bool] = []  # non-empty once announce() has spoken
 
 
-def _switched_off() -> bool:
-    return os.environ.get(ENV, "1").strip().lower() in _OFF_WORDS
+def switched_off(value: str | None = None) -> set[str]:
+    """The shortcuts ``SSEGATE_FAST_PATHS`` (or ``value``) turns off by name: all of them for
+    ``0``/off/false/no, none for unset/``1``/on/true/yes, and those named for a comma-separated list
+    of ``-name`` items (``-upstream_lane,-body_push``). Any other value is refused (a typo must not
+    measure the wrong thing quietly). Shortcuts that need one named are off too (:func:`problems`)."""
+    text = (os.environ.get(ENV, "1") if value is None else value).strip().lower()
+    if text in _OFF_WORDS:
+        return set(SHORTCUTS)
+    if text in _ON_WORDS:
+        return set()
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    wrong = [item for item in items if not item.startswith("-") or item[1:] not in SHORTCUTS]
+    if wrong:
+        raise SettingsError(
+            f"{ENV}={text!r}: {', '.join(wrong)} is not '-' and a shortcut's name; use 0, 1, or a "
+            f"comma-separated list of -name to turn those off (names: {', '.join(SHORTCUTS)})"
+        )
+    return {item[1:] for item in items}
 
 
 @functools.cache
 def _decide() -> dict[str, str]:
     """Each shortcut that is off, with why; decided once per process."""
-    if _switched_off():
+    chosen = switched_off()
+    if chosen == set(SHORTCUTS):
         return dict.fromkeys(SHORTCUTS, f"{ENV}=0")
+    return _with_needs({name: f"{ENV}: -{name}" for name in SHORTCUTS if name in chosen} | _by_versions())
+
+
+@functools.cache
+def _by_versions() -> dict[str, str]:
+    """Each shortcut that a library's version (or absence) turns off, with why."""
     off: dict[str, str] = {}
     for name, shortcut in SHORTCUTS.items():
         for dist, (lowest, below) in shortcut.tested.items():
@@ -154,8 +190,14 @@ def _decide() -> dict[str, str]:
                 off[name] = f"{dist} {_show(found)} (tested: {_show(lowest)} to below {_show(below)})"
             if name in off:
                 break
+    return _with_needs(off)
+
+
+def _with_needs(off: dict[str, str]) -> dict[str, str]:
+    """``off`` and every shortcut that builds on one in it."""
+    off = dict(off)
     changed = True
-    while changed:  # a shortcut is off with any it builds on
+    while changed:
         changed = False
         for name, shortcut in SHORTCUTS.items():
             missing = [need for need in shortcut.needs if need in off]
@@ -180,4 +222,5 @@ def _show(version: Version) -> str:
 def reset() -> None:
     """Decide again (tests that change the environment or fake a version)."""
     _decide.cache_clear()
+    _by_versions.cache_clear()
     _said.clear()
