@@ -10,10 +10,11 @@ __all__ = ["EventLog", "LogEntry", "MemoryEventLog", "ReadResult", "Retention", 
 
 
 def open_event_log(url: str | None) -> EventLog:
-    """The log at ``url``: ``None`` or ``"memory"`` for this process's memory, ``redis://...`` for Redis."""
+    """The log at ``url``: ``None`` or ``"memory"`` for this process's memory, ``redis://...`` for Redis
+    (one server or any node of a cluster), ``redis+sentinel://...`` for a Sentinel-managed Redis."""
     if url is None or url == "memory":
         return MemoryEventLog()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")):
         # Imported here so a memory-only process never loads the Redis client.
         from ssegate.log.redis import RedisEventLog
 

@@ -1,18 +1,22 @@
 """The shared event log on Redis Streams: several processes or machines, one truth.
 
-This is the only module that imports ``redis``; every Redis failure becomes
+This module and :mod:`ssegate.log.redis_connect` (which Redis a URL names: one server, a Redis
+Cluster, Sentinel) are the only ones that import ``redis``; every Redis failure becomes
 :class:`ssegate.errors.LogError` here. The client speaks RESP2 (pinned: ``XREAD`` replies differ
 between protocols), never retries a command on its own (a retried append could land twice), and
 redis-py drops a connection on any ``BaseException`` mid-command, cancellation included, so a
 half-read reply is never reused.
 
-Keys of one stream share the hash tag ``{<stream>}`` so Redis Cluster keeps them in one slot::
+Keys of one stream share the hash tag ``{<stream>}`` so Redis Cluster keeps them in one slot, and
+every script names the keys of one stream only (no command spans two slots)::
 
     ssegate:{<stream>}:log             STREAM  id 0-<seq>; fields t (ms), ev, d, ep (epoch), x=1 if terminal
     ssegate:{<stream>}:state           HASH    epoch, seq (last appended), closed, max_events, max_age_ms
     ssegate:{<stream>}:meta            HASH    caller's metadata (set_meta / get_meta)
     ssegate:{<stream>}:members:<role>  ZSET    member -> expiry time (ms, Redis clock)
     ssegate:wake:<instance>            STREAM  one entry; nudges this process's reader (see below)
+    ssegate:{<stream>}:wake:<instance> STREAM  the same, under a cluster: one per followed slot
+    ssegate:{limit:<sha1>}:hits        ZSET    a shared rate limit's window (its own slot)
 
 Sequence numbers are ours, not Redis's: the state hash counts them and the append script writes
 the entry with the explicit id ``0-<seq>``, so a cursor maps to a Redis id without lookup and the
@@ -36,8 +40,9 @@ every stream that has local waiters (plus this instance's wake stream, which a r
 when it adds a stream to the set), decodes and encodes each entry once into a per-stream
 :class:`~ssegate.log.tail.Tail`, and wakes the waiters, who serve themselves from it. A waiter
 that times out checks Redis directly, which also catches a stream recreated behind the tail's back.
-Limitation: that one ``XREAD`` names keys of many slots, so under Redis Cluster it would have to
-be split per node; this backend targets a single Redis (or a proxy that routes by slot).
+Under a Redis Cluster, which refuses a command naming keys of two slots, that reader is split by
+slot: one blocking ``XREAD`` per slot that has local waiters (each on its own connection, with a
+wake stream in that slot), so a process holds as many blocking connections as slots it follows.
 """
 
 from __future__ import annotations
@@ -51,9 +56,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
@@ -61,6 +65,7 @@ from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
 from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry, parse_id
 from ssegate.log.cursor import new_epoch, resolve_cursor
 from ssegate.log.memory import DEFAULT_READ_BATCH
+from ssegate.log.redis_connect import Clients, connect
 from ssegate.log.tail import Tail
 
 __all__ = ["RedisEventLog"]
@@ -294,8 +299,8 @@ class _AppendBatcher:
     Redis runs a pipeline's commands in the order they were queued.
     """
 
-    def __init__(self, redis: aioredis.Redis[Any], script: str) -> None:
-        self._redis = redis
+    def __init__(self, connect: Callable[[], Awaitable[Clients]], script: str) -> None:
+        self._connect = connect
         self._source = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
         self._queued: list[_QueuedAppend] = []
@@ -334,7 +339,8 @@ class _AppendBatcher:
             replies = await self._run(batch)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:  # Redis lost its scripts (a restart): those commands ran nothing
-                await cast(Awaitable[str], self._redis.script_load(self._source))  # type: ignore[no-untyped-call]
+                redis = (await self._connect()).redis
+                await cast(Awaitable[str], redis.script_load(self._source))
                 for i, reply in zip(missing, await self._run([batch[i] for i in missing]), strict=True):
                     replies[i] = reply
         return replies
@@ -352,7 +358,10 @@ class _AppendBatcher:
                 caller.set_result(reply)
 
     async def _run(self, batch: list[_QueuedAppend]) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        # Under a cluster, redis-py's pipeline sends each node its own commands (routed by each
+        # script's keys, all in one stream's slot) and gives the replies back in queued order.
+        redis = (await self._connect()).redis
+        async with redis.pipeline(transaction=False) as pipe:
             for keys, args, _reply in batch:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
@@ -374,6 +383,33 @@ class _Snapshot:
         self.result = result
 
 
+class _Shard:
+    """Followed streams that one blocking XREAD may name: all of them on a single Redis, one slot's
+    under a cluster (which refuses a command naming keys of two slots)."""
+
+    __slots__ = ("following", "slot", "task", "version", "wake_key", "wanted")
+
+    def __init__(self, slot: int, wake_key: str) -> None:
+        self.slot = slot
+        self.wake_key = wake_key  # this process's wake stream for this shard (see _nudge_follower)
+        self.version = 0  # bumped when a stream joins the shard
+        self.following = -1  # the version of the XREAD in flight (-1: none)
+        self.wanted = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+_SCRIPTS = [
+    ("create", _CREATE),
+    ("append_once", _APPEND_ONCE),
+    ("read", _READ),
+    ("set_meta", _SET_META),
+    ("expire", _EXPIRE),
+    ("heartbeat", _HEARTBEAT),
+    ("live_members", _LIVE_MEMBERS),
+    ("admit", _ADMIT),
+]
+
+
 class RedisEventLog:
     """:class:`~ssegate.log.base.EventLog` on Redis Streams, shared by every process using ``url``."""
 
@@ -388,43 +424,22 @@ class RedisEventLog:
         timeout: float = 10.0,
         max_connections: int = 32,
     ) -> None:
-        options: dict[str, Any] = {
-            "protocol": 2,
-            "decode_responses": True,
-            "retry": Retry(NoBackoff(), 0),
-            "socket_connect_timeout": timeout,
-        }
-        # Bounded: a thousand viewers arriving at once queue for a few connections, not open a thousand.
-        self._pool: aioredis.ConnectionPool[Any] = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout, **options
-        )
-        self._redis = aioredis.Redis(connection_pool=self._pool)
-        # The follower blocks up to ``block`` s by design; only a silence longer than that is a fault.
-        self._follower_redis = aioredis.Redis.from_url(url, socket_timeout=block + timeout, **options)
-        self._scripts = {
-            name: self._redis.register_script(body)
-            for name, body in [
-                ("create", _CREATE),
-                ("append_once", _APPEND_ONCE),
-                ("read", _READ),
-                ("set_meta", _SET_META),
-                ("expire", _EXPIRE),
-                ("heartbeat", _HEARTBEAT),
-                ("live_members", _LIVE_MEMBERS),
-                ("admit", _ADMIT),
-            ]
-        }
-        self._appends = _AppendBatcher(self._redis, _APPEND)
+        self._url = url
+        self._timeout = timeout
+        self._block = block
+        self._max_connections = max_connections
+        # Which clients (one Redis, a cluster, Sentinel) is found out on first use: see _connected.
+        self._clients: Clients | None = None
+        self._connecting = asyncio.Lock()
+        self._scripts: dict[str, AsyncScript] = {}
+        self._appends = _AppendBatcher(self._connected, _APPEND)
         self._read_batch = read_batch
         self._block_ms = _milliseconds(block)
         self._tail_capacity = tail_capacity
         self._tail_linger = tail_linger
-        self._wake_key = f"ssegate:wake:{uuid.uuid4().hex}"
+        self._instance = uuid.uuid4().hex
         self._tails: dict[str, Tail] = {}
-        self._tails_version = 0  # bumped when a stream joins the followed set
-        self._following_version = -1  # the set version of the XREAD in flight
-        self._wanted = asyncio.Event()
-        self._follower: asyncio.Task[None] | None = None
+        self._shards: dict[int, _Shard] = {}  # slot (0 on a single Redis) -> its follower
         self._closed = False
 
     async def __aenter__(self) -> RedisEventLog:
@@ -439,8 +454,31 @@ class RedisEventLog:
     def _keys(stream: str, *parts: str) -> list[str]:
         return [f"ssegate:{{{stream}}}:{part}" for part in parts]
 
+    async def _connected(self) -> Clients:
+        """The clients, made on first use (probing the URL for cluster mode once)."""
+        clients = self._clients
+        if clients is not None:
+            return clients
+        async with self._connecting:
+            if self._clients is None:
+                self._check_open()
+                with _translated("connect"):
+                    clients = await connect(
+                        self._url,
+                        io_timeout=self._timeout,
+                        block=self._block,
+                        max_connections=self._max_connections,
+                    )
+                self._scripts = {name: clients.redis.register_script(body) for name, body in _SCRIPTS}
+                self._clients = clients
+            return self._clients
+
+    async def _client(self) -> Any:
+        return (await self._connected()).redis
+
     async def _script(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
         self._check_open()
+        await self._connected()
         call = self._scripts[name]
         with _translated(name.replace("_", " ")):
             if name in _NOT_REPEATABLE:
@@ -473,7 +511,8 @@ class RedisEventLog:
         self._check_open()
         with _translated("check a stream"):
             key = self._keys(stream, "state")[0]
-            return bool(await _once_more_on_dropped_connection(lambda: self._redis.exists(key)))
+            redis = await self._client()
+            return bool(await _once_more_on_dropped_connection(lambda: redis.exists(key)))
 
     async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
         # Encode first: an event SSE cannot carry must fail before it takes a sequence number.
@@ -519,7 +558,7 @@ class RedisEventLog:
         if result.entries or result.closed or wait <= 0:
             return result
         tail = self._follow(stream, snapshot)
-        await self._nudge_follower()
+        await self._nudge_follower(stream)
         if not await self._wait(tail, wait):
             return result
         served = self._serve_after_wake(stream, after)
@@ -554,7 +593,8 @@ class RedisEventLog:
         self._check_open()
         with _translated("read metadata"):
             key = self._keys(stream, "meta")[0]
-            meta = await _once_more_on_dropped_connection(lambda: self._redis.hgetall(key))
+            redis = await self._client()
+            meta = await _once_more_on_dropped_connection(lambda: redis.hgetall(key))
             return cast(dict[str, str], meta)
 
     async def heartbeat(self, stream: str, role: str, member: str, ttl: float) -> None:
@@ -564,36 +604,51 @@ class RedisEventLog:
         self._check_open()
         with _translated("drop a member"):
             key = self._keys(stream, f"members:{role}")[0]
-            await _once_more_on_dropped_connection(lambda: self._redis.zrem(key, member))
+            redis = await self._client()
+            await _once_more_on_dropped_connection(lambda: redis.zrem(key, member))
 
     async def live_members(self, stream: str, role: str) -> int:
         return int(await self._script("live_members", self._keys(stream, f"members:{role}"), []))
 
     # -- following the live end --------------------------------------------------------------
 
+    def _shard(self, stream: str) -> _Shard:
+        """The follower of ``stream``'s slot (of everything on a single Redis), made if need be."""
+        cluster = self._clients is not None and self._clients.cluster
+        slot = key_slot(self._keys(stream, "log")[0].encode()) if cluster else 0
+        shard = self._shards.get(slot)
+        if shard is None:
+            # Under a cluster the wake stream borrows the stream's hash tag: one XREAD, one slot.
+            wake = f"ssegate:wake:{self._instance}"
+            if cluster:
+                wake = self._keys(stream, f"wake:{self._instance}")[0]
+            shard = self._shards[slot] = _Shard(slot, wake)
+        return shard
+
     def _follow(self, stream: str, snapshot: _Snapshot) -> Tail:
+        shard = self._shard(stream)
         tail = self._tails.get(stream)
         if tail is None or tail.error is not None or tail.epoch != snapshot.epoch:
             if tail is not None:
                 tail.wake()  # its waiters fall back to Redis and find the new life of the stream
             tail = Tail(snapshot.epoch, snapshot.last_seq, snapshot.result.closed, self._tail_capacity)
             self._tails[stream] = tail
-            self._tails_version += 1
-        if self._follower is None or self._follower.done():
-            self._follower = asyncio.create_task(self._follow_loop(), name="ssegate-redis-follower")
-        self._wanted.set()
+            shard.version += 1
+        if shard.task is None or shard.task.done():
+            name = f"ssegate-redis-follower-{shard.slot}"
+            shard.task = asyncio.create_task(self._follow_loop(shard), name=name)
+        shard.wanted.set()
         return tail
 
-    async def _nudge_follower(self) -> None:
+    async def _nudge_follower(self, stream: str) -> None:
         """Make the reader re-issue its XREAD if the set of followed streams grew since it began."""
-        if self._following_version in (-1, self._tails_version):
+        shard = self._shard(stream)
+        if shard.following in (-1, shard.version):
             return
         with _translated("wake the follower"):
-            await cast(
-                Awaitable[str],
-                self._redis.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False),
-            )
-            await cast(Awaitable[bool], self._redis.pexpire(self._wake_key, 60_000))
+            redis = await self._client()
+            await cast(Awaitable[str], redis.xadd(shard.wake_key, {"w": "1"}, maxlen=1, approximate=False))
+            await cast(Awaitable[bool], redis.pexpire(shard.wake_key, 60_000))
 
     async def _wait(self, tail: Tail, wait: float) -> bool:
         """Wait for the tail to change; ``False`` on time-out. Raises the follower's failure."""
@@ -616,7 +671,7 @@ class RedisEventLog:
         tail = self._tails.get(stream)
         return tail.serve(after, self._read_batch) if tail is not None else None
 
-    def _followed(self) -> dict[str, Tail]:
+    def _followed(self, shard: _Shard) -> dict[str, Tail]:
         now = time.monotonic()
         for stream in [
             name
@@ -624,35 +679,43 @@ class RedisEventLog:
             if tail.waiters == 0 and (tail.closed or now - tail.idle_since > self._tail_linger)
         ]:
             del self._tails[stream]
-        return {name: tail for name, tail in self._tails.items() if not tail.closed}
+        return {
+            name: tail for name, tail in self._tails.items() if not tail.closed and self._shard(name) is shard
+        }
 
-    async def _follow_loop(self) -> None:
+    async def _follow_loop(self, shard: _Shard) -> None:
+        """One blocking XREAD at a time over the shard's streams (never keys of two slots)."""
         wake_id = "0-0"
         while not self._closed:
-            self._wanted.clear()
-            followed = self._followed()
+            shard.wanted.clear()
+            followed = self._followed(shard)
             if not followed:
-                self._following_version = -1
-                await self._wanted.wait()
+                shard.following = -1
+                if shard.slot != 0:  # a cluster slot nobody follows: its task ends (made again on demand)
+                    if self._shards.get(shard.slot) is shard:
+                        del self._shards[shard.slot]
+                    return
+                await shard.wanted.wait()
                 continue
             by_key = {self._keys(stream, "log")[0]: tail for stream, tail in followed.items()}
             positions: dict[Any, Any] = {key: f"0-{tail.last_seq}" for key, tail in by_key.items()}
-            positions[self._wake_key] = wake_id
-            self._following_version = self._tails_version
+            positions[shard.wake_key] = wake_id
+            shard.following = shard.version
             try:
-                reply = await self._follower_redis.xread(
-                    positions, count=self._read_batch, block=self._block_ms
-                )
-                wake_id = self._deliver(reply, by_key, wake_id)
+                follower = (await self._connected()).follower
+                reply = await follower.xread(positions, count=self._read_batch, block=self._block_ms)
+                wake_id = self._deliver(reply or [], by_key, shard.wake_key, wake_id)
+            except LogError as exc:
+                self._fail_tails(exc, followed)
             except RedisError as exc:
-                self._fail_tails(_failed("follow streams", exc))
+                self._fail_tails(_failed("follow streams", exc), followed)
             except Exception as exc:  # a malformed entry must fail the waiters, not strand them
-                self._fail_tails(LogError(f"event log (Redis) could not decode a stream: {exc!r}"))
+                self._fail_tails(LogError(f"event log (Redis) could not decode a stream: {exc!r}"), followed)
 
-    def _deliver(self, reply: list[Any], by_key: dict[str, Tail], wake_id: str) -> str:
+    def _deliver(self, reply: list[Any], by_key: dict[str, Tail], wake_key: str, wake_id: str) -> str:
         """Hand XREAD's entries to their tails and wake the waiters; returns the new wake-stream id."""
         for key, items in reply:
-            if key == self._wake_key:
+            if key == wake_key:
                 wake_id = items[-1][0]
                 continue
             tail = by_key[key]
@@ -661,8 +724,14 @@ class RedisEventLog:
             tail.wake()
         return wake_id
 
-    def _fail_tails(self, error: LogError) -> None:
-        tails, self._tails = self._tails, {}
+    def _fail_tails(self, error: LogError, streams: dict[str, Tail] | None = None) -> None:
+        """Fail the given tails (every tail if none given); their waiters hear of ``error``."""
+        if streams is None:
+            tails, self._tails = self._tails, {}
+        else:
+            tails = {name: tail for name, tail in streams.items() if self._tails.get(name) is tail}
+            for name in tails:
+                del self._tails[name]
         for tail in tails.values():
             tail.fail(error)
 
@@ -670,16 +739,12 @@ class RedisEventLog:
         self._closed = True
         self._fail_tails(LogError("the event log is closed"))
         await self._appends.aclose()
-        follower, self._follower = self._follower, None
-        if follower is not None:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-        try:
-            # types-redis predates aclose(); close() is deprecated (and warnings are errors).
-            await self._follower_redis.aclose()  # type: ignore[attr-defined]
-        finally:
-            try:
-                await self._redis.aclose()  # type: ignore[attr-defined]
-            finally:
-                await self._pool.disconnect()  # a pool we made is ours to close
+        shards, self._shards = list(self._shards.values()), {}
+        for shard in shards:
+            if shard.task is not None:
+                shard.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await shard.task
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            await clients.aclose()
