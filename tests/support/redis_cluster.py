@@ -1,0 +1,177 @@
+"""A real Redis Cluster on loopback: three primaries, three replicas, started from the tests.
+
+Six ``redis-server --cluster-enabled yes`` processes on free ports (data and cluster bus), joined by
+``redis-cli --cluster create --cluster-replicas 1``; ready once every node says ``cluster_state:ok``
+and every replica's link to its primary is up (polled against a deadline, no fixed sleeps). No
+persistence. Stopped by the PIDs we started. Import the fixtures into a ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from tests.support.servers import free_port
+
+_READY = "Ready to accept connections"
+_START_TIMEOUT = 30.0
+# Short, so a killed primary is judged failed (and its replica promoted) within a couple of seconds.
+NODE_TIMEOUT_MS = 1000
+
+
+class ClusterNode:
+    """One ``redis-server --cluster-enabled yes`` we started (and only we stop, by its PID)."""
+
+    def __init__(self, binary: str, directory: str) -> None:
+        self.port = free_port()
+        bus_port = free_port()
+        command = [
+            binary,
+            "--port", str(self.port),
+            "--cluster-port", str(bus_port),
+            "--bind", "127.0.0.1",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", f"nodes-{self.port}.conf",
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--dir", directory,
+            "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--loglevel", "notice",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._ready = threading.Event()
+        # Drain the log for the server's whole life: a full pipe would block redis-server.
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if _READY in line:
+                self._ready.set()
+        self._ready.set()
+
+    def wait_started(self, deadline: float) -> None:
+        if not self._ready.wait(max(0.0, deadline - time.monotonic())) or self.process.poll() is not None:
+            raise RuntimeError(f"cluster node on port {self.port} did not start (exit {self.process.poll()})")
+
+    def client(self) -> redis.Redis[str]:
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5.0)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._drainer.join()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class RedisClusterServers:
+    """Six nodes, three primaries with a replica each; :attr:`url` names one node, as a user would."""
+
+    def __init__(self) -> None:
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            pytest.fail("redis-server/redis-cli are not installed: run `make test`", pytrace=False)
+        self._dir = tempfile.TemporaryDirectory(prefix="ssegate-cluster-")
+        self.nodes: list[ClusterNode] = []
+        try:
+            deadline = time.monotonic() + _START_TIMEOUT
+            self.nodes = [ClusterNode(binary, self._dir.name) for _ in range(6)]
+            for node in self.nodes:
+                node.wait_started(deadline)
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=_START_TIMEOUT,
+            )
+            self.wait_healthy(deadline)
+        except BaseException:
+            self.close()
+            raise
+        self.url = f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def wait_healthy(self, deadline: float) -> None:
+        """Until every live node says ``cluster_state:ok`` and every live replica is in sync."""
+        while True:
+            if all(self._healthy(node) for node in self.nodes if node.alive):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not become healthy in time")
+            time.sleep(0.05)  # polling a deadline-bounded condition: nothing to await across processes
+
+    @staticmethod
+    def _healthy(node: ClusterNode) -> bool:
+        try:
+            with node.client() as client:
+                if client.cluster("INFO")["cluster_state"] != "ok":
+                    return False
+                replication = client.info("replication")
+        except redis.RedisError:
+            return False
+        return replication["role"] == "master" or replication.get("master_link_status") == "up"
+
+    def primary_of(self, key: str) -> ClusterNode:
+        """The live node serving ``key``'s slot now (as the live nodes see it)."""
+        slot = key_slot(key.encode())
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            with node.client() as client:
+                if client.info("replication")["role"] != "master":
+                    continue
+                nodes = client.execute_command("CLUSTER NODES")
+            for info in nodes.values():
+                if "myself" in info["flags"] and any(int(lo) <= slot <= int(hi) for lo, hi in info["slots"]):
+                    return node
+        raise LookupError(f"no live primary serves slot {slot}")
+
+    def replica_of(self, primary: ClusterNode) -> ClusterNode:
+        """The live replica of ``primary``."""
+        for node in self.nodes:
+            if node.alive and node is not primary:
+                with node.client() as client:
+                    info = client.info("replication")
+                if info["role"] == "slave" and int(info["master_port"]) == primary.port:
+                    return node
+        raise LookupError(f"no live replica of port {primary.port}")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        self._dir.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster shared by one worker's tests (use unique keys; do not kill its nodes)."""
+    cluster = RedisClusterServers()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def private_redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of this test alone, whose nodes the test may kill."""
+    cluster = RedisClusterServers()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
