@@ -4,6 +4,8 @@
     python -m bench.run --quick              # seconds-long smoke run, ssegate only, into bench/out/quick/
     python -m bench.run --only w1,w3 --peers nchan,express --reps 1
     python -m bench.run --fast-paths=off     # ssegate on public APIs only (docs/performance.md)
+    python -m bench.run --ablate             # each fast path off alone vs all on/off (~15 min), into
+                                             # docs/benchmarks/ablation/ (bench/ablate.py)
 
 Writes ``<out>/results.md`` (medians), ``<out>/results.png`` and ``<out>/raw/<timestamp>.jsonl``.
 """
@@ -22,7 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench import report, targets
+from bench import ablate, report, targets
 from bench.workloads import SPEED_PROBE_END, Plan, Record, Runner, build_sseload, by, median
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
@@ -60,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "docs/performance.md); results go to docs/benchmarks/fast-paths-off unless --out",
     )
     parser.add_argument(
+        "--ablate",
+        action="store_true",
+        help="ssegate alone, each workload with its fast paths all on, each off alone, all off "
+        "(bench/ablate.py); results go to docs/benchmarks/ablation unless --out",
+    )
+    parser.add_argument(
         "--from-raw",
         type=Path,
         default=None,
@@ -70,12 +78,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.only) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
-    peers = args.peers if args.peers is not None else ("none" if args.quick else "all")
+    peers = args.peers if args.peers is not None else ("none" if args.quick or args.ablate else "all")
     args.peers = set() if peers == "none" else set(ALL_PEERS) if peers == "all" else set(peers.split(","))
     if args.peers - set(ALL_PEERS):
         parser.error(f"unknown peer(s): {', '.join(sorted(args.peers - set(ALL_PEERS)))}")
     if args.reps is not None and not 1 <= args.reps <= 10:
         parser.error("--reps must be between 1 and 10")
+    if args.ablate and (args.fast_paths == "off" or args.no_ssegate or args.from_raw or args.peers):
+        parser.error("--ablate measures ssegate alone, with its own fast-path settings")
     return args
 
 
@@ -211,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         # The ssegate processes the bench starts inherit this environment (bench.procs).
         os.environ[FAST_PATHS_ENV] = "0"
     published = targets.REPO / "docs/benchmarks"
+    if args.ablate:
+        out_dir = args.out or (
+            targets.BENCH_DIR / "out/quick-ablation" if args.quick else published / "ablation"
+        )
+        command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+        page = ablate.run(out_dir, plan, args.only, command.strip())
+        Runner._say(f"wrote {page}")
+        return 0
     out: Path = args.out or (
         targets.BENCH_DIR / "out/quick"
         if args.quick

@@ -80,6 +80,9 @@ class Plan:
     w4_ramp: float = 2
     w5_streams: int = 20
     w5_tokens: int = 100
+    # The ablation (bench/ablate.py) runs one fixed step of W2 and W4 per variant, not a search.
+    ablate_w2_rate: float = 1000
+    ablate_w4_n: int = 400
     # bounded wait for a quiet machine before each measurement (0: do not wait, e.g. in CI)
     quiet_wait_s: float = QUIET_MAX_WAIT_S
 
@@ -111,6 +114,8 @@ class Plan:
             w5_streams=5,
             quiet_wait_s=0,
             w5_tokens=10,
+            ablate_w2_rate=40,
+            ablate_w4_n=5,
         )
 
 
@@ -134,8 +139,11 @@ class Runner:
         self.logs = logs
         self.plan = plan
         self.records: list[Record] = []
+        # Merged into every record (the ablation's variant and repetition).
+        self.extra: Record = {}
 
     def _record(self, record: Record) -> Record:
+        record.update(self.extra)
         record["at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.records.append(record)
         with self.raw.open("a") as out:

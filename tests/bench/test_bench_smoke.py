@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from bench.workloads import step_up
 
-from bench import report, run, targets
+from bench import ablate, report, run, targets
 
 pytestmark = pytest.mark.skipif(not targets.ssegate_available(), reason="the ssegate server is not installed")
 
@@ -123,3 +123,47 @@ def test_bench_with_fast_paths_off_runs_ssegate_on_public_apis_and_says_so(
     # what the ssegate processes the bench starts inherit (bench.procs passes os.environ on)
     assert os.environ[run.FAST_PATHS_ENV] == "0"
     assert "ssegate's fast paths: off (SSEGATE_FAST_PATHS=0)" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_ablation_measures_each_claiming_shortcut_off_alone_between_all_on_and_all_off(
+    tmp_path: Path,
+) -> None:
+    records = _run_quick(tmp_path, "--ablate", "--only", "w1,w3", timeout=110)
+    measured = [r for r in records if r["workload"] != "machine"]
+    for workload in ("w1", "w3"):
+        labels = [label for label, _value in ablate.variants(workload)]
+        assert labels[0] == ablate.ALL_ON
+        assert labels[-1] == ablate.ALL_OFF
+        assert labels[1:-1] == [f"-{name}" for name in ablate.CLAIMS[workload]]
+        assert [r["variant"] for r in measured if r["workload"] == workload] == labels
+    # every ssegate the run started saw its variant's switch (its start-up line says which were off)
+    stamp = next((tmp_path / "raw").glob("*.jsonl")).stem
+    said = (targets.BENCH_DIR / "out/logs" / f"ablation-{stamp}" / "ssegate.log").read_text()
+    for name in ("live_socket", "slim_protocol", "served_app", "held_streams"):
+        assert f"fast paths switched off (SSEGATE_FAST_PATHS): {name}\n" in said
+    assert said.count("fast paths off (SSEGATE_FAST_PATHS=0)") == 2
+    page = (tmp_path / "results.md").read_text()
+    assert "| `live_socket` |" in page
+    assert "| -held_streams |" in page
+
+
+def test_every_shortcut_claims_a_workload_the_ablation_measures() -> None:
+    from ssegate import _fast
+
+    claimed = {name for names in ablate.CLAIMS.values() for name in names}
+    assert claimed == set(_fast.SHORTCUTS)
+
+
+def test_ablation_reads_a_shortcut_that_costs_under_five_percent_as_not_earning_its_place() -> None:
+    def record(variant: str, kib: float) -> dict[str, Any]:
+        return {"workload": "w3", "variant": variant, "result": {"server": {"kb_per_conn": kib}}}
+
+    rows = [record("all on", 10.0), record("-slim_protocol", 10.3), record("-served_app", 12.0)]
+    rows += [record("-held_streams", 9.0), record("all off", 18.0)]
+    costs = ablate.costs(ablate.summary(rows, ["w3"]))
+    assert costs == {
+        "slim_protocol": {"w3": pytest.approx(3.0)},
+        "served_app": {"w3": pytest.approx(20.0)},
+        "held_streams": {"w3": pytest.approx(-10.0)},
+    }
