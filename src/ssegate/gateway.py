@@ -121,6 +121,10 @@ class _Local:
     # Resolved at the upstream's first event (None) or its failure before one (the error data).
     started: asyncio.Future[dict[str, Any] | None] | None = None
     answering: int = 0  # POSTs waiting for it to start: it is not abandoned meanwhile
+    # This process's viewer membership in the log is written under this lock, each write saying
+    # what ``viewers`` is when it runs (see Gateway._sync_viewer): a leave's withdrawal can then
+    # never land after the next viewer's heartbeat and leave an open stream uncounted.
+    membership: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 ProviderFactory = Callable[[str], Provider]
@@ -346,18 +350,35 @@ class Gateway:
         local = self._local.setdefault(generation_id, _Local())
         local.viewers += 1
         local.watched = True
-        if local.viewers == 1:
-            await self.log.heartbeat(key, VIEWER, self._process, self._lease_ttl)
         try:
+            if local.viewers == 1:
+                await self._sync_viewer(key, local)
             yield
         finally:
             local.viewers -= 1
             if local.viewers == 0:
                 local.unwatched_since = time.monotonic()
-                if local.producer is None:
-                    self._local.pop(generation_id, None)
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.log.drop_member(key, VIEWER, self._process))
+                    await asyncio.shield(self._last_viewer_left(generation_id, key, local))
+
+    async def _last_viewer_left(self, generation_id: str, key: str, local: _Local) -> None:
+        try:
+            await self._sync_viewer(key, local)
+        finally:
+            # Forgotten only once its withdrawal is written: a viewer arriving meanwhile joins this
+            # entry (and its lock), not a fresh one whose heartbeat could race the withdrawal.
+            if local.viewers == 0 and local.producer is None and self._local.get(generation_id) is local:
+                del self._local[generation_id]
+
+    async def _sync_viewer(self, key: str, local: _Local) -> None:
+        """Write this process's viewer membership of ``key`` as ``local.viewers`` says it is now:
+        a heartbeat while anyone watches here, else its withdrawal. Serialised per generation, so
+        the last write always matches the last join or leave."""
+        async with local.membership:
+            if local.viewers:
+                await self.log.heartbeat(key, VIEWER, self._process, self._lease_ttl)
+            else:
+                await self.log.drop_member(key, VIEWER, self._process)
 
     # -- producing -----------------------------------------------------------------------------
 
@@ -438,7 +459,8 @@ class Gateway:
             if local is not None:
                 local.producer = None
                 local.mapper = None
-                if local.viewers == 0:
+                # (A last viewer still writing its withdrawal forgets the entry itself, after.)
+                if local.viewers == 0 and not local.membership.locked():
                     self._local.pop(generation_id, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.log.drop_member(key, PRODUCER, self._process))
@@ -638,7 +660,7 @@ class Gateway:
         for generation_id, local in list(self._local.items()):
             key = stream_key(generation_id)
             if local.viewers:
-                await self.log.heartbeat(key, VIEWER, self._process, self._lease_ttl)
+                await self._sync_viewer(key, local)
             if local.producer is not None:
                 await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
                 await self._check_abandoned(generation_id, local, now)

@@ -61,11 +61,11 @@ async def first_text_arrival(client: httpx.AsyncClient, url: str, opened: asynci
 @pytest.mark.nginx
 async def test_nginx_first_token_arrives_as_fast_as_direct() -> None:
     # A long wait for the first token, then a slow trickle: a buffering proxy would hold the
-    # first small event back until its buffer filled or the stream ended, seconds later.
-    async with ssegate_behind_nginx(demo_ttft=1.0, demo_tokens_per_second=5.0, abandon_grace=30.0) as (
-        direct,
-        proxied,
-    ):
+    # first small event back until its buffer filled or the stream ended, seconds later. The POST
+    # answers at once (start_answer_wait 0), so both streams are open and waiting when the token
+    # comes: by default it would answer after the first token, which both streams then replay.
+    slow_start = {"demo_ttft": 1.0, "demo_tokens_per_second": 5.0, "start_answer_wait": 0.0}
+    async with ssegate_behind_nginx(**slow_start, abandon_grace=30.0) as (direct, proxied):
         created = await start(direct)
         opened_direct, opened_proxied = asyncio.Event(), asyncio.Event()
         viewers = [
@@ -74,6 +74,8 @@ async def test_nginx_first_token_arrives_as_fast_as_direct() -> None:
         ]
         # Both streams are open (the opening comment came through nginx at once) before the token.
         await asyncio.wait_for(asyncio.gather(opened_direct.wait(), opened_proxied.wait()), _WAIT)
+        described = (await direct.get(created["url"])).json()
+        assert described["viewers"] >= 1
         direct_at, proxied_at = await asyncio.wait_for(asyncio.gather(*viewers), _WAIT)
         await direct.post(created["cancel_url"])
 

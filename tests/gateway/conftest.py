@@ -1,3 +1,3 @@
-from tests.support.redis_server import persistent_redis, private_redis
+from tests.support.redis_server import persistent_redis, private_redis, redis_server
 
-__all__ = ["persistent_redis", "private_redis"]
+__all__ = ["persistent_redis", "private_redis", "redis_server"]
