@@ -72,6 +72,9 @@ class Settings:
     token_max_ttl: float = 3600.0
     # Comma-separated browser origins allowed to call the API (CORS); "*" allows any, without credentials.
     cors_origins: str | None = None
+    # Comma-separated model names /metrics labels by, besides the providers' default models and
+    # SSEGATE_MODEL; any other model is counted as "other" (bounded cardinality).
+    metrics_models: str | None = None
     # -- limits --
     max_streams_per_principal: int = 100
     max_streams_total: int = 10_000

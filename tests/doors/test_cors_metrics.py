@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.doors.conftest import ssegate_demo
+from tests.support.metrics import total
 
 ORIGIN = "https://app.example"
 
@@ -44,7 +45,7 @@ async def test_door_requests_are_counted_in_metrics() -> None:
         assert streamed.status_code == 200
         await http.post("/v1/messages", json={"model": "demo-1", "messages": []})
         metrics = (await http.get("/metrics")).text
-    assert 'ssegate_door_requests_total{door="openai_chat"} 1' in metrics
-    assert 'ssegate_door_requests_total{door="anthropic_messages"} 1' in metrics
-    assert "ssegate_streams_total 1" in metrics
-    assert "ssegate_generations_started_total 1" in metrics
+    assert total(metrics, "ssegate_door_requests_total", door="openai_chat") == 1
+    assert total(metrics, "ssegate_door_requests_total", door="anthropic_messages") == 1
+    assert total(metrics, "ssegate_streams_total") == 1
+    assert total(metrics, "ssegate_generations_started_total", provider="demo", model="demo-1") == 1

@@ -12,6 +12,7 @@ import httpx
 from ssegate.client import EventSource
 from ssegate.codec.events import Comment, Event
 from tests.security.harness import LONG_PROMPT, PROMPT, bearer, running, start
+from tests.support.metrics import samples
 from tests.support.sse import iter_stream, read_stream
 
 SILENT: dict[str, Any] = {"demo_ttft": 30.0, "abandon_grace": 60.0}  # streams stay open with nothing to send
@@ -137,11 +138,14 @@ async def test_drain_refuses_new_work_with_503_and_ends_open_streams_cleanly() -
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
+    """Each sample name's total over its labels, and ``name{label="value"}`` for each label
+    value alone (summed over the other labels), parsed by prometheus_client's own parser."""
+    values: dict[str, float] = {}
+    for sample in samples(text):
+        values[sample.name] = values.get(sample.name, 0.0) + sample.value
+        for label, value in sample.labels.items():
+            key = f'{sample.name}{{{label}="{value}"}}'
+            values[key] = values.get(key, 0.0) + sample.value
     return values
 
 

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from typing import Any
 
 import httpx
 
 from tests.server.conftest import ServerFactory, ssegate_server
+from tests.support.metrics import total
 from tests.support.redis_server import redis_server
 from tests.support.sse import read_stream
 
@@ -25,10 +25,7 @@ def key() -> dict[str, str]:
 
 
 async def started(client: httpx.AsyncClient) -> int:
-    metrics = (await client.get("/metrics")).text
-    match = re.search(r"^ssegate_generations_started_total (\d+)$", metrics, re.MULTILINE)
-    assert match is not None
-    return int(match[1])
+    return int(total((await client.get("/metrics")).text, "ssegate_generations_started_total"))
 
 
 async def test_the_same_key_and_body_is_the_same_generation(ssegate_server: ServerFactory) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from tests.server.conftest import ServerFactory, ssegate_server
 from tests.support.browser import chromium, chromium_available
+from tests.support.metrics import total
 
 __all__ = ["ssegate_server"]
 
@@ -39,9 +39,7 @@ def needs_js() -> None:
 
 
 async def started(client: httpx.AsyncClient) -> int:
-    match = re.search(r"^ssegate_generations_started_total (\d+)$", (await client.get("/metrics")).text, re.M)
-    assert match is not None
-    return int(match[1])
+    return int(total((await client.get("/metrics")).text, "ssegate_generations_started_total"))
 
 
 def body(question: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from ssegate.codec.events import Event
 from ssegate.codec.parser import EventStreamParser
 from tests.multiprocess.processes import SsegateProcess
 from tests.server.conftest import ServerFactory
+from tests.support.metrics import total
 from tests.support.servers import free_port
 from tests.topics.helpers import subscribe
 
@@ -25,9 +26,7 @@ VIEWERS = 20
 
 
 async def gauge(client: httpx.AsyncClient, name: str) -> int:
-    page = (await client.get("/metrics")).text
-    line = next(line for line in page.splitlines() if line.startswith(f"{name} "))
-    return int(line.split()[1])
+    return int(total((await client.get("/metrics")).text, name))
 
 
 async def live_viewers(client: httpx.AsyncClient) -> int:

@@ -59,6 +59,7 @@ class HeldStreams:
             for route in self.routes:
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
+                    scope["route"] = route  # as Starlette's router does (metrics label by it)
                     scope.update(child_scope)
                     scope[REQUEST_END] = None  # nobody to tell yet
                     return self.stream(scope, receive, send)

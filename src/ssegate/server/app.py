@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -131,6 +132,15 @@ def create_app(
         for producer in own_producers.values():
             registry.register(producer)
             provider_infos[producer.info.name] = producer.info
+        # Models named as metric labels: the configured and known ones (others are "other").
+        for info in provider_infos.values():
+            metrics.models.update([info.default_model, *info.models])
+        metrics.models.update(filter(None, [settings.model]))
+        metrics.models.update(m.strip() for m in (settings.metrics_models or "").split(",") if m.strip())
+        metrics.models.discard("")
+        syncing = None
+        if metrics.multiprocess_dir is not None:  # other workers read this one's values from files
+            syncing = asyncio.get_running_loop().create_task(metrics.sync_forever())
         measured: dict[str, MeasuredProvider] = {}
 
         def measured_provider(name: str) -> MeasuredProvider:
@@ -200,6 +210,11 @@ def create_app(
                 undo_signal()
             await registry.aclose()
             await log.aclose()
+            if syncing is not None:
+                syncing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await syncing
+            metrics.close()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

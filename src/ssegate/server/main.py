@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import glob
 import logging
 import os
 import resource
+import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
@@ -23,6 +26,7 @@ from ssegate.server.app import App, create_app
 from ssegate.server.auth import exposure_problem
 from ssegate.server.bounds import BoundedHttp, RequestBounds
 from ssegate.server.guard import default_allowed_hosts
+from ssegate.server.metrics import MULTIPROC_ENV
 from ssegate.server.middleware import configure_access_log
 
 
@@ -216,8 +220,29 @@ def serve(
     # start waits in its listen queue.
     sock = config.bind_socket()
     _announce(announcement)
-    with contextlib.suppress(KeyboardInterrupt):
+    with metrics_directory(), contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[sock]).run()
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[str]:
+    """The workers' shared metrics files (prometheus_client's multiprocess mode), so that any
+    worker's /metrics answers for all of them: ``PROMETHEUS_MULTIPROC_DIR`` if set (emptied of
+    the last run's files first), else a directory of this run's own, removed at the end."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in glob.glob(os.path.join(given, "*.db")):  # a last run's values are not this one's
+            os.remove(stale)
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="ssegate-metrics-")
+    os.environ[MULTIPROC_ENV] = path  # the workers, started after this, inherit it
+    try:
+        yield path
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _announce(line: str) -> None:

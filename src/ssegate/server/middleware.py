@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ssegate.server.auth import PRINCIPAL_SCOPE_KEY
 from ssegate.server.fanout import LIVE_BYTES
-from ssegate.server.metrics import Metrics
+from ssegate.server.metrics import UNMATCHED_ROUTE, Metrics
 
 access_logger = logging.getLogger("ssegate.access")
 
@@ -208,7 +208,9 @@ class AccessLogMiddleware:
 
     def record(self, scope: Scope, status: int, sent: int, duration: float) -> None:
         """Count the response by status, and log it if the access log is on."""
-        self.metrics.requests[status] += 1
+        route = scope.get("route")
+        # The route's template, never the path: a label per URL would be unbounded.
+        self.metrics.response(getattr(route, "path", None) or UNMATCHED_ROUTE, scope["method"], status)
         if self.log and access_logger.isEnabledFor(logging.INFO):
             self._write(scope, status, sent, duration)
 
