@@ -65,18 +65,9 @@ _YIELD_EVERY = 256
 _EMITTER_BUFFER = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
-    """Answer text, appended as it comes (``text`` on the wire)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Thinking:
-    """Reasoning shown apart from the answer (``thinking``)."""
-
-    text: str
+# The same events as the built-in providers', under the names a producer writes.
+Text = TextDelta
+Thinking = ThinkingDelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,10 +332,8 @@ async def _from_emitter(function: EmitterProducer, generation: Generation) -> As
 
 
 def _to_provider_events(event: Event) -> list[ProviderEvent]:
-    if isinstance(event, Text):
-        return [TextDelta(event.text)] if event.text else []
-    if isinstance(event, Thinking):
-        return [ThinkingDelta(event.text)] if event.text else []
+    if isinstance(event, Text | Thinking):
+        return [event] if event.text else []
     if isinstance(event, ToolCall):
         arguments = orjson.dumps(dict(event.input)).decode()
         return [

@@ -17,7 +17,6 @@ import pytest
 from ssegate.config import Settings
 from ssegate.providers import ProviderConfig, build_provider
 from ssegate.providers.base import DEFAULT_MAX_CONNECTIONS, ProviderEvent
-from ssegate.server.app import provider_config
 from tests.fakes._upstream import FakeUpstream, Faults
 from tests.fakes.fake_anthropic import AnthropicScript, FakeAnthropic
 from tests.fakes.fake_openai import FakeOpenAI, OpenAIScript
@@ -59,18 +58,18 @@ async def test_a_provider_streams_more_generations_at_once_than_the_sdk_pool_hol
 
 
 def test_the_upstream_pool_follows_the_stream_limit_unless_set() -> None:
-    assert provider_config(Settings()).max_connections == Settings().max_streams_total
-    assert provider_config(Settings(max_streams_total=25_000)).max_connections == 25_000
-    assert provider_config(Settings(upstream_max_connections=300)).max_connections == 300
+    assert ProviderConfig.from_settings(Settings()).max_connections == Settings().max_streams_total
+    assert ProviderConfig.from_settings(Settings(max_streams_total=25_000)).max_connections == 25_000
+    assert ProviderConfig.from_settings(Settings(upstream_max_connections=300)).max_connections == 300
     from_env = Settings.from_env({"SSEGATE_UPSTREAM_MAX_CONNECTIONS": "2000"})
-    assert provider_config(from_env).max_connections == 2000
+    assert ProviderConfig.from_settings(from_env).max_connections == 2000
     with pytest.raises(ValueError, match="SSEGATE_UPSTREAM_MAX_CONNECTIONS"):
         Settings.from_env({"SSEGATE_UPSTREAM_MAX_CONNECTIONS": "-1"})
 
 
 def test_spare_connections_come_from_the_environment() -> None:
-    assert provider_config(Settings()).spare_connections == 1
+    assert ProviderConfig.from_settings(Settings()).spare_connections == 1
     from_env = Settings.from_env({"SSEGATE_UPSTREAM_SPARE_CONNECTIONS": "0"})
-    assert provider_config(from_env).spare_connections == 0
+    assert ProviderConfig.from_settings(from_env).spare_connections == 0
     with pytest.raises(ValueError, match="SSEGATE_UPSTREAM_SPARE_CONNECTIONS"):
         Settings.from_env({"SSEGATE_UPSTREAM_SPARE_CONNECTIONS": "-1"})

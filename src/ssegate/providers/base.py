@@ -29,6 +29,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ssegate.config import Settings
+
 # Defined with every other error (ssegate.errors); named here too, where the adapters look for them.
 from ssegate.errors import ConfigurationError as ConfigurationError
 from ssegate.errors import UpstreamError as UpstreamError
@@ -37,18 +39,24 @@ from ssegate.errors import UpstreamError as UpstreamError
 from ssegate.request import GenerationRequest as GenerationRequest
 from ssegate.request import Message as Message
 
+# The settings' defaults are the adapters' defaults too: one place says what they are.
+_DEFAULTS = Settings()
 # Upstream connections one provider may hold at once (one per running generation): the server's
 # default stream limit, well above the SDKs' own pool of 1000.
-DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_MAX_CONNECTIONS = _DEFAULTS.max_streams_total
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
+    """Answer text, appended as it comes (``text`` on the wire); ``ssegate.producers.Text``."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class ThinkingDelta:
+    """Reasoning shown apart from the answer (``thinking``); ``ssegate.producers.Thinking``."""
+
     text: str
 
 
@@ -137,8 +145,10 @@ ProviderEvent = (
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
-    """Everything the adapters read, in one object: ``ssegate.server.app.provider_config`` fills it
-    from the settings once, and each adapter reads its own fields from it."""
+    """Everything the adapters read, in one object: :meth:`from_settings` fills it from the
+    settings once (what each field means: :class:`ssegate.config.Settings`), and each adapter reads
+    its own fields from it. Built by hand (tests, an app's own producer), it takes the settings'
+    defaults."""
 
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
@@ -146,15 +156,35 @@ class ProviderConfig:
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str | None = None
-    demo_ttft: float = 0.4
-    demo_tokens_per_second: float = 40.0
+    demo_ttft: float = _DEFAULTS.demo_ttft
+    demo_tokens_per_second: float = _DEFAULTS.demo_tokens_per_second
     demo_answer_tokens: int = 120
-    idle_timeout: float = 30.0
-    max_retries: int = 2
+    idle_timeout: float = _DEFAULTS.upstream_idle_timeout
+    max_retries: int = _DEFAULTS.upstream_max_retries
     # Upstream connections per provider, held one per running generation (HTTP/1.1 streaming).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     # Idle upstream connections each provider keeps open for the next generations (see _direct).
-    spare_connections: int = 1
+    spare_connections: int = _DEFAULTS.upstream_spare_connections
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderConfig:
+        """The adapters' part of ``settings``. SSEGATE_MODEL names the default provider's model;
+        each request may still name its own."""
+        default = settings.default_provider
+        return cls(
+            anthropic_api_key=settings.anthropic_api_key,
+            anthropic_base_url=settings.anthropic_base_url,
+            anthropic_model=settings.model if default == "anthropic" else None,
+            openai_api_key=settings.openai_api_key,
+            openai_base_url=settings.openai_base_url,
+            openai_model=settings.model if default == "openai" else None,
+            demo_ttft=settings.demo_ttft,
+            demo_tokens_per_second=settings.demo_tokens_per_second,
+            idle_timeout=settings.upstream_idle_timeout,
+            max_retries=settings.upstream_max_retries,
+            max_connections=settings.upstream_max_connections or settings.max_streams_total,
+            spare_connections=settings.upstream_spare_connections,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,25 +48,6 @@ STATIC_DIR = resources.files("ssegate") / "static"
 TerminalCallback = Callable[[str, str, dict[str, Any]], None]
 
 
-def provider_config(settings: Settings) -> ProviderConfig:
-    # SSEGATE_MODEL names the default provider's model; each request may still name its own.
-    default = settings.default_provider
-    return ProviderConfig(
-        anthropic_api_key=settings.anthropic_api_key,
-        anthropic_base_url=settings.anthropic_base_url,
-        anthropic_model=settings.model if default == "anthropic" else None,
-        openai_api_key=settings.openai_api_key,
-        openai_base_url=settings.openai_base_url,
-        openai_model=settings.model if default == "openai" else None,
-        max_retries=settings.upstream_max_retries,
-        demo_ttft=settings.demo_ttft,
-        demo_tokens_per_second=settings.demo_tokens_per_second,
-        idle_timeout=settings.upstream_idle_timeout,
-        max_connections=settings.upstream_max_connections or settings.max_streams_total,
-        spare_connections=settings.upstream_spare_connections,
-    )
-
-
 class App(Starlette):
     """Starlette, plus: the server's own ``send`` kept in the scope for the live fan-out (which
     writes under the middleware; see :mod:`ssegate.server.fanout`), and the event-stream routes
@@ -125,7 +106,7 @@ def create_app(
         # The state goes on ssegate's own app, not on whichever app runs this lifespan: mounted in
         # a host app, the host's lifespan runs it (ssegate.mount) and requests reach this app.
         log = open_event_log(settings.redis_url)
-        registry = ProviderRegistry(provider_config(settings))
+        registry = ProviderRegistry(ProviderConfig.from_settings(settings))
         # Build the configured providers now: importing a vendor SDK takes about a second, which
         # would otherwise stall every open stream when the first generation starts.
         provider_infos = {name: registry.get(name).info for name in available_providers(registry.config)}

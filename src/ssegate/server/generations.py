@@ -118,22 +118,46 @@ async def create_generation(request: Request) -> Response:
         if claim is not None and claim.explicit:
             await app.claims.release(claim)
         raise
-    links = _links(meta["id"], request.scope)
     if ticket is not None:
-        return _StreamGeneration(
-            app.gateway,
-            meta["id"],
-            None,
-            app.settings.keepalive_interval,
-            app.settings.retry_ms,
-            ticket,
-            app.fanout,
-        )  # type: ignore[return-value]
-    body_out = {**links, "state": meta["state"], "model": meta["model"], "provider": meta["provider"]}
-    stream_token = app.stream_token(principal, meta["id"])
-    if stream_token is not None:
-        body_out["stream_token"] = stream_token
+        return _stream_response(app, meta["id"], None, ticket)
+    links = _links(meta["id"], request.scope)
+    body_out = _summary(links, meta, app.stream_token(principal, meta["id"]))
     return JSONResponse(body_out, status_code=201, headers={"location": links["url"]})
+
+
+def _summary(links: dict[str, str], described: dict[str, Any], stream_token: str | None) -> dict[str, Any]:
+    """The JSON answer to a start (and to its repetition): where the generation is, and its state."""
+    body = {
+        **links,
+        "state": described["state"],
+        "model": described["model"],
+        "provider": described["provider"],
+    }
+    if stream_token is not None:
+        body["stream_token"] = stream_token
+    return body
+
+
+def _stream_response(app: AppState, generation_id: str, after: str | None, ticket: StreamTicket) -> Response:
+    """The generation's event stream from ``after`` on, held under ``ticket`` (an ASGI app, which
+    Starlette's routing calls as it calls a Response)."""
+    stream = _StreamGeneration(
+        app.gateway,
+        generation_id,
+        after,
+        app.settings.keepalive_interval,
+        app.settings.retry_ms,
+        ticket,
+        app.fanout,
+    )
+    return stream  # type: ignore[return-value]
+
+
+async def _events_of(request: Request, app: AppState, generation_id: str, after: str | None) -> Response:
+    """The stream of a known, authorised generation from ``after`` on: 410 once its events are gone."""
+    if not await app.gateway.log.exists(stream_key(generation_id)):
+        raise RequestError(410, "expired", f"generation {generation_id} has no events any more")
+    return _stream_response(app, generation_id, after, app.open_stream(request))
 
 
 async def _repeat(request: Request, app: AppState, generation_id: str, after: str | None) -> Response:
@@ -141,29 +165,11 @@ async def _repeat(request: Request, app: AppState, generation_id: str, after: st
     new was made) or its stream from ``after`` (the reconnect's Last-Event-ID)."""
     described = await _known_generation(app, generation_id)
     app.authorize_generation(request, described, scope="subscribe")
-    links = _links(generation_id, request.scope)
     if wants_event_stream(request):
-        if not await app.gateway.log.exists(stream_key(generation_id)):
-            raise RequestError(410, "expired", f"generation {generation_id} has no events any more")
-        ticket = app.open_stream(request)
-        return _StreamGeneration(  # type: ignore[return-value]
-            app.gateway,
-            generation_id,
-            after,
-            app.settings.keepalive_interval,
-            app.settings.retry_ms,
-            ticket,
-            app.fanout,
-        )
-    body_out = {
-        **links,
-        "state": described["state"],
-        "model": described["model"],
-        "provider": described["provider"],
-    }
+        return await _events_of(request, app, generation_id, after)
+    links = _links(generation_id, request.scope)
     stream_token = app.stream_token(app.authenticate(request, scope="generate"), generation_id)
-    if stream_token is not None:
-        body_out["stream_token"] = stream_token
+    body_out = _summary(links, described, stream_token)
     headers = {"location": links["url"], "idempotent-replayed": "true"}
     return JSONResponse(body_out, status_code=200, headers=headers)
 
@@ -254,18 +260,7 @@ async def generation_events(request: Request) -> Response:
     after = last_event_id(request)
     described = await _known_generation(app, generation_id)
     app.authorize_generation(request, described, scope="subscribe")
-    if not await app.gateway.log.exists(stream_key(generation_id)):
-        raise RequestError(410, "expired", f"generation {generation_id} has no events any more")
-    ticket = app.open_stream(request)
-    return _StreamGeneration(  # type: ignore[return-value]
-        app.gateway,
-        generation_id,
-        after,
-        app.settings.keepalive_interval,
-        app.settings.retry_ms,
-        ticket,
-        app.fanout,
-    )
+    return await _events_of(request, app, generation_id, after)
 
 
 async def cancel_generation(request: Request) -> Response:
