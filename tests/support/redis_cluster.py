@@ -27,24 +27,13 @@ _START_TIMEOUT = 30.0
 NODE_TIMEOUT_MS = 1000
 
 
-class ClusterNode:
-    """One ``redis-server --cluster-enabled yes`` we started (and only we stop, by its PID)."""
+class ServerProcess:
+    """One ``redis-server`` process we started (and only we stop, by its PID), with any arguments."""
 
-    def __init__(self, binary: str, directory: str) -> None:
-        self.port = free_port()
-        bus_port = free_port()
-        command = [
-            binary,
-            "--port", str(self.port),
-            "--cluster-port", str(bus_port),
-            "--bind", "127.0.0.1",
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", f"nodes-{self.port}.conf",
-            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-            "--dir", directory,
-            "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--loglevel", "notice",
-        ]  # fmt: skip
+    def __init__(self, binary: str, args: list[str], port: int, ready: str = _READY) -> None:
+        self.port = port
+        self._ready_line = ready  # what the server logs once it serves (a sentinel says another thing)
+        command = [binary, *args, "--daemonize", "no", "--loglevel", "notice"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._ready = threading.Event()
         # Drain the log for the server's whole life: a full pipe would block redis-server.
@@ -54,13 +43,14 @@ class ClusterNode:
     def _drain(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            if _READY in line:
+            if self._ready_line in line:
                 self._ready.set()
         self._ready.set()
 
     def wait_started(self, deadline: float) -> None:
+        """Until the server logs that it accepts connections (raises if it exited or took too long)."""
         if not self._ready.wait(max(0.0, deadline - time.monotonic())) or self.process.poll() is not None:
-            raise RuntimeError(f"cluster node on port {self.port} did not start (exit {self.process.poll()})")
+            raise RuntimeError(f"redis-server on port {self.port} did not start (exit {self.process.poll()})")
 
     def client(self) -> redis.Redis[str]:
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5.0)
@@ -77,6 +67,24 @@ class ClusterNode:
         self._drainer.join()
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+class ClusterNode(ServerProcess):
+    """A ``redis-server --cluster-enabled yes`` on free ports (data and cluster bus)."""
+
+    def __init__(self, binary: str, directory: str) -> None:
+        port, bus_port = free_port(), free_port()
+        args = [
+            "--port", str(port),
+            "--cluster-port", str(bus_port),
+            "--bind", "127.0.0.1",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", f"nodes-{port}.conf",
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--dir", directory,
+            "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+        super().__init__(binary, args, port)
 
 
 class RedisClusterServers:

@@ -14,7 +14,8 @@ Three deployments, one URL setting (``--redis`` / ``SSEGATE_REDIS_URL``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -23,6 +24,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from ssegate.errors import SettingsError
 
@@ -45,13 +47,13 @@ class Clients:
     redis: Any  # aioredis.Redis or RedisCluster: the same command methods
     follower: Any
     cluster: bool
+    others: list[Any] = field(default_factory=list)  # more clients of ours: Sentinel's to the sentinels
 
     async def aclose(self) -> None:
-        try:
-            # types-redis predates aclose(); close() is deprecated (and warnings are errors).
-            await self.follower.aclose()
-        finally:
-            await self.redis.aclose()
+        # types-redis predates aclose(); close() is deprecated (and warnings are errors).
+        for client in [self.follower, self.redis, *self.others]:
+            with contextlib.suppress(RedisError, OSError):  # closing: a dead server is no error
+                await client.aclose()
 
 
 def _base_options(timeout: float) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def _sentinel(url: str, timeout: float, block: float, max_connections: int) -> C
     sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
     redis = sentinel.master_for(service, socket_timeout=timeout, max_connections=max_connections, **options)
     follower = sentinel.master_for(service, socket_timeout=block + timeout, **options)
-    return Clients(redis, follower, cluster=False)
+    return Clients(redis, follower, cluster=False, others=list(sentinel.sentinels))
 
 
 async def _is_cluster(url: str, timeout: float) -> bool:  # noqa: ASYNC109 (socket time-out)
