@@ -116,6 +116,10 @@ class Settings:
     # The most (s) a generation waits for its upstream's first event, every retry of a refused or
     # silent start included: past it, error upstream_timeout (instead of attempts x idle timeout).
     upstream_start_timeout: float = 60.0
+    # Each attempt of a start waits this long (s) for the upstream's response headers, then is
+    # abandoned and retried (within upstream_start_timeout): a host that accepts the connection
+    # but never answers costs this, not the SDK's read timeout. 0: the SDK's timeout only.
+    upstream_first_byte_timeout: float = 20.0
     # POST /v1/generations answers once the upstream's first event is in, or after this long (s),
     # so that a start the upstream refused answers 429/503/502 instead of 201 and an error event.
     # 0: answer at once.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ssegate import _fast
 from ssegate.codec.events import Event
 from ssegate.config import Settings
 from ssegate.server.app import create_app
@@ -320,3 +321,75 @@ async def test_an_upstream_that_never_answers_ends_within_one_start_deadline_ret
     assert "1 s" in error["message"]
     assert described["error"]["code"] == "upstream_timeout"
     assert took < 4.0
+
+
+@pytest.fixture(params=["fast", "plain"])
+def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """ssegate's fast paths on (the direct first attempt, the pushed body), then off."""
+    if request.param == "plain":
+        monkeypatch.setenv(_fast.ENV, "0")
+    _fast.reset()
+    yield request.param
+    monkeypatch.delenv(_fast.ENV, raising=False)
+    _fast.reset()
+
+
+def _silent_then(vendor: str, *, answers: int) -> tuple[FakeUpstream[Any], Callable[..., Settings]]:
+    """A fake of ``vendor`` whose first request gets a connection that never sends its response
+    headers, and the next ``answers`` requests the same (then TEXT)."""
+    silent = Faults(silent=True)
+    fake: FakeUpstream[Any]
+    if vendor == "anthropic":
+        fake, settings = FakeAnthropic(AnthropicScript(text=TEXT)), anthropic_settings
+        fake.then(*[AnthropicScript(faults=silent)] * (1 + answers))
+    else:
+        fake, settings = FakeOpenAI(OpenAIScript(text=TEXT)), openai_settings
+        fake.then(*[OpenAIScript(faults=silent)] * (1 + answers))
+    return fake, settings
+
+
+FIRST_BYTE = {
+    "upstream_max_retries": 2,
+    "upstream_first_byte_timeout": 0.5,
+    "upstream_start_timeout": 10.0,
+    "upstream_idle_timeout": 5.0,  # the SDK's own timeout: 6 s per attempt
+    "start_answer_wait": 10.0,  # the POST waits for all three attempts (about 3 s), even on a busy machine
+}
+
+
+@pytest.mark.parametrize("vendor", ["anthropic", "openai"])
+async def test_an_attempt_without_response_headers_is_abandoned_after_the_first_byte_timeout_and_retried(
+    vendor: str, paths: str
+) -> None:
+    # Issue 26, failure 7: the first attempt's upstream accepts the connection and holds its
+    # headers; the second answers. Without a first-byte timeout of its own, the first attempt
+    # waits the SDK's 6 s before the retry.
+    fake, settings = _silent_then(vendor, answers=0)
+    async with fake, gateway_client(replace(settings(fake.url), **FIRST_BYTE)) as client:
+        began = time.monotonic()
+        described, received = await generate(client)
+        took = time.monotonic() - began
+        await asyncio.wait_for(fake.client_closed_early.wait(), _WAIT)  # the held one: hung up on
+
+    assert received.text == "".join(TEXT)
+    assert described["state"] == "done"
+    assert len(fake.requests) == 2
+    assert took < 4.0
+
+
+@pytest.mark.parametrize("vendor", ["anthropic", "openai"])
+async def test_attempts_that_all_hold_their_headers_end_with_an_upstream_timeout_that_says_so(
+    vendor: str, paths: str
+) -> None:
+    fake, settings = _silent_then(vendor, answers=2)  # every one of the 3 attempts
+    async with fake, gateway_client(replace(settings(fake.url), **FIRST_BYTE)) as client:
+        began = time.monotonic()
+        described, received = await generate(client, "upstream_timeout")
+        took = time.monotonic() - began
+
+    error = received.data("error")[0]
+    assert error["code"] == "upstream_timeout"
+    assert error["message"] == "the upstream sent no response headers within 0.5 s (3 attempts)"
+    assert described["error"] == error
+    assert len(fake.requests) == 3
+    assert took < FIRST_BYTE["upstream_start_timeout"]

@@ -42,6 +42,7 @@ from yarl import URL
 
 from ssegate import _fast
 from ssegate._fast.lane import use_lane
+from ssegate.providers._errors import first_byte_error
 
 # Headers aiohttp writes from the body it sends (the SDK's template was built for another body).
 _BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
@@ -81,8 +82,17 @@ REDIRECT = Redirect()
 class DirectAttempt:
     """Sends a call's first attempt to one SDK endpoint (see the module's docstring)."""
 
-    def __init__(self, client: Any, path: str, sdk: Any, options: Mapping[str, Any], spares: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        path: str,
+        sdk: Any,
+        options: Mapping[str, Any],
+        spares: int,
+        first_byte: float | None = None,
+    ) -> None:
         self._client = client
+        self._first_byte = first_byte  # seconds the attempt waits for its head (None: the SDK timeout)
         self._path = path
         self._sdk = sdk  # the SDK's package: its exception classes and request options
         self._options = options  # what the SDK's method adds to the request's options (auth scheme)
@@ -150,18 +160,24 @@ class DirectAttempt:
         sdk = self._sdk
         self._keep_spares()
         try:
-            response = await self._session.request(
-                "POST",
-                self._url,
-                headers=self._headers,
-                data=orjson.dumps(body),
-                allow_redirects=False,
-                # The SDK's transport leaves decoding to httpx; here nothing else would decode.
-                auto_decompress=True,
-                compress=False,
-                timeout=self._timeout,
-            )
+            # The first-byte timeout, as the adapters' other attempts have it (see _direct):
+            # aiohttp's own read timeout would also time the body, which has its idle timer.
+            async with asyncio.timeout(self._first_byte) as first_byte:
+                response = await self._session.request(
+                    "POST",
+                    self._url,
+                    headers=self._headers,
+                    data=orjson.dumps(body),
+                    allow_redirects=False,
+                    # The SDK's transport leaves decoding to httpx; here nothing else would decode.
+                    auto_decompress=True,
+                    compress=False,
+                    timeout=self._timeout,
+                )
         except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
+            if first_byte.expired() and client.max_retries <= 0:
+                assert self._first_byte is not None
+                raise first_byte_error(self._first_byte, 1) from None
             return await self._retry_or_raise(sdk.APITimeoutError(request=template), exc, None)
         except (aiohttp.ClientError, OSError) as exc:
             return await self._retry_or_raise(sdk.APIConnectionError(request=template), exc, None)
@@ -243,11 +259,12 @@ def direct_attempt(
     spans: bool,
     spares: int = 1,
     options: Mapping[str, Any] | None = None,
+    first_byte: float | None = None,
 ) -> DirectAttempt | None:
     """A :class:`DirectAttempt` for ``client`` (a Stainless SDK's async client), or ``None`` where
     sending directly could differ from what the SDK sends. ``spares``: idle connections to keep
     ready for the next calls; ``options``: what the SDK's method puts in the request's options
-    besides the body (OpenAI's auth scheme)."""
+    besides the body (OpenAI's auth scheme); ``first_byte``: the attempt's first-byte timeout."""
     http_client = client._client
     transport = getattr(http_client, "_transport", None)
     eligible = (
@@ -262,4 +279,4 @@ def direct_attempt(
         and not getattr(client, "_middleware", ())
         and getattr(client, "_token_cache", None) is None
     )
-    return DirectAttempt(client, path, sdk, options or {}, spares) if eligible else None
+    return DirectAttempt(client, path, sdk, options or {}, spares, first_byte) if eligible else None

@@ -17,3 +17,13 @@ def disconnected_error(detail: str) -> UpstreamError:
         f"the upstream closed the stream before it finished: {detail}",
         retryable=True,
     )
+
+
+def first_byte_error(first_byte_timeout: float, attempts: int) -> UpstreamError:
+    """No response head within the per-attempt first-byte timeout, on every attempt allowed."""
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    return UpstreamError(
+        "upstream_timeout",
+        f"the upstream sent no response headers within {first_byte_timeout:g} s ({tries})",
+        retryable=True,
+    )

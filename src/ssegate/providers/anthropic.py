@@ -57,8 +57,9 @@ _STREAM_ERROR_CODES = {
     "permission_error": ("upstream_auth", False),
     "invalid_request_error": ("upstream_bad_request", False),
 }
-# The SDK's own read timeout is a safety net before the first byte; during the body the idle
-# reader fires first, so it is a little longer than the idle timeout.
+# The SDK's own read timeout is a safety net only: before the response head, each attempt's
+# first-byte timeout (_direct) fires first; during the body the idle reader does, so it is a
+# little longer than the idle timeout.
 _SDK_TIMEOUT_MARGIN = 1.0
 
 
@@ -93,6 +94,7 @@ class AnthropicProvider(AnswerAdapter):
             anthropic,
             spans=spans is not False,
             spares=config.spare_connections,
+            first_byte_timeout=config.first_byte_timeout,
         )
 
     async def aclose(self) -> None:

@@ -161,6 +161,8 @@ class ProviderConfig:
     demo_answer_tokens: int = 120
     idle_timeout: float = _DEFAULTS.upstream_idle_timeout
     max_retries: int = _DEFAULTS.upstream_max_retries
+    # Seconds each attempt waits for the upstream's response headers (0: the SDK's timeout only).
+    first_byte_timeout: float = _DEFAULTS.upstream_first_byte_timeout
     # Upstream connections per provider, held one per running generation (HTTP/1.1 streaming).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     # Idle upstream connections each provider keeps open for the next generations (see _direct).
@@ -182,6 +184,7 @@ class ProviderConfig:
             demo_tokens_per_second=settings.demo_tokens_per_second,
             idle_timeout=settings.upstream_idle_timeout,
             max_retries=settings.upstream_max_retries,
+            first_byte_timeout=settings.upstream_first_byte_timeout,
             max_connections=settings.upstream_max_connections or settings.max_streams_total,
             spare_connections=settings.upstream_spare_connections,
         )

@@ -87,6 +87,7 @@ class OpenAIProvider(AnswerAdapter):
             openai,
             spans=False,
             spares=config.spare_connections,
+            first_byte_timeout=config.first_byte_timeout,
             options={"security": {"bearer_auth": True}},
         )
 
