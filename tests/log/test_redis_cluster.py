@@ -13,7 +13,7 @@ from redis.crc import key_slot
 
 from ssegate.errors import LogError, StreamNotFound
 from ssegate.log import open_event_log
-from ssegate.log.base import LogEntry, ReadResult
+from ssegate.log.base import RESET_OTHER_EPOCH, LogEntry, ReadResult
 from ssegate.log.redis import RedisEventLog
 from tests.log.conformance import RETENTION, EventLogConformance, follow
 from tests.support.redis_cluster import RedisClusterServers
@@ -219,3 +219,34 @@ def assert_no_silent_gap(results: list[list[ReadResult]], landed: list[LogEntry]
                 last = entry
         assert last is not None
         assert last.terminal
+
+
+async def test_redis_log_writes_lost_in_a_failover_reset_viewers_instead_of_renumbering(
+    redis_server: str,
+) -> None:
+    """A promoted replica may lack the last writes the producer was told had landed; the next
+    append would then reuse their numbers, and a viewer who saw a lost entry would go on past its
+    replacement unaware. The producer notices its number going back and moves the stream to a new
+    epoch: every old cursor gets ``reset``. Simulated on one Redis by removing the last two writes."""
+    stream = f"test-{uuid.uuid4().hex}"
+    async with RedisEventLog(redis_server) as log:
+        await log.create(stream, RETENTION)
+        sent = [await log.append(stream, "text", str(n)) for n in range(5)]
+        inspector = aioredis.Redis.from_url(redis_server, decode_responses=True)
+        try:  # what the promoted replica holds: the stream as it was after the third write
+            key = f"ssegate:{{{stream}}}:log"
+            kept = await inspector.xrange(key, "-", "0-3")
+            await inspector.delete(key)
+            for redis_id, fields in kept:
+                await inspector.xadd(key, fields, id=redis_id)
+            await inspector.hset(f"ssegate:{{{stream}}}:state", "seq", 3)
+        finally:
+            await inspector.aclose()  # type: ignore[attr-defined]
+
+        after = await log.append(stream, "text", "after the failover")
+        saw_lost, saw_kept = await log.read(stream, sent[4].id), await log.read(stream, sent[2].id)
+
+    assert after.id.rpartition(":")[0] != sent[0].id.rpartition(":")[0]  # a new epoch
+    for result in (saw_lost, saw_kept):
+        assert result.reset == RESET_OTHER_EPOCH
+        assert [entry.id for entry in result.entries] == [after.id]

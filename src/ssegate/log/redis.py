@@ -33,7 +33,9 @@ read ``XTRIM MINID`` away entries older than ``max_age`` from the head (bounded 
 and all of a stream's keys ``PEXPIRE`` after ``max_age`` and are refreshed by each append, so an
 idle stream (finished or abandoned) vanishes on its own. Redis restarting without persistence
 looks the same as expiry: the stream is unknown (``StreamNotFound``), and once created again it has
-a new epoch, so old cursors get ``reset=epoch_changed``, never a silent gap.
+a new epoch, so old cursors get ``reset=epoch_changed``, never a silent gap. A failover to a replica
+that lacks the last acknowledged writes is noticed by the producing process (its next sequence
+number is not past the last it was given) and moves the stream to a new epoch the same way.
 
 Live reads. Viewers do not each run ``XREAD BLOCK``. One background task per process blocks on
 every stream that has local waiters (plus this instance's wake stream, which a read ``XADD``s to
@@ -180,6 +182,15 @@ return {'ok', st[1], last, tonumber(st[3]), first, entries}
 """
 )
 
+# KEYS: log, state, meta. ARGV: new epoch. After a failover lost acknowledged writes: the stream
+# goes on under a new epoch, its entries gone (they mixed two histories), its numbers kept.
+_REWIND = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'closed', 0)
+return 1
+"""
+
 # KEYS: state, meta. ARGV: field, value, ... The metadata lives and dies with the stream.
 _SET_META = """
 local ttl = redis.call('PTTL', KEYS[1])
@@ -256,7 +267,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 
 # A repeated create could report StreamExists for its own success (appends: see _AppendBatcher).
-_NOT_REPEATABLE = frozenset({"create", "admit"})
+_NOT_REPEATABLE = frozenset({"create", "admit", "rewind"})
 
 
 async def _once_more_on_dropped_connection(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -407,6 +418,7 @@ _SCRIPTS = [
     ("heartbeat", _HEARTBEAT),
     ("live_members", _LIVE_MEMBERS),
     ("admit", _ADMIT),
+    ("rewind", _REWIND),
 ]
 
 
@@ -438,6 +450,7 @@ class RedisEventLog:
         self._tail_capacity = tail_capacity
         self._tail_linger = tail_linger
         self._instance = uuid.uuid4().hex
+        self._appended: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq) of our last append
         self._tails: dict[str, Tail] = {}
         self._shards: dict[int, _Shard] = {}  # slot (0 on a single Redis) -> its follower
         self._closed = False
@@ -524,7 +537,26 @@ class RedisEventLog:
             raise StreamNotFound(f"no stream {stream!r}")
         if reply[0] == "closed":
             raise StreamClosed(f"stream {stream!r} has ended")
-        return make_entry(reply[1], int(reply[2]), event, data, terminal=terminal)
+        epoch, seq = reply[1], int(reply[2])
+        if self._went_back(stream, epoch, seq, terminal):
+            # A failover lost writes this process was told had landed (Redis replicates
+            # asynchronously), and this append reused one of their numbers: a viewer who saw the
+            # lost entry would go on after it unaware. A new epoch makes every old cursor reset.
+            await self._script("rewind", keys, [new_epoch()])
+            return await self.append(stream, event, data, terminal=terminal)
+        return make_entry(epoch, seq, event, data, terminal=terminal)
+
+    def _went_back(self, stream: str, epoch: str, seq: int, terminal: bool) -> bool:
+        """Whether ``seq`` is not past the last this process appended to ``stream`` (same epoch);
+        remembers it (the last 10,000 streams, enough for every stream a process produces)."""
+        last = self._appended.pop(stream, None)
+        if last is not None and last[0] == epoch and seq <= last[1]:
+            return True
+        if not terminal:
+            self._appended[stream] = (epoch, seq)
+            if len(self._appended) > 10_000:
+                del self._appended[next(iter(self._appended))]
+        return False
 
     async def append_once(
         self, stream: str, event: str, data: str, *, field: str, key: str
