@@ -30,6 +30,7 @@ from ssegate.server.doors import (
     start_generation,
     state_of,
 )
+from ssegate.server.generations import start_status
 from ssegate.server.http import read_json_body, wants_event_stream
 from ssegate.server.state import AppState
 
@@ -69,7 +70,13 @@ async def chat_completions(request: Request) -> Response:
     body = await read_json_body(request, app.settings.max_body_bytes)
     chat = openai_chat.parse_request(body, max_tokens_limit=app.settings.max_tokens)
     started = await start_generation(
-        request, app, chat.generation, chat.provider, stream=chat.stream, body=body
+        request,
+        app,
+        chat.generation,
+        chat.provider,
+        stream=chat.stream,
+        body=body,
+        status_of=OPENAI.start_status,
     )
     generation_id, ticket = started.generation_id, started.ticket
     headers = _start_headers(started)
@@ -128,6 +135,8 @@ ANTHROPIC = Door(
     error_body=anthropic_messages.error_body,
     error_event=anthropic_messages.error_event,
     error_status=anthropic_messages.error_status,
+    # Anthropic says 529 for overloaded (its SDK raises OverloadedError).
+    start_status=lambda code: 529 if code == "upstream_overloaded" else start_status(code),
 )
 
 
@@ -137,7 +146,13 @@ async def messages(request: Request) -> Response:
     body = await read_json_body(request, app.settings.max_body_bytes)
     parsed = anthropic_messages.parse_request(body, max_tokens_limit=app.settings.max_tokens)
     started = await start_generation(
-        request, app, parsed.generation, parsed.provider, stream=parsed.stream, body=body
+        request,
+        app,
+        parsed.generation,
+        parsed.provider,
+        stream=parsed.stream,
+        body=body,
+        status_of=ANTHROPIC.start_status,
     )
     generation_id, ticket = started.generation_id, started.ticket
     headers = _start_headers(started)
@@ -222,7 +237,9 @@ async def ui_chat(request: Request) -> Response:
     app = state_of(request)
     body = await read_json_body(request, app.settings.max_body_bytes)
     chat = ai_sdk_ui.parse_request(body, max_tokens_limit=app.settings.max_tokens)
-    started = await start_generation(request, app, chat.generation, chat.provider, stream=True, body=body)
+    started = await start_generation(
+        request, app, chat.generation, chat.provider, stream=True, body=body, status_of=UI.start_status
+    )
     generation_id, ticket = started.generation_id, started.ticket
     assert ticket is not None
     try:

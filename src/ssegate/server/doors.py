@@ -38,7 +38,13 @@ from ssegate.errors import RequestError, SSEGateError
 from ssegate.gateway import is_generation_id, stream_key
 from ssegate.log.base import Handoff, ReadResult, parse_id
 from ssegate.providers.base import ConfigurationError, GenerationRequest
-from ssegate.server.generations import _check_model, _known_generation
+from ssegate.server.generations import (
+    _check_model,
+    _known_generation,
+    refused_start,
+    start_failed,
+    start_status,
+)
 from ssegate.server.http import last_event_id
 from ssegate.server.idempotency import claim_for, fingerprint, idempotency_key
 from ssegate.server.limits import StreamTicket
@@ -79,6 +85,8 @@ class Door:
     error_body: ErrorBody  # (status, code, message, field) -> the dialect's error JSON
     error_event: Callable[[dict[str, Any]], WireEvent]  # a failure after the head, in the dialect
     error_status: Callable[[str], int] = lambda code: _ERROR_STATUS.get(code, 502)
+    # A start the upstream refused before its first event, answered by the POST itself.
+    start_status: Callable[[str], int] = start_status
 
     def error_response(self, exc: Exception) -> Response:
         if isinstance(exc, RequestError):
@@ -165,11 +173,15 @@ async def start_generation(
     *,
     stream: bool,
     body: Any,
+    status_of: Callable[[str], int] = start_status,
 ) -> Started:
     """Start as ``POST /v1/generations`` does: admit (auth, drain, rate, size), check the model,
     take a stream slot when streaming. A retry carrying the first attempt's ``Idempotency-Key``
     (and body) gets that attempt's generation instead of a new one (a different body: 409). No
-    key, no claim: a door's client repeating a body means a new answer (the AI SDK's regenerate)."""
+    key, no claim: a door's client repeating a body means a new answer (the AI SDK's regenerate).
+    A start the upstream refuses before its first event raises the :class:`RequestError` the
+    door answers with (``status_of`` its status by error code), as ``POST /v1/generations``
+    does: a vendor SDK then raises its typed error (``RateLimitError``), not a stream error."""
     key = idempotency_key(request.headers.get("idempotency-key"))
     claim = None
     if key is not None:
@@ -191,6 +203,9 @@ async def start_generation(
         meta = await app.gateway.start(generation, provider_name=provider_name, owner=principal)
         if claim is not None:
             await app.claims.record(claim, meta["id"])
+        failed = await refused_start(app, meta["id"])
+        if failed is not None:
+            raise start_failed(meta["id"], failed, status_of)
     except BaseException:
         if ticket is not None:
             ticket.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -105,11 +106,7 @@ async def create_generation(request: Request) -> Response:
         # Answer once the upstream has answered (for at most start_answer_wait s: a slow first
         # token must not hold the answer): a start it refused (429, 529, 5xx, after the SDK's
         # retries) gets its status class here, not 201/200 and then an error event.
-        failed = None
-        if app.settings.start_answer_wait > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(app.settings.start_answer_wait):
-                    failed = await app.gateway.until_started(meta["id"])
+        failed = await refused_start(app, meta["id"])
         if failed is not None:
             raise start_failed(meta["id"], failed)
     except BaseException:
@@ -185,12 +182,34 @@ _START_STATUS = {
 }
 
 
-def start_failed(generation_id: str, error: dict[str, Any]) -> RequestError:
+def start_status(code: str) -> int:
+    """The status of a start refused before its first event, by its error code."""
+    return _START_STATUS.get(code, 502)
+
+
+async def refused_start(app: AppState, generation_id: str) -> dict[str, Any] | None:
+    """Wait until a generation just started has its upstream's first event (``None``), at most
+    ``start_answer_wait`` s (a slow first token must not hold the answer: ``None`` too), or has
+    failed before it: the ``error`` data, for the POST to answer with its status."""
+    if app.settings.start_answer_wait <= 0:
+        return None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(app.settings.start_answer_wait):
+            return await app.gateway.until_started(generation_id)
+    return None
+
+
+def start_failed(
+    generation_id: str, error: dict[str, Any], status_of: Callable[[str], int] = start_status
+) -> RequestError:
     """The answer to a POST whose generation failed before the upstream's first event (its stream
-    holds the same ``error`` event; ``id`` names it)."""
+    holds the same ``error`` event; ``id`` and ``X-Generation-Id`` name it). ``status_of``: the
+    status by error code (a front door's dialect may differ: Anthropic's 529)."""
     code = str(error.get("code", "upstream_error"))
-    status = _START_STATUS.get(code, 502)
-    headers = {"retry-after": "1"} if status in (429, 503) else None
+    status = status_of(code)
+    headers = {"x-generation-id": generation_id}
+    if status in (429, 503, 529):
+        headers["retry-after"] = "1"
     extra = {"id": generation_id, "retryable": bool(error.get("retryable", False))}
     return RequestError(status, code, str(error.get("message", "")), headers=headers, extra=extra)
 
