@@ -398,11 +398,12 @@ class _Shard:
     """Followed streams that one blocking XREAD may name: all of them on a single Redis, one slot's
     under a cluster (which refuses a command naming keys of two slots)."""
 
-    __slots__ = ("following", "slot", "task", "version", "wake_key", "wanted")
+    __slots__ = ("following", "slot", "streams", "task", "version", "wake_key", "wanted")
 
     def __init__(self, slot: int, wake_key: str) -> None:
         self.slot = slot
         self.wake_key = wake_key  # this process's wake stream for this shard (see _nudge_follower)
+        self.streams: set[str] = set()  # the streams of this shard that have (or had) a tail
         self.version = 0  # bumped when a stream joins the shard
         self.following = -1  # the version of the XREAD in flight (-1: none)
         self.wanted = asyncio.Event()
@@ -665,6 +666,7 @@ class RedisEventLog:
                 tail.wake()  # its waiters fall back to Redis and find the new life of the stream
             tail = Tail(snapshot.epoch, snapshot.last_seq, snapshot.result.closed, self._tail_capacity)
             self._tails[stream] = tail
+            shard.streams.add(stream)
             shard.version += 1
         if shard.task is None or shard.task.done():
             name = f"ssegate-redis-follower-{shard.slot}"
@@ -704,16 +706,21 @@ class RedisEventLog:
         return tail.serve(after, self._read_batch) if tail is not None else None
 
     def _followed(self, shard: _Shard) -> dict[str, Tail]:
+        """The shard's streams to read on; forgets tails nobody waits on that ended or lingered.
+        Only this shard's streams are looked at: under a cluster there may be a shard per slot."""
         now = time.monotonic()
-        for stream in [
-            name
-            for name, tail in self._tails.items()
-            if tail.waiters == 0 and (tail.closed or now - tail.idle_since > self._tail_linger)
-        ]:
-            del self._tails[stream]
-        return {
-            name: tail for name, tail in self._tails.items() if not tail.closed and self._shard(name) is shard
-        }
+        followed: dict[str, Tail] = {}
+        for name in list(shard.streams):
+            tail = self._tails.get(name)
+            ended = tail is not None and (tail.closed or now - tail.idle_since > self._tail_linger)
+            if tail is not None and tail.waiters == 0 and ended:
+                del self._tails[name]
+                tail = None
+            if tail is None:
+                shard.streams.discard(name)
+            elif not tail.closed:
+                followed[name] = tail
+        return followed
 
     async def _follow_loop(self, shard: _Shard) -> None:
         """One blocking XREAD at a time over the shard's streams (never keys of two slots)."""
@@ -726,6 +733,8 @@ class RedisEventLog:
                 if shard.slot != 0:  # a cluster slot nobody follows: its task ends (made again on demand)
                     if self._shards.get(shard.slot) is shard:
                         del self._shards[shard.slot]
+                    for name in shard.streams:  # ended; a waiter still on one asks Redis instead
+                        self._tails.pop(name, None)
                     return
                 await shard.wanted.wait()
                 continue
