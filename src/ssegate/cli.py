@@ -76,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     # Unset options are left to the server's settings (environment, then built-in defaults).
     serve.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
-    serve.add_argument("--redis", dest="redis_url", metavar="URL", help="Redis URL for a shared event log")
+    serve.add_argument(
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
+        help="Redis URL for a shared event log: redis://host:port/db (one Redis or any node of a "
+        "Redis Cluster), or redis+sentinel://host:port[,host:port]/service[/db]",
+    )
     serve.add_argument("--workers", type=int, help="worker processes (default: 1)")
     serve.add_argument("--provider", help="LLM provider to use (default: chosen from the environment)")
     serve.add_argument(
