@@ -1,9 +1,13 @@
-"""A fake Anthropic Messages API for W4/W5: many concurrent streams, paced by one shared timer.
+"""A fake Anthropic Messages API (W4/W5) and OpenAI Chat Completions API (W6): many concurrent
+streams, paced by one shared timer.
 
 ``POST /v1/messages`` with ``"stream": true`` answers with Anthropic's streaming event sequence
 (``message_start``, ``content_block_start``, ``ping``, ``content_block_delta``/``text_delta`` ×
 tokens, ``content_block_stop``, ``message_delta``, ``message_stop``) over chunked HTTP/1.1 with
 keep-alive, so the official SDKs (and ssegate's fast path) read it as they would the real API.
+``POST /v1/chat/completions`` with ``"stream": true`` answers with OpenAI's: ``chat.completion.chunk``
+objects as ``data:`` lines (a role chunk, one content chunk per token, a finish chunk, a usage
+chunk when ``stream_options.include_usage``), then ``data: [DONE]``.
 
 Each delta's text is ``"t=<CLOCK_REALTIME µs> "``, stamped just before the socket write: the load
 client turns it into token delivery latency (upstream write → viewer receipt).
@@ -66,12 +70,16 @@ class _Due:
 class _Stream:
     """One streaming answer in flight on one connection."""
 
-    def __init__(self, conn: UpstreamProtocol, tokens: int, model: str) -> None:
+    def __init__(self, conn: UpstreamProtocol, tokens: int, model: str, openai: bool, usage: bool) -> None:
         self.conn = conn
         self.left = tokens
         self.total = tokens
         self.model = model
         self.done = False
+        # OpenAI's wire format (else Anthropic's); usage: OpenAI's trailing usage chunk
+        self.openai = openai
+        self.usage = usage
+        self.created = int(time.time())
 
 
 class Pacer:
@@ -160,6 +168,9 @@ class UpstreamProtocol(asyncio.Protocol):
         return True
 
     def _route(self, method: str, path: str, body: bytes) -> None:
+        if method == "POST" and path == "/v1/chat/completions":
+            self._route_openai(body)
+            return
         if method != "POST" or path != "/v1/messages":
             self._respond_json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
             return
@@ -177,6 +188,21 @@ class UpstreamProtocol(asyncio.Protocol):
         else:
             text = " ".join(f"t={time.time_ns() // 1000}" for _ in range(tokens))
             self._respond_json(200, self._message(model, text, tokens))
+
+    def _route_openai(self, body: bytes) -> None:
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            request = None
+        if not isinstance(request, dict) or not request.get("stream"):
+            # W6 streams only; a non-streaming call is not part of any workload
+            self._respond_json(400, {"error": {"type": "invalid_request_error", "message": "stream only"}})
+            return
+        model = str(request.get("model") or "gpt-fake")
+        limit = request.get("max_completion_tokens") or request.get("max_tokens") or self.tokens
+        options = request.get("stream_options")
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        self._start_stream(model, min(self.tokens, int(limit)), openai=True, usage=usage)
 
     @staticmethod
     def _message(model: str, text: str, output_tokens: int) -> dict[str, object]:
@@ -200,7 +226,7 @@ class UpstreamProtocol(asyncio.Protocol):
         )
         self.transport.write(head.encode() + body)
 
-    def _start_stream(self, model: str, tokens: int) -> None:
+    def _start_stream(self, model: str, tokens: int, *, openai: bool = False, usage: bool = False) -> None:
         assert self.transport is not None
         self.stats.served += 1
         self.stats.active += 1
@@ -209,8 +235,11 @@ class UpstreamProtocol(asyncio.Protocol):
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"cache-control: no-cache\r\nrequest-id: req_fake\r\ntransfer-encoding: chunked\r\n\r\n"
         )
+        stream = _Stream(self, tokens, model, openai, usage)
         opening = (
-            _event("message_start", {"type": "message_start", "message": self._message(model, "", 1)})
+            _chunk_line(stream, {"role": "assistant", "content": ""}, None)
+            if openai
+            else _event("message_start", {"type": "message_start", "message": self._message(model, "", 1)})
             + _event(
                 "content_block_start",
                 {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -218,34 +247,44 @@ class UpstreamProtocol(asyncio.Protocol):
             + _event("ping", {"type": "ping"})
         )
         self.transport.write(head + _chunk(opening))
-        self.stream = _Stream(self, tokens, model)
+        self.stream = stream
         self.pacer.add(self.stream, self.pacer.loop.time() + FIRST_DELTA_DELAY_S)
 
     def write_token(self, stream: _Stream) -> None:
         assert self.transport is not None
         stamp = time.time_ns() // 1000
         # one pre-formatted write per token: the shape of a real delta, text carrying the stamp
-        delta = (
-            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-            b'"delta":{"type":"text_delta","text":"t=%d "}}\n\n' % stamp
-        )
+        if stream.openai:
+            delta = (
+                b'data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":%d,"model":"%s",'
+                b'"choices":[{"index":0,"delta":{"content":"t=%d "},"finish_reason":null}]}\n\n'
+            ) % (stream.created, stream.model.encode(), stamp)
+        else:
+            delta = (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                b'"delta":{"type":"text_delta","text":"t=%d "}}\n\n' % stamp
+            )
         stream.left -= 1
         self.stats.tokens_written += 1
         if stream.left > 0:
             self.transport.write(_chunk(delta))
             return
         closing = (
-            delta
-            + _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            + _event(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": stream.total},
-                },
+            delta + _openai_closing(stream)
+            if stream.openai
+            else (
+                delta
+                + _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                + _event(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": stream.total},
+                    },
+                )
+                + _event("message_stop", {"type": "message_stop"})
             )
-            + _event("message_stop", {"type": "message_stop"})
         )
         self.transport.write(_chunk(closing) + b"0\r\n\r\n")
         self._end_stream(stream)
@@ -257,6 +296,35 @@ class UpstreamProtocol(asyncio.Protocol):
         stream.done = True
         self.stream = None
         self.stats.active -= 1
+
+
+def _chunk_line(stream: _Stream, delta: dict[str, object], finish: str | None) -> bytes:
+    """One ``chat.completion.chunk`` as a ``data:`` line."""
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": stream.created,
+        "model": stream.model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: %s\n\n" % json.dumps(chunk, separators=(",", ":")).encode()
+
+
+def _openai_closing(stream: _Stream) -> bytes:
+    """The finish chunk, the usage chunk when asked for, and ``[DONE]``."""
+    out = _chunk_line(stream, {}, "stop")
+    if stream.usage:
+        usage = {"prompt_tokens": 10, "completion_tokens": stream.total, "total_tokens": 10 + stream.total}
+        chunk = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": stream.created,
+            "model": stream.model,
+            "choices": [],
+            "usage": usage,
+        }
+        out += b"data: %s\n\n" % json.dumps(chunk, separators=(",", ":")).encode()
+    return out + b"data: [DONE]\n\n"
 
 
 async def serve(host: str, port: int, tokens: int, rate: float) -> Stats:

@@ -113,6 +113,7 @@ def running(
     env: Mapping[str, str] | None = None,
     log: Path,
     cwd: Path | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` until the block ends; ready once 127.0.0.1:``port`` accepts connections."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def running(
             preexec_fn=_raise_fd_limit,
         )
     try:
-        wait_for_port(port, proc)
+        wait_for_port(port, proc, ready_timeout)
         time.sleep(0.3)  # let start-up work (imports, JIT warm-up) finish before measuring memory
         yield proc
     finally:

@@ -1,4 +1,4 @@
-"""``python -m bench.run``: build the load client, set up peers, run W1–W5, write the results.
+"""``python -m bench.run``: build the load client, set up peers, run W1–W6, write the results.
 
     python -m bench.run                      # everything, 3 reps (~20 min), into docs/benchmarks/
     python -m bench.run --quick              # seconds-long smoke run, ssegate only, into bench/out/quick/
@@ -23,14 +23,15 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from bench import ablate, report, targets
 from bench.workloads import SPEED_PROBE_END, Plan, Record, Runner, build_sseload, by, median
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
 # ssegate's switch for its fast paths (ssegate._fast): "0" runs it on public APIs only.
 FAST_PATHS_ENV = "SSEGATE_FAST_PATHS"
-ALL_PEERS = tuple(t.name for t in targets.FANOUT_PEERS) + tuple(t.name for t in targets.LLM_PEERS)
+ALL_PEERS = tuple(t.name for t in (*targets.FANOUT_PEERS, *targets.LLM_PEERS, *targets.W6_PEERS))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="seconds-long smoke run (tiny N, 1 rep, ssegate only)"
     )
-    parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads (w1..w5)")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads (w1..w6)")
     parser.add_argument(
         "--peers",
         default=None,
@@ -132,6 +133,13 @@ def plan_text(plan: Plan) -> str:
         " delta), ≥ 99.9 % tokens, every stream completed, no errors. N is stepped up until two steps"
         f" in a row fail, as in W2; the highest passing N is repeated to {p.reps} runs and a majority"
         " must pass (else the next lower passing N is confirmed).",
+        "**W6 OpenAI door**: W4's streams, sizes, steps and pass predicate, but each is a"
+        " `POST /v1/chat/completions` with `stream: true` (OpenAI's Chat Completions wire format end to end:"
+        " the fake upstream answers `chat.completion.chunk` lines) through ssegate's OpenAI door (`ssegate"
+        " serve --provider openai`, SSEGATE_OPENAI_BASE_URL at the fake) and through LiteLLM's proxy"
+        " (`litellm --config`, one model `openai/gpt-fake` with `api_base` at the fake; one process, no"
+        " database, LITELLM_OFFLINE_MODE=true and LITELLM_LOCAL_MODEL_COST_MAP=True so it starts"
+        " offline). Goals: ssegate's N ≥ 4× LiteLLM's, and within 15 % of ssegate's W4 N in the same run.",
         f"**W5 overhead**: {p.w5_streams} streams of {p.w5_tokens} tokens, TTFT straight from the fake"
         " upstream vs. through the gateway, alternating, same upstream process; overhead = gateway"
         " TTFT percentile − direct TTFT percentile.",
@@ -197,6 +205,28 @@ def observations(records: list[Record], skipped: list[str]) -> list[str]:
             notes.append(
                 f"{title}: W4 {passed}; ≈ {cost:.0f} µs of gateway CPU per token (median of all steps)."
             )
+    notes += w6_observations(s)
+    return notes
+
+
+def w6_observations(s: dict[str, Any]) -> list[str]:
+    """W6's two comparisons: ssegate's OpenAI door vs LiteLLM, and vs ssegate's own W4."""
+    door = s.get(targets.LLM_SSEGATE_OPENAI.name, {}).get("w6")
+    if not door:
+        return []
+    n = door["best_n"] or 0
+    notes = [f"W6: ssegate's OpenAI door passed up to N={n}."]
+    litellm = s.get("litellm", {}).get("w6")
+    if litellm:
+        peer = litellm["best_n"] or 0
+        ratio = f"{n / peer:.1f}×" if peer else "∞ (LiteLLM passed no step)"
+        notes.append(f"W6: LiteLLM's proxy passed up to N={peer}; ssegate / LiteLLM = {ratio} (goal ≥ 4×).")
+    w4 = s.get(targets.LLM_SSEGATE.name, {}).get("w4")
+    if w4 and w4["best_n"]:
+        notes.append(
+            f"W6 vs W4: the OpenAI door's N is {100 * n / w4['best_n']:.0f} % of ssegate's own W4 N"
+            f" ({w4['best_n']}) in this run (goal: within 15 %)."
+        )
     return notes
 
 
@@ -255,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped.append(f"{name}: set-up failed (see stderr); not measured.")
     fanout = [t for t in targets.FANOUT_PEERS if t.name in ready]
     llm = [t for t in targets.LLM_PEERS if t.name in ready]
+    w6 = [t for t in targets.W6_PEERS if t.name in ready]
     with_ssegate = not args.no_ssegate and targets.ssegate_available()
     if not args.no_ssegate and not with_ssegate:
         skipped.append(
@@ -276,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if with_ssegate:
         llm[:0] = [targets.LLM_SSEGATE, *(targets.LLM_SSEGATE_SCALE if with_redis else ())]
+        w6.insert(0, targets.LLM_SSEGATE_OPENAI)
 
     for workload in args.only:
         runner.machine_speed(workload)
@@ -286,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen = fanout
         elif workload == "w4":
             chosen = llm
+        elif workload == "w6":
+            chosen = w6
         else:
             chosen = [t for t in llm if t.name == "ssegate"]  # W5: the one-process default only
         for target in chosen:

@@ -28,6 +28,22 @@ NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 VENV_BIN = Path(sys.executable).parent
 
 PY_PEER_PACKAGES = ["sse-starlette", "uvicorn", "uvloop", "httptools", "fastapi", "anthropic"]
+# W6's peer: LiteLLM's proxy, in a venv of its own (its pins clash with the other peers').
+LITELLM_VENV = SCRATCH / "litellm-venv"
+LITELLM_PACKAGE = "litellm[proxy]"
+# Keeps LiteLLM offline (no cost-map download at start, no telemetry) and quiet (no per-request log).
+LITELLM_ENV = {
+    "LITELLM_OFFLINE_MODE": "true",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_SCHEMA_UPDATE": "True",
+}
+# LiteLLM's proxy refuses to start without a master key; the bench's requests carry it.
+LITELLM_MASTER_KEY = "sk-ssegate-bench-0123456789abcdef0123456789abcdef"
+# Its start-up (imports, router, the bundled cost map) takes ~30 s on a loaded 2-core machine.
+LITELLM_READY_TIMEOUT_S = 180.0
 NODE_PEER_PACKAGES = ["express", "better-sse", "@anthropic-ai/sdk"]
 TOPIC = "bench"
 
@@ -119,6 +135,19 @@ LLM_PEERS = (
         '{"max_tokens":%d,' + _PROMPT + "}",
     ),
 )
+# W6: the same fake upstream speaking OpenAI's Chat Completions; one request shape for both proxies.
+_OPENAI_BODY = '{"model":"gpt-fake","stream":true,"max_tokens":%d,' + _PROMPT + "}"
+OPENAI_MODEL = "gpt-fake"
+LLM_SSEGATE_OPENAI = LlmTarget("ssegate-openai", "ssegate, OpenAI door", "/v1/chat/completions", _OPENAI_BODY)
+W6_PEERS = (
+    LlmTarget(
+        "litellm",
+        "LiteLLM proxy",
+        "/v1/chat/completions",
+        _OPENAI_BODY,
+        headers=(f"Authorization: Bearer {LITELLM_MASTER_KEY}",),
+    ),
+)
 # Reference targets: shown beside the peers, never counted among them.
 REFERENCES = frozenset({"python-floor", "direct"})
 # The client reads the fake upstream itself: the floor that W5's overhead is measured against.
@@ -178,6 +207,16 @@ def setup_peers(names: set[str]) -> set[str]:
             ready |= names & {"starlette", "starlette-sdk"}
     if "python-floor" in names and ssegate_available():
         ready.add("python-floor")  # the project's own venv has what it needs (uvloop, orjson)
+    if "litellm" in names:
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        python = LITELLM_VENV / "bin/python"
+        ok = python.exists() or _run(["python3", "-m", "venv", str(LITELLM_VENV)])
+        probe = [str(python), "-c", "import litellm.proxy.proxy_server"]
+        env = {**os.environ, **LITELLM_ENV}
+        if ok and subprocess.run(probe, capture_output=True, check=False, env=env).returncode != 0:
+            ok = _run([str(LITELLM_VENV / "bin/pip"), "install", "-q", LITELLM_PACKAGE])
+        if ok:
+            ready.add("litellm")
     if names & {"express", "bettersse", "express-sdk"} and shutil.which("npm"):
         NODE_DIR.mkdir(parents=True, exist_ok=True)
         ok = True
@@ -304,6 +343,13 @@ def start_llm(target: LlmTarget, upstream_port: int, logs: Path) -> Iterator[tup
     if target.name.startswith("ssegate"):
         argv = [str(VENV_BIN / "ssegate"), "serve", "--port", str(port), "--provider", "anthropic"]
         env = {**SSEGATE_BENCH_ENV, "ANTHROPIC_API_KEY": "dummy", "SSEGATE_ANTHROPIC_BASE_URL": upstream}
+        if target is LLM_SSEGATE_OPENAI:  # W6: the OpenAI door in front of the OpenAI-speaking fake
+            argv[-1] = "openai"
+            env = {
+                **SSEGATE_BENCH_ENV,
+                "OPENAI_API_KEY": "dummy",
+                "SSEGATE_OPENAI_BASE_URL": f"{upstream}/v1",
+            }
         log = logs / f"{target.name}.log"
         with _ssegate_processes(target.name, target.redis, target.workers, argv, port, env, log) as pids:
             yield port, pids
@@ -313,6 +359,14 @@ def start_llm(target: LlmTarget, upstream_port: int, logs: Path) -> Iterator[tup
         env = _node_env()
     elif target.name == "starlette-sdk":
         argv = [str(PEER_VENV / "bin/python"), str(PEERS_DIR / "llm_starlette_peer.py"), str(port), upstream]
+    elif target.name == "litellm":
+        argv = _litellm_argv(port, upstream, SCRATCH / f"litellm-{port}")
+        log = logs / "litellm.log"
+        with procs.running(
+            argv, port, env=LITELLM_ENV, log=log, ready_timeout=LITELLM_READY_TIMEOUT_S
+        ) as proc:
+            yield port, procs.descendants(proc.pid)
+        return
     elif target.name == "python-floor":
         relay = PEERS_DIR / "llm_floor_relay.py"
         argv = [str(VENV_BIN / "python"), str(relay), str(port), str(upstream_port)]
@@ -320,6 +374,38 @@ def start_llm(target: LlmTarget, upstream_port: int, logs: Path) -> Iterator[tup
         raise ValueError(target.name)
     with procs.running(argv, port, env=env, log=logs / f"{target.name}.log") as proc:
         yield port, procs.descendants(proc.pid)
+
+
+def _litellm_argv(port: int, upstream: str, workdir: Path) -> list[str]:
+    """LiteLLM's proxy, one process, its one model routed to the fake upstream (``openai/`` prefix:
+    an OpenAI-compatible server at ``api_base``); no master key, database or callbacks."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_list": [
+            {
+                "model_name": OPENAI_MODEL,
+                "litellm_params": {
+                    "model": f"openai/{OPENAI_MODEL}",
+                    "api_base": f"{upstream}/v1",
+                    "api_key": "dummy",
+                },
+            }
+        ],
+        "litellm_settings": {"drop_params": True, "set_verbose": False},
+        "general_settings": {"master_key": LITELLM_MASTER_KEY},
+    }
+    # JSON is YAML: no YAML writer needed here
+    (workdir / "config.yaml").write_text(json.dumps(config, indent=2))
+    litellm = LITELLM_VENV / "bin/litellm"
+    return [
+        str(litellm),
+        "--config",
+        str(workdir / "config.yaml"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ versions
@@ -362,6 +448,11 @@ def versions() -> dict[str, str]:
     if PEER_VENV.exists():
         theirs = _py_versions(PEER_VENV / "bin/python", [*PY_PEER_PACKAGES, "starlette"])
         out.update({f"{k} (peer venv)": v for k, v in theirs.items()})
+    if LITELLM_VENV.exists():
+        theirs = _py_versions(
+            LITELLM_VENV / "bin/python", ["litellm", "uvicorn", "openai", "httpx", "aiohttp"]
+        )
+        out.update({f"{k} (litellm venv)": v for k, v in theirs.items()})
     out["nginx"] = _first_line(["nginx", "-v"])
     out["libnginx-mod-nchan"] = _first_line(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"])
     out["node"] = _first_line(["node", "--version"])

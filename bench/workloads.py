@@ -1,4 +1,4 @@
-"""W1–W5: what each workload runs, and when a run counts as sustained / passing.
+"""W1–W6: what each workload runs, and when a run counts as sustained / passing.
 
 Every run starts its server afresh, drives it with ``sseload`` (bench/sseload.c) and returns one
 record: the workload, target and step, the parameters, and sseload's JSON summary.
@@ -83,6 +83,14 @@ class Plan:
     # The ablation (bench/ablate.py) runs one fixed step of W2 and W4 per variant, not a search.
     ablate_w2_rate: float = 1000
     ablate_w4_n: int = 400
+    # W6: W4's streams and predicate through an OpenAI Chat Completions front (tokens, rate, ramp as W4)
+    w6_steps: dict[str, tuple[int, ...]] = field(
+        default_factory=lambda: {
+            # as W4's "ssegate": the door is compared with that figure
+            "ssegate-openai": (25, 50, 75, 100, 150, 200, 250, 300, 350, 400, 500, 600, 800, 1000, 1200),
+            "litellm": (10, 25, 50, 75, 100, 150, 200, 250, 300, 400),
+        }
+    )
     # bounded wait for a quiet machine before each measurement (0: do not wait, e.g. in CI)
     quiet_wait_s: float = QUIET_MAX_WAIT_S
 
@@ -116,6 +124,7 @@ class Plan:
             w5_tokens=10,
             ablate_w2_rate=40,
             ablate_w4_n=5,
+            w6_steps={"ssegate-openai": (5,), "litellm": (5,)},
         )
 
 
@@ -341,6 +350,8 @@ class Runner:
         upstream_port, upstream_pid = upstream
         with targets.start_llm(target, upstream_port, self.logs) as (port, pids):
             base = ["-p", str(port), "-P", target.path, "-m", "POST"]
+            for header in target.headers:
+                base += ["-H", header]
             # warm-up: a few short streams so imports, connection pools and JIT are ready
             warmup = [*base, "-b", target.body % 5, "-c", "3", "-r", "0.1", "-E", "5", "-d", "10"]
             self._sseload(warmup, 20, measure=False)
@@ -398,6 +409,20 @@ class Runner:
             self._confirm(
                 passing,
                 lambda n, rep: bool(self.streams("w4", target, upstream, n, p.w4_tokens, rep=rep)["pass"]),
+            )
+
+    def w6(self, target: targets.LlmTarget) -> None:
+        """W4's search, through an OpenAI Chat Completions front (ssegate's door, LiteLLM's proxy)
+        in front of the fake upstream's OpenAI side."""
+        p = self.plan
+        with targets.start_upstream(self.logs, p.w4_tokens, p.w4_rate) as upstream:
+            passing = step_up(
+                p.w6_steps.get(target.name, ()),
+                lambda n: bool(self.streams("w6", target, upstream, n, p.w4_tokens)["pass"]),
+            )
+            self._confirm(
+                passing,
+                lambda n, rep: bool(self.streams("w6", target, upstream, n, p.w4_tokens, rep=rep)["pass"]),
             )
 
     def w5(self, gateway: targets.LlmTarget) -> None:

@@ -1,6 +1,6 @@
 """Smoke test of the benchmark harness: ``python -m bench.run --quick`` against ssegate only.
 
-Checks that one command builds the C load client, drives every workload (W1–W5, and W1/W2 over
+Checks that one command builds the C load client, drives every workload (W1–W6, and W1/W2 over
 Redis with one and two workers) and writes the tables, the plot and the raw JSON lines. It asserts
 shapes and delivery, never timings.
 """
@@ -50,11 +50,17 @@ def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Pa
     # How fast the machine ran Python, before each workload and at the end: runs from different
     # hours of a shared machine are compared by it.
     speeds = [r for r in records if r["workload"] == "machine"]
-    assert [r["step"] for r in speeds] == ["w1", "w2", "w3", "w4", "w5", "end"]
+    assert [r["step"] for r in speeds] == ["w1", "w2", "w3", "w4", "w5", "w6", "end"]
     assert all(r["result"]["python_loop_ms"] > 0 for r in speeds)
     records = [r for r in records if r["workload"] != "machine"]
-    assert {r["workload"] for r in records} == {"w1", "w2", "w3", "w4", "w5"}
-    assert {r["target"] for r in records} == {"ssegate", "ssegate-redis-1w", "ssegate-redis-2w", "direct"}
+    assert {r["workload"] for r in records} == {"w1", "w2", "w3", "w4", "w5", "w6"}
+    assert {r["target"] for r in records} == {
+        "ssegate",
+        "ssegate-redis-1w",
+        "ssegate-redis-2w",
+        "direct",
+        "ssegate-openai",  # W6: the OpenAI door in front of the fake's OpenAI side
+    }
     # Scaling out: two workers over Redis still deliver every event to every subscriber, and every
     # token of every generation (checked below).
     for name in ("ssegate-redis-1w", "ssegate-redis-2w"):
@@ -77,7 +83,16 @@ def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Pa
             assert set(streams["ttft_ms"]) == LATENCY_KEYS
 
     markdown = (tmp_path / "results.md").read_text()
-    for heading in ("## Summary", "W1 fan-out", "W2 saturation", "W3 idle", "W4 LLM streams", "W5 TTFT"):
+    headings = (
+        "## Summary",
+        "W1 fan-out",
+        "W2 saturation",
+        "W3 idle",
+        "W4 LLM streams",
+        "W5 TTFT",
+        "W6 OpenAI",
+    )
+    for heading in headings:
         assert heading in markdown
     assert "| ssegate |" in markdown or "| ssegate " in markdown
     assert "ssegate, Redis, 2 workers" in markdown
@@ -99,6 +114,22 @@ def test_the_python_floor_reference_relays_every_token_and_is_not_counted_as_a_p
     summary = {"ssegate": {"w4": {"best_n": 700}}, "express-sdk": {"w4": {"best_n": 200}}}
     assert report.goals_met({**summary, "python-floor": {"w4": {"best_n": 1000}}})["w4"] == "**yes**"
     assert report.goals_met({**summary, "express-sdk": {"w4": {"best_n": 800}}})["w4"] == "**no**"
+
+
+def test_w6_goals_compare_the_openai_door_with_litellm_and_with_w4() -> None:
+    def summary(door: int, litellm: int | None, w4: int) -> dict[str, Any]:
+        s: dict[str, Any] = {"ssegate": {"w4": {"best_n": w4}}, "ssegate-openai": {"w6": {"best_n": door}}}
+        if litellm is not None:
+            s["litellm"] = {"w6": {"best_n": litellm}}
+        return s
+
+    assert report.goals_met(summary(400, 100, 450))["w6"] == "**yes**"
+    assert report.goals_met(summary(390, 100, 450))["w6"] == "**no**"  # under 4× LiteLLM
+    assert report.goals_met(summary(400, 100, 500))["w6"] == "**no**"  # 20 % under W4
+    assert "w6" not in report.goals_met(summary(400, None, 450))  # LiteLLM not in the run: not judged
+    notes = run.w6_observations(summary(400, 100, 450))
+    assert any("ssegate / LiteLLM = 4.0×" in note for note in notes)
+    assert any("89 % of ssegate's own W4 N (450)" in note for note in notes)
 
 
 def test_a_search_goes_on_past_one_failing_step_and_stops_after_two() -> None:
