@@ -41,6 +41,16 @@ CASES: dict[str, list[tuple[str, dict[str, object]]]] = {
         ("usage", {"input_tokens": 21, "output_tokens": 7}),
         ("done", {"finish_reason": "tool_use", "usage": {"input_tokens": 21, "output_tokens": 7}}),
     ],
+    "thinking": [
+        ("start", {"id": GENERATION_ID, "model": "claude-x", "provider": "anthropic"}),
+        ("thinking", {"delta": "Let me"}),
+        ("thinking", {"signature": "EqQBCgIYAhIMsig"}),
+        ("thinking", {"redacted": "EmwKAhgBEgyredacted"}),
+        ("thinking", {"delta": "Again."}),
+        ("thinking", {"signature": "EqQBCgIYAhIMsig2"}),
+        ("text", {"delta": "Hi"}),
+        ("done", {"finish_reason": "stop", "usage": {"input_tokens": 3, "output_tokens": 4}}),
+    ],
     "error": [
         ("start", {"id": GENERATION_ID, "model": "gpt-x", "provider": "openai"}),
         ("text", {"delta": "Hel"}),

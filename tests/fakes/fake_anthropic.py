@@ -36,6 +36,9 @@ ERROR_TYPES = {
     529: "overloaded_error",
 }
 
+# What the fake signs its thinking with (a client must send it back with the thinking).
+THINKING_SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxfake"
+
 
 @dataclass(frozen=True, slots=True)
 class ToolUse:
@@ -48,6 +51,8 @@ class ToolUse:
 class AnthropicScript:
     text: tuple[str, ...] = ("Hello", ", world", "!")
     thinking: tuple[str, ...] = ()
+    # a redacted_thinking block (its encrypted data) after the thinking, as the API may send one
+    redacted: str | None = None
     tool: ToolUse | None = None
     tools: tuple[ToolUse, ...] = ()  # more tool_use blocks after ``tool``: parallel calls
     model: str | None = None  # None: echo the requested model, as the API does
@@ -99,12 +104,18 @@ class FakeAnthropic(FakeUpstream[AnthropicScript]):
         index = 0
         if script.thinking:
             yield from self._block(index, {"type": "thinking", "thinking": ""}, script.thinking, "thinking")
-            signature = {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxfake"}
+            signature = {"type": "signature_delta", "signature": THINKING_SIGNATURE}
             yield Frame(
                 _event(
                     "content_block_delta", {"type": "content_block_delta", "index": index, "delta": signature}
                 )
             )
+            yield Frame(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+            index += 1
+        if script.redacted is not None:
+            block = {"type": "redacted_thinking", "data": script.redacted}
+            start = {"type": "content_block_start", "index": index, "content_block": block}
+            yield Frame(_event("content_block_start", start))
             yield Frame(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
             index += 1
         if script.text:

@@ -215,6 +215,8 @@ class ChunkEncoder:
         self._tools: dict[str, tuple[str, list[str]]] = {}  # open tool calls: id -> (name, argument pieces)
 
     def encode(self, event: str, data: dict[str, Any]) -> list[WireEvent]:
+        if event == "thinking" and "delta" not in data:
+            return []  # a signature or redacted thinking: not part of the UI message
         if event == "text" or event == "thinking":
             return self._delta("text" if event == "text" else "reasoning", str(data.get("delta", "")))
         if event == "tool_call":

@@ -26,11 +26,14 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Block:
-    """One run of the answer: ``text``, ``thinking`` or ``tool_use`` (then ``tool`` is set)."""
+    """One run of the answer: ``text``, ``thinking``, ``redacted_thinking`` (``text`` is its
+    data) or ``tool_use`` (then ``tool`` is set)."""
 
     kind: str
     text: str = ""
     tool: ToolCall | None = None
+    # A thinking block's provider signature: it ends the block (the next thinking is another one).
+    signature: str = ""
 
 
 @dataclass(slots=True)
@@ -46,9 +49,11 @@ class Answer:
     _tools: dict[str, ToolCall] = field(default_factory=dict)
 
     def add(self, event: str, data: dict[str, Any]) -> None:
-        if event == "text" or event == "thinking":
+        if event == "thinking" and "delta" not in data:
+            self._thinking_end(data)
+        elif event == "text" or event == "thinking":
             kind = "text" if event == "text" else "thinking"
-            if not self.blocks or self.blocks[-1].kind != kind:
+            if not self.blocks or self.blocks[-1].kind != kind or self.blocks[-1].signature:
                 self.blocks.append(Block(kind))
             self.blocks[-1].text += str(data.get("delta", ""))
         elif event == "tool_call":
@@ -67,6 +72,16 @@ class Answer:
         elif event == "error":
             self.ended = True
             self.error = data
+
+    def _thinking_end(self, data: dict[str, Any]) -> None:
+        if "redacted" in data:
+            self.blocks.append(Block("redacted_thinking", str(data["redacted"])))
+        elif "signature" in data:
+            last = self.blocks[-1] if self.blocks else None
+            if last is None or last.kind != "thinking" or last.signature:
+                last = Block("thinking")
+                self.blocks.append(last)
+            last.signature = str(data["signature"])
 
     def _tool_call(self, data: dict[str, Any]) -> None:
         phase, tool_id = data.get("phase"), str(data.get("id", ""))

@@ -127,8 +127,9 @@ def _without_hints(value: Any) -> Any:
 
 def _messages(messages: Any) -> Any:
     """Anthropic's turns in the gateway's: tool results, which Anthropic puts in a user turn, become
-    a tool message (before the rest of that turn); thinking blocks sent back are left out (the
-    gateway keeps no signatures to send with them)."""
+    a tool message (before the rest of that turn); thinking blocks sent back go on with their
+    signature (what a tool loop with thinking on needs), those without one are left out (the
+    provider would refuse them: they came from a provider that signs nothing)."""
     if not isinstance(messages, list):
         return messages
     out: list[Any] = []
@@ -154,7 +155,7 @@ def _messages(messages: Any) -> Any:
             kept = [
                 blk
                 for blk in blocks
-                if not (isinstance(blk, dict) and blk.get("type") in ("thinking", "redacted_thinking"))
+                if not (isinstance(blk, dict) and blk.get("type") == "thinking" and not blk.get("signature"))
             ]
             if kept:
                 out.append({"role": "assistant", "content": kept})
@@ -209,6 +210,8 @@ class EventEncoder:
         self._tools: dict[str, int] = {}  # open tool_use blocks: tool call id -> index
 
     def encode(self, event: str, data: dict[str, Any]) -> list[WireEvent]:
+        if event == "thinking" and "delta" not in data:
+            return self._thinking_end(data)
         if event == "text" or event == "thinking":
             return self._delta(event, str(data.get("delta", "")))
         if event == "tool_call":
@@ -269,6 +272,27 @@ class EventEncoder:
         )
         events.append(_event("content_block_delta", {"index": self._open[1], "delta": delta}))
         return events
+
+    def _thinking_end(self, data: dict[str, Any]) -> list[WireEvent]:
+        """The provider's signature closes its thinking block (``signature_delta``, then
+        ``content_block_stop``, as Anthropic sends them); a redacted block is one whole block. A
+        client sends both back, as they came, to continue a tool loop with thinking on."""
+        events = self._start()
+        if "redacted" in data:
+            events += self._close_open()
+            index = self._new_block()
+            block = {"type": "redacted_thinking", "data": str(data["redacted"])}
+            events.append(_event("content_block_start", {"index": index, "content_block": block}))
+            events.append(_event("content_block_stop", {"index": index}))
+            return events
+        if "signature" not in data:
+            return events
+        if self._open is None or self._open[0] != "thinking":
+            events += self._delta("thinking", "")  # a signed block whose thinking was empty
+        assert self._open is not None
+        delta = {"type": "signature_delta", "signature": str(data["signature"])}
+        events.append(_event("content_block_delta", {"index": self._open[1], "delta": delta}))
+        return events + self._close_open()
 
     def _tool_call(self, data: dict[str, Any]) -> list[WireEvent]:
         phase, tool_id = data.get("phase"), str(data.get("id", ""))
@@ -346,7 +370,9 @@ def message(generation_id: str, answer: Answer) -> dict[str, Any]:
         if block.kind == "text":
             content.append({"type": "text", "text": block.text})
         elif block.kind == "thinking":
-            content.append({"type": "thinking", "thinking": block.text, "signature": ""})
+            content.append({"type": "thinking", "thinking": block.text, "signature": block.signature})
+        elif block.kind == "redacted_thinking":
+            content.append({"type": "redacted_thinking", "data": block.text})
         elif block.tool is not None:
             tool_input = block.tool.input()
             content.append(

@@ -289,6 +289,8 @@ class ChunkEncoder:
         if event == "text":
             return [self._chunk({"content": data.get("delta", "")})]
         if event == "thinking":
+            if "delta" not in data:  # a signature or redacted thinking: OpenAI has no place for it
+                return []
             # What OpenAI-compatible servers (vLLM, DeepSeek) call the reasoning they stream.
             return [self._chunk({"reasoning_content": data.get("delta", "")})]
         if event == "tool_call":
