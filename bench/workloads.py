@@ -400,29 +400,24 @@ class Runner:
     def w4(self, target: targets.LlmTarget) -> None:
         """Raise N until two steps in a row fail (as W2 does: one unlucky run at the boundary does
         not end the search); confirm the highest passing N over ``reps`` runs."""
-        p = self.plan
-        with targets.start_upstream(self.logs, p.w4_tokens, p.w4_rate) as upstream:
-            passing = step_up(
-                p.w4_steps.get(target.name, ()),
-                lambda n: bool(self.streams("w4", target, upstream, n, p.w4_tokens)["pass"]),
-            )
-            self._confirm(
-                passing,
-                lambda n, rep: bool(self.streams("w4", target, upstream, n, p.w4_tokens, rep=rep)["pass"]),
-            )
+        self._highest_n("w4", target, self.plan.w4_steps.get(target.name, ()))
 
     def w6(self, target: targets.LlmTarget) -> None:
         """W4's search, through an OpenAI Chat Completions front (ssegate's door, LiteLLM's proxy)
         in front of the fake upstream's OpenAI side."""
+        self._highest_n("w6", target, self.plan.w6_steps.get(target.name, ()))
+
+    def _highest_n(self, workload: str, target: targets.LlmTarget, steps: tuple[int, ...]) -> None:
         p = self.plan
         with targets.start_upstream(self.logs, p.w4_tokens, p.w4_rate) as upstream:
             passing = step_up(
-                p.w6_steps.get(target.name, ()),
-                lambda n: bool(self.streams("w6", target, upstream, n, p.w4_tokens)["pass"]),
+                steps, lambda n: bool(self.streams(workload, target, upstream, n, p.w4_tokens)["pass"])
             )
             self._confirm(
                 passing,
-                lambda n, rep: bool(self.streams("w6", target, upstream, n, p.w4_tokens, rep=rep)["pass"]),
+                lambda n, rep: bool(
+                    self.streams(workload, target, upstream, n, p.w4_tokens, rep=rep)["pass"]
+                ),
             )
 
     def w5(self, gateway: targets.LlmTarget) -> None:
