@@ -7,14 +7,18 @@ generation or holds its lifecycle. Each answer carries ``X-Generation-Id``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ssegate.dialects import ai_sdk_ui, anthropic_messages, openai_chat
-from ssegate.dialects.base import Cursor
+from ssegate.dialects.answer import Answer
+from ssegate.dialects.base import Cursor, EncoderFactory
 from ssegate.errors import StreamExists
 from ssegate.gateway import TERMINAL_STATES, is_generation_id
 from ssegate.log.base import Retention
@@ -32,6 +36,7 @@ from ssegate.server.doors import (
 )
 from ssegate.server.generations import start_status
 from ssegate.server.http import read_json_body, wants_event_stream
+from ssegate.server.limits import StreamTicket
 from ssegate.server.state import AppState
 
 _FROM_START = Cursor()
@@ -49,6 +54,51 @@ def _cursor(request: Request, started: Started) -> Cursor:
     return resume_cursor(request) if started.replayed else _FROM_START
 
 
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How a door answers: streamed (the encoder, and the key its viewers share encodings under)
+    or whole (``render(generation_id, answer)``; ``None``: this door always streams)."""
+
+    door: Door
+    key: str
+    encoder: EncoderFactory
+    render: Callable[[str, Answer], dict[str, Any]] | None = None
+
+
+def _answer(
+    app: AppState,
+    dialect: Dialect,
+    generation_id: str,
+    ticket: StreamTicket | None,
+    cursor: Cursor,
+    headers: list[tuple[str, str]],
+) -> Response:
+    """The generation's answer in ``dialect``: its stream when it has a stream slot, else whole."""
+    if ticket is not None:
+        return DialectStream(  # type: ignore[return-value]
+            app, dialect.door, generation_id, dialect.key, dialect.encoder, cursor, ticket, headers
+        )
+    assert dialect.render is not None
+    render = partial(dialect.render, generation_id)
+    return CollectedAnswer(app, dialect.door, generation_id, render, dict(headers))  # type: ignore[return-value]
+
+
+def _started_answer(request: Request, app: AppState, dialect: Dialect, started: Started) -> Response:
+    """A door's POST: the started (or replayed) generation's answer."""
+    headers = list(_start_headers(started).items())
+    return _answer(app, dialect, started.generation_id, started.ticket, _cursor(request, started), headers)
+
+
+def _read_answer(request: Request, app: AppState, dialect: Dialect, generation_id: str) -> Response:
+    """A door's GET of a known generation: with ``Accept: text/event-stream`` its events from
+    ``Last-Event-ID`` on, else the whole answer (waiting for its end)."""
+    headers = [("x-generation-id", generation_id)]
+    if not wants_event_stream(request):
+        return _answer(app, dialect, generation_id, None, _FROM_START, headers)
+    cursor = resume_cursor(request)  # before the slot: a bad Last-Event-ID takes none
+    return _answer(app, dialect, generation_id, app.open_stream(request), cursor, headers)
+
+
 OPENAI = Door(
     name=openai_chat.NAME,
     error_body=openai_chat.error_body,
@@ -56,12 +106,10 @@ OPENAI = Door(
 )
 
 
-def _openai_key(include_usage: bool) -> str:
-    return f"{openai_chat.NAME}+usage" if include_usage else openai_chat.NAME
-
-
-def _openai_encoder(include_usage: bool) -> partial[openai_chat.ChunkEncoder]:
-    return partial(openai_chat.ChunkEncoder, include_usage=include_usage)
+def _openai(include_usage: bool) -> Dialect:
+    key = f"{openai_chat.NAME}+usage" if include_usage else openai_chat.NAME
+    encoder = partial(openai_chat.ChunkEncoder, include_usage=include_usage)
+    return Dialect(OPENAI, key, encoder, openai_chat.completion)
 
 
 @OPENAI.endpoint
@@ -78,22 +126,7 @@ async def chat_completions(request: Request) -> Response:
         body=body,
         status_of=OPENAI.start_status,
     )
-    generation_id, ticket = started.generation_id, started.ticket
-    headers = _start_headers(started)
-    if ticket is not None:
-        return DialectStream(  # type: ignore[return-value]
-            app,
-            OPENAI,
-            generation_id,
-            _openai_key(chat.include_usage),
-            _openai_encoder(chat.include_usage),
-            _cursor(request, started),
-            ticket,
-            list(headers.items()),
-        )
-    return CollectedAnswer(  # type: ignore[return-value]
-        app, OPENAI, generation_id, partial(openai_chat.completion, generation_id), headers
-    )
+    return _started_answer(request, app, _openai(chat.include_usage), started)
 
 
 @OPENAI.endpoint
@@ -103,24 +136,8 @@ async def chat_completion(request: Request) -> Response:
     app = state_of(request)
     generation_id = generation_id_from(request.path_params["completion_id"], openai_chat.ID_PREFIX)
     await known_generation(request, app, generation_id)
-    headers = {"x-generation-id": generation_id}
-    if wants_event_stream(request):
-        include_usage = request.query_params.get("include_usage", "").lower() in ("1", "true")
-        cursor = resume_cursor(request)
-        ticket = app.open_stream(request)
-        return DialectStream(  # type: ignore[return-value]
-            app,
-            OPENAI,
-            generation_id,
-            _openai_key(include_usage),
-            _openai_encoder(include_usage),
-            cursor,
-            ticket,
-            list(headers.items()),
-        )
-    return CollectedAnswer(  # type: ignore[return-value]
-        app, OPENAI, generation_id, partial(openai_chat.completion, generation_id), headers
-    )
+    include_usage = request.query_params.get("include_usage", "").lower() in ("1", "true")
+    return _read_answer(request, app, _openai(include_usage), generation_id)
 
 
 @OPENAI.endpoint
@@ -140,6 +157,11 @@ ANTHROPIC = Door(
 )
 
 
+_ANTHROPIC = Dialect(
+    ANTHROPIC, anthropic_messages.NAME, anthropic_messages.EventEncoder, anthropic_messages.message
+)
+
+
 @ANTHROPIC.endpoint
 async def messages(request: Request) -> Response:
     app = state_of(request)
@@ -154,22 +176,7 @@ async def messages(request: Request) -> Response:
         body=body,
         status_of=ANTHROPIC.start_status,
     )
-    generation_id, ticket = started.generation_id, started.ticket
-    headers = _start_headers(started)
-    if ticket is not None:
-        return DialectStream(  # type: ignore[return-value]
-            app,
-            ANTHROPIC,
-            generation_id,
-            anthropic_messages.NAME,
-            anthropic_messages.EventEncoder,
-            _cursor(request, started),
-            ticket,
-            list(headers.items()),
-        )
-    return CollectedAnswer(  # type: ignore[return-value]
-        app, ANTHROPIC, generation_id, partial(anthropic_messages.message, generation_id), headers
-    )
+    return _started_answer(request, app, _ANTHROPIC, started)
 
 
 @ANTHROPIC.endpoint
@@ -179,26 +186,11 @@ async def message(request: Request) -> Response:
     app = state_of(request)
     generation_id = generation_id_from(request.path_params["message_id"], anthropic_messages.ID_PREFIX)
     await known_generation(request, app, generation_id)
-    headers = {"x-generation-id": generation_id}
-    if wants_event_stream(request):
-        cursor = resume_cursor(request)
-        ticket = app.open_stream(request)
-        return DialectStream(  # type: ignore[return-value]
-            app,
-            ANTHROPIC,
-            generation_id,
-            anthropic_messages.NAME,
-            anthropic_messages.EventEncoder,
-            cursor,
-            ticket,
-            list(headers.items()),
-        )
-    return CollectedAnswer(  # type: ignore[return-value]
-        app, ANTHROPIC, generation_id, partial(anthropic_messages.message, generation_id), headers
-    )
+    return _read_answer(request, app, _ANTHROPIC, generation_id)
 
 
 UI = Door(name=ai_sdk_ui.NAME, error_body=ai_sdk_ui.error_body, error_event=ai_sdk_ui.error_event)
+_UI = Dialect(UI, ai_sdk_ui.NAME, ai_sdk_ui.ChunkEncoder)  # always streamed
 _UI_HEADERS = [ai_sdk_ui.HEADER]
 _CHAT_RETENTION_EVENTS = 1
 
@@ -248,16 +240,8 @@ async def ui_chat(request: Request) -> Response:
     except BaseException:
         ticket.close()
         raise
-    return DialectStream(  # type: ignore[return-value]
-        app,
-        UI,
-        generation_id,
-        ai_sdk_ui.NAME,
-        ai_sdk_ui.ChunkEncoder,
-        _cursor(request, started),
-        ticket,
-        [*_start_headers(started).items(), *_UI_HEADERS],
-    )
+    headers = [*_start_headers(started).items(), *_UI_HEADERS]
+    return _answer(app, _UI, generation_id, ticket, _cursor(request, started), headers)
 
 
 @UI.endpoint
@@ -270,17 +254,8 @@ async def ui_chat_stream(request: Request) -> Response:
     if generation_id is None:
         return Response(status_code=204)
     cursor = resume_cursor(request)
-    ticket = app.open_stream(request)
-    return DialectStream(  # type: ignore[return-value]
-        app,
-        UI,
-        generation_id,
-        ai_sdk_ui.NAME,
-        ai_sdk_ui.ChunkEncoder,
-        cursor,
-        ticket,
-        [("x-generation-id", generation_id), *_UI_HEADERS],
-    )
+    headers = [("x-generation-id", generation_id), *_UI_HEADERS]
+    return _answer(app, _UI, generation_id, app.open_stream(request), cursor, headers)
 
 
 @UI.endpoint
