@@ -96,13 +96,29 @@ RESET_TRIMMED = "trimmed"  # the events after it fell out of retention
 RESET_FUTURE = "future_id"  # a position the stream has not reached
 
 
+class WireView(Protocol):
+    """How the live fan-out writes a stream's entries for viewers that do not read their stored
+    bytes (a front door's dialect): viewers of one stream and one ``key`` share a group."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def keepalive(self) -> bytes: ...
+
+    def wire(self, entry: LogEntry) -> bytes:
+        """The entry's bytes for these viewers (may be empty); entries come in order, each once."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Handoff:
     """A stream position a viewer's chunk source offers to the live fan-out: "I have sent everything
-    up to ``after``" (see :mod:`ssegate.server.fanout`)."""
+    up to ``after``" (see :mod:`ssegate.server.fanout`), in the entries' own bytes or ``view``'s."""
 
     stream: str
     after: str
+    view: WireView | None = None
 
 
 class ReadResult(NamedTuple):

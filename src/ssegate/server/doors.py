@@ -5,6 +5,10 @@ Each door maps its request onto the gateway's, starts the generation exactly as
 streamed, by following the event log through the dialect's encoder (:class:`EncodedStreams`: one
 encoding per event and dialect in this process), or whole, by folding the log into an
 :class:`~ssegate.dialects.answer.Answer`. Errors are answered in the door's own error shape.
+
+A caught-up streamed viewer joins the live fan-out as a generation's viewers do
+(:mod:`ssegate.server.fanout`), in a group per generation and dialect that writes the dialect's
+bytes: many viewers of a door cost what many viewers of a generation cost.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from ssegate.dialects.base import (
 )
 from ssegate.errors import RequestError, SSEGateError
 from ssegate.gateway import is_generation_id, stream_key
-from ssegate.log.base import Handoff, ReadResult, parse_id
+from ssegate.log.base import Handoff, LogEntry, ReadResult, parse_id
 from ssegate.providers.base import ConfigurationError, GenerationRequest
 from ssegate.server.generations import (
     _check_model,
@@ -240,6 +244,19 @@ def resume_cursor(request: Request) -> Cursor:
     return cursor
 
 
+@dataclass(frozen=True, slots=True)
+class DialectView:
+    """A dialect's bytes for the live fan-out (a :class:`~ssegate.log.base.WireView`): the shared
+    encoding of one generation in one dialect; viewers with the same ``key`` share a group."""
+
+    key: str
+    encoded: EncodedStream
+    keepalive: bytes = KEEPALIVE_LINE  # a lone comment line: see ssegate.dialects.base
+
+    def wire(self, entry: LogEntry) -> bytes:
+        return b"".join(self.encoded.add(entry))
+
+
 class DialectStream:
     """ASGI app: a generation's events in a dialect, from ``cursor`` on (204 if there is nothing
     more to send). Counts as a viewer for the generation's lifecycle while it is open."""
@@ -288,13 +305,15 @@ class DialectStream:
         elif first.closed and not first.entries and self.cursor.partial is None:
             response = Response(status_code=204)
         else:
+            view = DialectView(self.key, encoded)
             response = EventStreamResponse(
                 follow_dialect(
-                    log, key, encoded, self.cursor, first, keepalive=self.app.settings.keepalive_interval
+                    log, key, view, self.cursor, first, keepalive=self.app.settings.keepalive_interval
                 ),
                 retry_ms=self.app.settings.retry_ms,
                 headers=self.headers,
                 ticket=self.ticket,
+                fanout=self.app.fanout,
                 opening=KEEPALIVE_LINE,
                 final=self.door.interrupted(),
             )
@@ -327,9 +346,12 @@ async def catch_up(log: Any, key: str, encoded: EncodedStream, cursor: Cursor) -
 
 
 async def follow_dialect(
-    log: Any, key: str, encoded: EncodedStream, cursor: Cursor, first: ReadResult, *, keepalive: float
+    log: Any, key: str, view: DialectView, cursor: Cursor, first: ReadResult, *, keepalive: float
 ) -> AsyncGenerator[bytes | Handoff, str | None]:
-    """One chunk of dialect bytes per wake-up (see :func:`ssegate.server.streaming.follow_log`)."""
+    """One chunk of dialect bytes per wake-up (see :func:`ssegate.server.streaming.follow_log`);
+    caught up (past any partly seen entry), it offers itself to the live fan-out in ``view``'s
+    group, and goes on from where that sends it back."""
+    encoded = view.encoded
     result = first
     after = cursor.after
     partial, skip = cursor.partial, cursor.skip
@@ -351,6 +373,10 @@ async def follow_dialect(
             after = result.entries[-1].id
         if result.closed:
             return
+        if after is not None and partial is None:
+            resumed = yield Handoff(key, after, view)
+            if resumed is not None:
+                after = resumed
         result = await log.read(key, after, wait=keepalive)
         if result.reset:
             return

@@ -20,6 +20,10 @@ of after the whole batch.
 
 Over the embedded log the group has no task at all: the log calls it back on append and it flushes
 from a loop callback (one keep-alive timer per group). Over Redis one task per group reads.
+
+A front door's viewers (``Handoff.view``: a dialect) share a group per stream and dialect, which
+writes each entry as the dialect encodes it: encoded once per event and dialect (the view's
+cache), written to every caught-up viewer of that dialect as a generation's viewers are.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from starlette.types import Send
 from ssegate import _fast
 from ssegate._fast.live_socket import Transport, socket_under
 from ssegate.codec.encoder import KEEPALIVE
-from ssegate.errors import SSEGateError
-from ssegate.log.base import EventLog, Handoff, ListenableLog, LogEntry
+from ssegate.errors import GapError, SSEGateError
+from ssegate.log.base import EventLog, Handoff, ListenableLog, LogEntry, WireView
 from ssegate.server.metrics import Metrics
 from ssegate.topics import MARKER_EVENT
 
@@ -149,9 +153,11 @@ class FanOut:
         """Add a caught-up viewer (``waiting``: a response waits on it, to wake through its socket
         when it is sent back); ``None`` if the stream's group is elsewhere in the log (the viewer
         then reads on its own and offers itself again later)."""
-        group = self._groups.get(handoff.stream)
+        view = handoff.view
+        key = handoff.stream if view is None else f"{handoff.stream}\x00{view.key}"
+        group = self._groups.get(key)
         if group is None:
-            group = self._groups[handoff.stream] = _Group(self, handoff.stream, handoff.after)
+            group = self._groups[key] = _Group(self, handoff.stream, handoff.after, view, key)
         elif group.after != handoff.after:
             return None
         else:
@@ -211,7 +217,9 @@ class _Group:
         "bytes_written",
         "fanout",
         "flush_handle",
+        "keepalive_bytes",
         "keepalive_handle",
+        "key",
         "last_write",
         "live_log",
         "loop",
@@ -223,12 +231,18 @@ class _Group:
         "stream",
         "task",
         "unlisten",
+        "view",
         "writing_time",
     )
 
-    def __init__(self, fanout: FanOut, stream: str, after: str) -> None:
+    def __init__(
+        self, fanout: FanOut, stream: str, after: str, view: WireView | None = None, key: str | None = None
+    ) -> None:
         self.fanout = fanout
         self.stream = stream
+        self.view = view  # None: the entries' stored bytes; else a dialect's
+        self.key = stream if key is None else key  # in FanOut._groups
+        self.keepalive_bytes = KEEPALIVE if view is None else view.keepalive
         self.after = after  # every member has been sent everything up to here
         # The sequence number of the entry right after ``after``, once a read has told (-1 before):
         # an appended entry that has it can be written as it is appended (see _changed).
@@ -275,8 +289,8 @@ class _Group:
             self.keepalive_handle = None
 
     def _unregister(self) -> None:
-        if self.fanout._groups.get(self.stream) is self:
-            del self.fanout._groups[self.stream]
+        if self.fanout._groups.get(self.key) is self:
+            del self.fanout._groups[self.key]
 
     # -- push: the embedded log calls back -------------------------------------------------------
 
@@ -303,14 +317,23 @@ class _Group:
                 and not appended.terminal
                 and 0 < len(self.members) <= WRITE_SLICE
             ):
+                view = self.view
+                if view is None:  # the common case stays an attribute read
+                    wire = b"" if appended.event == MARKER_EVENT else appended.wire
+                else:
+                    try:
+                        wire = view.wire(appended)
+                    except GapError:  # the flush meets it too, and sends the members back
+                        self.flush_handle = self.loop.call_soon(self._flush)
+                        return
                 self.after = appended.id
                 self.next_seq += 1
-                if appended.event != MARKER_EVENT:
+                if wire:  # never an empty one: framed, that is the chunk ending every response
                     if self.owed is None:
-                        self.owed = [appended.wire]
+                        self.owed = [wire]
                         self.fanout.owe(self)
                     else:
-                        self.owed.append(appended.wire)
+                        self.owed.append(wire)
                 return
             self.flush_handle = self.loop.call_soon(self._flush)
         else:
@@ -331,9 +354,13 @@ class _Group:
             self.stop_members()  # members read on their own: they handle resets and the end
             return
         if result.entries:
+            try:
+                chunk = self._wire(result.entries)
+            except GapError:
+                self.stop_members()  # members read on their own and meet it there
+                return
             self.after = result.entries[-1].id
             self.next_seq = result.entries[-1].seq + 1
-            chunk = _wire(result.entries)
             if self._in_slices(chunk, result.closed):
                 self._write_in_slices(chunk, len(result.entries))
             else:
@@ -359,7 +386,7 @@ class _Group:
         due = self.last_write + self.fanout._keepalive
         if due <= now:
             if self.pending is None:  # else a batch is being written: nothing is idle
-                self._write(KEEPALIVE, 0)
+                self._write(self.keepalive_bytes, 0)
                 self.last_write = now
             due = now + self.fanout._keepalive
         self.keepalive_handle = self.loop.call_at(due, self._keepalive)
@@ -448,7 +475,7 @@ class _Group:
                     # write budget can run ahead of it). Only the first calls for a keep-alive; the
                     # second, under steady load, was a comment written to every member per batch.
                     if loop.time() - self.last_write >= fanout._keepalive / 2:
-                        self._write(KEEPALIVE, 0)
+                        self._write(self.keepalive_bytes, 0)
                         self.last_write = loop.time()
                     continue
                 entries = result.entries
@@ -460,8 +487,8 @@ class _Group:
                     if not more.reset:
                         entries = entries + more.entries
                         closed = more.closed
+                chunk = self._wire(entries)  # GapError: an SSEGateError, handled below
                 self.after = entries[-1].id
-                chunk = _wire(entries)
                 if self._in_slices(chunk, closed):
                     self._begin_batch(chunk, len(entries))
                     slices_left = self._write_slice()
@@ -478,6 +505,10 @@ class _Group:
             self.stop_members()
 
     # -- both ------------------------------------------------------------------------------------
+
+    def _wire(self, entries: list[LogEntry]) -> bytes:
+        """The entries' bytes for this group's viewers (a dialect's may raise GapError)."""
+        return _wire(entries) if self.view is None else _view_wire(self.view, entries)
 
     def _timed_write(self, chunk: bytes, events: int) -> None:
         """Write, then set how long the next write waits to batch: twice what this one took, at
@@ -531,3 +562,7 @@ class _Group:
 
 def _wire(entries: list[LogEntry]) -> bytes:
     return b"".join(e.wire for e in entries if e.event != MARKER_EVENT)
+
+
+def _view_wire(view: WireView, entries: list[LogEntry]) -> bytes:
+    return b"".join([view.wire(e) for e in entries])

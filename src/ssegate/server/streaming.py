@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -268,7 +269,7 @@ class EventStreamResponse:
                     # An empty body message writes nothing but waits for flow control.
                     await self._send_within(scope, send, b"")
                     assert reply is not None
-                    handoff = Handoff(handoff.stream, reply)
+                    handoff = dataclasses.replace(handoff, after=reply)  # its view too
                 self.wake = None
             if not (finished or self.disconnected) and self.last_words:
                 await self._end_with(send, self.last_words[0])
