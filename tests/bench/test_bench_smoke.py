@@ -25,7 +25,7 @@ FANOUT_KEYS = {"connections_ok", "events", "events_per_s", "latency_ms", "pub", 
 LATENCY_KEYS = {"n", "p50", "p90", "p99", "p999", "max", "mean"}
 
 
-def _run_quick(out: Path, *options: str, timeout: float = 230) -> list[dict[str, Any]]:
+def _run_quick(out: Path, *options: str, timeout: float = 300) -> list[dict[str, Any]]:
     # Not under make test's coverage tracer: a benchmark of traced servers measures the tracer.
     env = {name: value for name, value in os.environ.items() if not name.startswith("COVERAGE_")}
     result = subprocess.run(
@@ -43,7 +43,7 @@ def _run_quick(out: Path, *options: str, timeout: float = 230) -> list[dict[str,
     return [json.loads(line) for line in raws[0].read_text().splitlines()]
 
 
-@pytest.mark.timeout(240)  # W6 added ~30 s to the quick run on a loaded machine
+@pytest.mark.timeout(310)  # ~225 s with W6 on a loaded 2-core machine
 def test_bench_quick_run_measures_every_workload_and_writes_results(tmp_path: Path) -> None:
     records = _run_quick(tmp_path)
 
