@@ -13,6 +13,7 @@ import pytest
 
 from ssegate import _fast
 from tests.doors.conftest import ssegate_demo
+from tests.support.metrics import total
 
 VIEWERS = 5
 BODY = {
@@ -24,9 +25,7 @@ BODY = {
 
 
 async def gauge(client: httpx.AsyncClient, name: str) -> int:
-    page = (await client.get("/metrics")).text
-    line = next(line for line in page.splitlines() if line.startswith(f"{name} "))
-    return int(line.split()[1])
+    return int(total((await client.get("/metrics")).text, name))
 
 
 async def read_all(response: httpx.Response, into: bytearray) -> None:
