@@ -13,7 +13,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-READY_TIMEOUT_S = 30.0
+# A loaded 2-core machine took over 30 s to start two workers over Redis (imports, multiprocess
+# metrics); a server that never listens still fails, later.
+READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 8.0
 # After the first worker answers, the others may still be importing (about a second here).
 WORKER_SETTLE_S = 1.5
