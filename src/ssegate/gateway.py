@@ -621,23 +621,45 @@ class Gateway:
         """Append the one terminal event (``done`` or ``error``) and record the final state."""
         key = stream_key(generation_id)
         event = "error" if state == "error" else "done"
+        counted: tuple[int, str | None] | None = None  # deltas counted in the log, up to this id
         if event == "done" and "usage" not in data:
             local = self._local.get(generation_id)
             if local is not None and local.mapper is not None:  # the producer runs here: it knows
                 data = {**data, "usage": local.mapper.usage_so_far()}
             else:
+                # The producer runs in another process: the deltas it streamed are in the log.
                 meta = await self.log.get_meta(key)
-                data = {**data, "usage": json.loads(meta["usage"]) if meta.get("usage") else None}
+                reported = json.loads(meta["usage"]) if meta.get("usage") else None
+                counted = await self._count_deltas(key, None)
+                data = {**data, "usage": _with_streamed(reported, counted[0])}
         try:
             await self.log.append(key, event, _json(data), terminal=True)
         except StreamClosed:
             return False
         except StreamNotFound:
             return False
+        if counted is not None:
+            # Deltas the producer appended between the count and the end: the state counts them too.
+            more, _ = await self._count_deltas(key, counted[1])
+            if more:
+                data = {**data, "usage": _with_streamed(data["usage"], counted[0] + more)}
         await self.log.set_meta(key, _final_fields(state, data))
         if self.on_terminal is not None:
             self.on_terminal(generation_id, state, data)
         return True
+
+    async def _count_deltas(self, key: str, after: str | None) -> tuple[int, str | None]:
+        """The content deltas (about a token each, as :class:`_WireMapper` counts them) the stream
+        holds after ``after``, and the id of the last event read."""
+        count = 0
+        while True:
+            result = await self.log.read(key, after)
+            for entry in result.entries:
+                if entry.event in _DELTA_EVENTS and _is_delta(entry.event, json.loads(entry.data)):
+                    count += 1
+            after = result.last_id or after
+            if result.closed or not result.entries:
+                return count, after
 
     # -- the ticker: leases, abandonment, lost producers -------------------------------------------
 
@@ -742,6 +764,28 @@ def _start_timeout(seconds: float) -> dict[str, Any]:
         "message": f"the upstream did not start answering within {seconds:g} s (retries included)",
         "retryable": True,
     }
+
+
+# The events that may carry a content delta (text, thinking, tool-call arguments): what
+# _WireMapper.streamed counts, read back from the log.
+_DELTA_EVENTS = frozenset({"text", "thinking", "tool_call"})
+
+
+def _is_delta(event: str, data: Any) -> bool:
+    if not isinstance(data, dict):
+        return False
+    if event == "tool_call":
+        return data.get("phase") == "delta"
+    return "delta" in data  # text, thinking (a signature or redacted block is not a delta)
+
+
+def _with_streamed(usage: dict[str, Any] | None, streamed: int) -> dict[str, Any] | None:
+    """``usage`` with ``streamed`` deltas as its output when the upstream's own count is behind."""
+    if not streamed:
+        return usage
+    reported = (usage or {}).get("output_tokens")
+    base = usage or {"input_tokens": None, "output_tokens": None}
+    return {**base, "output_tokens": max(reported or 0, streamed)}
 
 
 def _final_fields(state: str, data: dict[str, Any]) -> dict[str, str]:

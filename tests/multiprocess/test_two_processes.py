@@ -225,3 +225,30 @@ async def test_two_processes_behind_nginx_serve_one_generation_wherever_requests
         assert [e.id for e in part.events + rest.events] == [e.id for e in whole.events]
         assert whole.types[-1] == "done"
         assert part.text + rest.text == whole.text
+
+
+async def test_a_generation_cancelled_from_another_process_records_the_output_tokens_it_streamed(
+    redis_url: str, slow_anthropic: FakeAnthropic
+) -> None:
+    # Issue 26, failure 9: Anthropic reports output_tokens 1 in message_start and the real count
+    # only at the end; the producer's count of streamed deltas lives in process A. B cancels:
+    # the deltas are counted where B can see them, in the log.
+    env = {**SHORT, "SSEGATE_ANTHROPIC_API_KEY": "test", "SSEGATE_ANTHROPIC_BASE_URL": slow_anthropic.url}
+    async with ssegate_processes(2, redis_url, env) as (a, b):
+        created = await start(a, {**LONG, "provider": "anthropic", "keep_running": True})
+        async with httpx.AsyncClient(base_url=b.url, timeout=_WAIT) as on_b:
+            seen = await read_stream(on_b, "GET", created["events_url"], max_events=14)
+            assert len(seen.data("text")) >= 10
+            cancelled = await on_b.post(created["cancel_url"])
+            assert cancelled.status_code == 202
+        await asyncio.wait_for(slow_anthropic.client_closed_early.wait(), LEASE_TTL + 3)
+        whole = await read_all(b, created["events_url"])
+        described_on_a = await describe(a, created["id"])
+        described_on_b = await describe(b, created["id"])
+
+    streamed = len(whole.data("text"))
+    done = whole.data("done")[0]
+    assert done["finish_reason"] == "cancelled"
+    assert len(seen.data("text")) <= done["usage"]["output_tokens"] <= streamed
+    assert described_on_a["usage"]["output_tokens"] == streamed
+    assert described_on_b["usage"]["output_tokens"] == streamed
