@@ -88,7 +88,7 @@ class Plan:
         default_factory=lambda: {
             # as W4's "ssegate": the door is compared with that figure
             "ssegate-openai": (25, 50, 75, 100, 150, 200, 250, 300, 350, 400, 500, 600, 800, 1000, 1200),
-            "litellm": (10, 25, 50, 75, 100, 150, 200, 250, 300, 400),
+            "litellm": (5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400),  # from 5: a ratio needs a pass
         }
     )
     # bounded wait for a quiet machine before each measurement (0: do not wait, e.g. in CI)
