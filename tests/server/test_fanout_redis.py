@@ -24,7 +24,7 @@ async def test_a_wake_up_for_entries_the_group_already_has_writes_no_keep_alive(
         assert (await log.read("news", first.id, wait=0.05)).entries == []  # now followed, at 1
         # Hold back this process's shared reader, so the entry below reaches the group first,
         # by the group's own read: the race made deterministic.
-        follower = log._follower
+        follower = log._shards[0].task  # a single Redis: one shard follows every stream
         assert follower is not None
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
