@@ -37,16 +37,18 @@ jstest:
 	node --test tests/js/
 
 unit:
+	rm -f .coverage-plain .coverage-plain.*  # unit-plain's data belongs to the run after this one
 	$(PY) -m pytest -n 2 -p no:cacheprovider $(COV) $(PYTEST_ARGS)
 
 # The server, provider, browser and gateway suites once more on public APIs only (docs/performance.md),
 # so the plain path never rots.
 unit-plain:
-	SSEGATE_FAST_PATHS=0 $(PY) -m pytest -n 2 -p no:cacheprovider tests/server tests/providers tests/browser tests/gateway $(PYTEST_ARGS)
+	SSEGATE_FAST_PATHS=0 COVERAGE_FILE=.coverage-plain $(PY) -m pytest -n 2 -p no:cacheprovider $(COV) tests/server tests/providers tests/browser tests/gateway $(PYTEST_ARGS)
 
 # The report of the runs above, combined: fails under [tool.coverage.report] fail_under, and unless
 # the codec (sans-IO, standard library only) is covered completely.
 coverage:
+	@if [ -f .coverage-plain ]; then $(PY) -m coverage combine --append --keep .coverage-plain; fi
 	$(PY) -m coverage report
 	$(PY) -m coverage report --include='src/ssegate/codec/*' --fail-under=100 >/dev/null \
 		|| { $(PY) -m coverage report --include='src/ssegate/codec/*'; echo 'coverage: the codec must stay at 100 %'; exit 1; }
@@ -56,4 +58,4 @@ bench:
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.*
+	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* .coverage-plain .coverage-plain.*
