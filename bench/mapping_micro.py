@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ssegate.providers.anthropic import AnthropicProvider
-from ssegate.providers.base import ProviderEvent
+from ssegate.providers.base import ProviderConfig, ProviderEvent
 from ssegate.providers.openai import OpenAIProvider
 
 TOKENS = 2_000
@@ -106,8 +106,14 @@ def events_per_second(provider: Any, chunks: list[bytes], seconds: float = 3.0) 
 
 
 async def main() -> None:
-    anthropic = AnthropicProvider(api_key="x", base_url="http://127.0.0.1:9")
-    openai = OpenAIProvider(api_key="x", base_url="http://127.0.0.1:9/v1")
+    config = ProviderConfig(
+        anthropic_api_key="x",
+        anthropic_base_url="http://127.0.0.1:9",
+        openai_api_key="x",
+        openai_base_url="http://127.0.0.1:9/v1",
+    )
+    anthropic = AnthropicProvider(config)
+    openai = OpenAIProvider(config)
     try:
         for label, provider, chunks in (
             ("anthropic text", anthropic, anthropic_chunks(tool=False)),
