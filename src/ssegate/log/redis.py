@@ -68,6 +68,7 @@ from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry, parse_
 from ssegate.log.cursor import new_epoch, resolve_cursor
 from ssegate.log.memory import DEFAULT_READ_BATCH
 from ssegate.log.redis_connect import Clients, connect
+from ssegate.log.slots import RedisSlots
 from ssegate.log.tail import Tail
 
 __all__ = ["RedisEventLog"]
@@ -512,6 +513,10 @@ class RedisEventLog:
         args: list[str | int | float] = [limit, _milliseconds(window), uuid.uuid4().hex]
         wait_ms = await self._script("admit", [f"ssegate:{{limit:{tag}}}:hits"], args)
         return int(wait_ms) / 1000
+
+    def slots(self) -> RedisSlots:
+        """Concurrent-stream slots counted in this Redis for every process (ssegate.log.slots)."""
+        return RedisSlots(self._client)
 
     # -- streams -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from ssegate import _fast
 from ssegate.config import Settings
 from ssegate.errors import RequestError, SSEGateError
 from ssegate.finish import FinishNotifier, OnFinish, Webhook
-from ssegate.gateway import Gateway
+from ssegate.gateway import Gateway, process_identity
 from ssegate.log import open_event_log
 from ssegate.log.appender import OutagePolicy
 from ssegate.log.base import WindowCounter
@@ -36,7 +36,7 @@ from ssegate.server.drain import drain_on_sigterm
 from ssegate.server.fanout import SERVER_SEND, FanOut
 from ssegate.server.guard import LocalGuard, parse_hosts
 from ssegate.server.http import error_response
-from ssegate.server.limits import OpenStreams, StartRate
+from ssegate.server.limits import OpenStreams, SlotSource, StartRate
 from ssegate.server.metrics import CONTENT_TYPE, MeasuredProvider, Metrics
 from ssegate.server.middleware import AccessLogMiddleware, CORSMiddleware, parse_origins
 from ssegate.server.prefix import PrincipalHook, PrincipalMiddleware, chat_page, root_path
@@ -153,7 +153,14 @@ def create_app(
             stall_seconds=settings.viewer_stall_timeout,
             retry_ms=settings.retry_ms,
             metrics=metrics,
+            # Over Redis, stream limits count every process's streams (a lease per process).
+            shared=log.slots() if isinstance(log, SlotSource) else None,
+            process=process_identity(),
+            lease_ttl=settings.lease_ttl,
         )
+        renewing = None
+        if streams.shared is not None:
+            renewing = asyncio.get_running_loop().create_task(streams.renew_forever())
         state = AppState(
             settings=settings,
             log=log,
@@ -187,6 +194,11 @@ def create_app(
             await gateway.aclose(drain_timeout=settings.drain_timeout if state.draining and shared else 0.0)
             await finishing.aclose(grace=settings.finish_webhook_timeout)  # it reads the log
             await state.fanout.aclose()
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+            await streams.aclose()  # before the log closes: it gives this process's slots back
             if undo_signal is not None:
                 undo_signal()
             await registry.aclose()

@@ -89,14 +89,14 @@ def _started_answer(request: Request, app: AppState, dialect: Dialect, started: 
     return _answer(app, dialect, started.generation_id, started.ticket, _cursor(request, started), headers)
 
 
-def _read_answer(request: Request, app: AppState, dialect: Dialect, generation_id: str) -> Response:
+async def _read_answer(request: Request, app: AppState, dialect: Dialect, generation_id: str) -> Response:
     """A door's GET of a known generation: with ``Accept: text/event-stream`` its events from
     ``Last-Event-ID`` on, else the whole answer (waiting for its end)."""
     headers = [("x-generation-id", generation_id)]
     if not wants_event_stream(request):
         return _answer(app, dialect, generation_id, None, _FROM_START, headers)
     cursor = resume_cursor(request)  # before the slot: a bad Last-Event-ID takes none
-    return _answer(app, dialect, generation_id, app.open_stream(request), cursor, headers)
+    return _answer(app, dialect, generation_id, await app.open_stream(request), cursor, headers)
 
 
 OPENAI = Door(
@@ -137,7 +137,7 @@ async def chat_completion(request: Request) -> Response:
     generation_id = generation_id_from(request.path_params["completion_id"], openai_chat.ID_PREFIX)
     await known_generation(request, app, generation_id)
     include_usage = request.query_params.get("include_usage", "").lower() in ("1", "true")
-    return _read_answer(request, app, _openai(include_usage), generation_id)
+    return await _read_answer(request, app, _openai(include_usage), generation_id)
 
 
 @OPENAI.endpoint
@@ -186,7 +186,7 @@ async def message(request: Request) -> Response:
     app = state_of(request)
     generation_id = generation_id_from(request.path_params["message_id"], anthropic_messages.ID_PREFIX)
     await known_generation(request, app, generation_id)
-    return _read_answer(request, app, _ANTHROPIC, generation_id)
+    return await _read_answer(request, app, _ANTHROPIC, generation_id)
 
 
 UI = Door(name=ai_sdk_ui.NAME, error_body=ai_sdk_ui.error_body, error_event=ai_sdk_ui.error_event)
@@ -255,7 +255,7 @@ async def ui_chat_stream(request: Request) -> Response:
         return Response(status_code=204)
     cursor = resume_cursor(request)
     headers = [("x-generation-id", generation_id), *_UI_HEADERS]
-    return _answer(app, _UI, generation_id, app.open_stream(request), cursor, headers)
+    return _answer(app, _UI, generation_id, await app.open_stream(request), cursor, headers)
 
 
 @UI.endpoint

@@ -202,7 +202,7 @@ async def start_generation(
         existing = await app.claims.find(claim)  # a concurrent retry took the key first
         if existing is not None:
             return await _replay(request, app, existing, stream=stream)
-    ticket = app.open_stream(request) if stream else None
+    ticket = await app.open_stream(request) if stream else None
     try:
         meta = await app.gateway.start(generation, provider_name=provider_name, owner=principal)
         if claim is not None:
@@ -221,7 +221,7 @@ async def start_generation(
 
 async def _replay(request: Request, app: AppState, generation_id: str, *, stream: bool) -> Started:
     described = await known_generation(request, app, generation_id)
-    ticket = app.open_stream(request) if stream else None
+    ticket = await app.open_stream(request) if stream else None
     return Started(generation_id, str(described.get("owner", "")), ticket, replayed=True)
 
 

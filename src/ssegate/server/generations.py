@@ -93,7 +93,7 @@ async def create_generation(request: Request) -> Response:
         existing = await app.claims.find(claim)
         if existing is not None:
             return await _repeat(request, app, existing, after)
-    ticket = app.open_stream(request) if streamed else None
+    ticket = await app.open_stream(request) if streamed else None
     try:
         meta = await app.gateway.start(
             generation,
@@ -154,7 +154,7 @@ async def _events_of(request: Request, app: AppState, generation_id: str, after:
     """The stream of a known, authorised generation from ``after`` on: 410 once its events are gone."""
     if not await app.gateway.log.exists(stream_key(generation_id)):
         raise RequestError(410, "expired", f"generation {generation_id} has no events any more")
-    return _stream_response(app, generation_id, after, app.open_stream(request))
+    return _stream_response(app, generation_id, after, await app.open_stream(request))
 
 
 async def _repeat(request: Request, app: AppState, generation_id: str, after: str | None) -> Response:

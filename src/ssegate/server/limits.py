@@ -8,8 +8,10 @@
   ``id`` for an expired token, a ``retry:`` line otherwise) so the client resumes with
   ``Last-Event-ID`` where it was.
 
-The start rate is counted in the event log's store when it is shared (Redis): N processes enforce
-the configured rate, not N times it. Stream counts are this process's own.
+The start rate and the stream counts are counted in the event log's store when it is shared
+(Redis): N processes enforce the configured numbers, not N times them (stream slots are leased:
+a crashed process's free themselves, see :mod:`ssegate.log.slots`). With the memory log they are
+this process's own.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 from ssegate.codec.encoder import encode_comment, encode_event, encode_retry
 from ssegate.codec.events import Event
@@ -28,6 +32,27 @@ from ssegate.errors import RequestError
 from ssegate.log.base import WindowCounter
 from ssegate.request import GenerationRequest, prompt_chars
 from ssegate.server.metrics import Metrics
+
+logger = logging.getLogger("ssegate.server")
+
+
+@runtime_checkable
+class SharedSlots(Protocol):
+    """Concurrent-stream slots counted for every process (:class:`ssegate.log.slots.RedisSlots`)."""
+
+    async def take(self, limit_key: str, limit: int, process: str, ttl: float) -> bool: ...
+
+    async def give_back(self, limit_key: str, process: str) -> None: ...
+
+    async def renew(self, holding: Mapping[str, int], process: str, ttl: float) -> None: ...
+
+
+@runtime_checkable
+class SlotSource(Protocol):
+    """An event log whose store counts stream slots for every process (the Redis log)."""
+
+    def slots(self) -> SharedSlots: ...
+
 
 # A slot frees when some stream ends, which cannot be predicted: ask for a short wait.
 STREAM_LIMIT_RETRY_AFTER = 5
@@ -119,6 +144,7 @@ class StreamTicket:
         "_timer",
         "deadline",
         "principal",
+        "shared",
     )
 
     def __init__(
@@ -137,6 +163,7 @@ class StreamTicket:
         self._stop: Callable[[bytes], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._lagging = False
+        self.shared: tuple[str, ...] = ()  # the shared limits this stream holds a slot of
 
     @property
     def stall(self) -> float:
@@ -188,6 +215,9 @@ class OpenStreams:
         retry_ms: int,
         metrics: Metrics,
         stall_seconds: float = 0.0,
+        shared: SharedSlots | None = None,
+        process: str = "",
+        lease_ttl: float = 6.0,
     ) -> None:
         self.per_principal = per_principal
         self.total = total
@@ -200,12 +230,110 @@ class OpenStreams:
         self._all_closed: asyncio.Event | None = None  # set when the last stream ends (drain)
         self._held: set[StreamTicket] = set()
         self._by_principal: dict[str, int] = {}
+        # Over Redis: the slots of every process together are counted there (see SharedSlots);
+        # ``holding`` is what this process holds of each shared limit, renewed every lease_ttl / 3.
+        self.shared = shared
+        self.process = process
+        self.lease_ttl = lease_ttl
+        self.holding: Counter[str] = Counter()
+        self._giving_back: set[asyncio.Task[None]] = set()
         # Before closing, remind the client how soon to come back: EventSource reconnects by itself.
         self.lifetime_final = encode_comment("stream lifetime reached; reconnect") + encode_retry(retry_ms)
         self.drain_final = encode_comment("server draining; reconnect") + encode_retry(retry_ms)
 
-    def open(self, principal: str, token_expires_at: float | None = None) -> StreamTicket:
-        """A slot for a new stream of ``principal``; raises 503 while draining, 429 when full."""
+    async def open(self, principal: str, token_expires_at: float | None = None) -> StreamTicket:
+        """A slot for a new stream of ``principal``; raises 503 while draining, 429 when full
+        (over Redis: when full counting every process's streams)."""
+        ticket = self.open_here(principal, token_expires_at)
+        if self.shared is not None:
+            try:
+                await self._take_shared(ticket)
+            except BaseException:
+                ticket.close()
+                raise
+        return ticket
+
+    async def _take_shared(self, ticket: StreamTicket) -> None:
+        assert self.shared is not None
+        taken: list[str] = []
+        for limit_key, limit, refused in (
+            (f"streams:{ticket.principal}", self.per_principal, self._too_many_of_principal),
+            ("streams", self.total, self._server_busy),
+        ):
+            if limit <= 0:
+                continue
+            try:
+                ok = await self.shared.take(limit_key, limit, self.process, self.lease_ttl)
+            except Exception as exc:  # Redis unreachable: count here; the next renewal tells it
+                logger.warning("stream slots: counted in this process only (%r)", exc)
+                ok = True
+            if not ok:
+                ticket.shared = tuple(taken)  # given back by close()
+                raise refused(ticket.principal, limit)
+            taken.append(limit_key)
+            self.holding[limit_key] += 1
+        ticket.shared = tuple(taken)
+
+    def _too_many_of_principal(self, principal: str, limit: int) -> RequestError:
+        self.metrics.rejected["streams_per_principal"] += 1
+        return too_many(
+            "too_many_streams",
+            f"{principal!r} already has {limit} open streams (limit {limit})",
+            STREAM_LIMIT_RETRY_AFTER,
+        )
+
+    def _server_busy(self, principal: str, limit: int) -> RequestError:
+        self.metrics.rejected["streams_total"] += 1
+        return too_many("server_busy", f"{limit} streams are open (the limit)", STREAM_LIMIT_RETRY_AFTER)
+
+    def _give_back(self, keys: tuple[str, ...]) -> None:
+        for limit_key in keys:
+            self.holding[limit_key] -= 1
+            if self.holding[limit_key] <= 0:
+                del self.holding[limit_key]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a close at exit): the lease runs out by itself
+            return
+        if self.shared is None:
+            return
+        task = loop.create_task(self._give_back_shared(keys))
+        self._giving_back.add(task)  # a reference until done: the loop keeps only a weak one
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _give_back_shared(self, keys: tuple[str, ...]) -> None:
+        assert self.shared is not None
+        for limit_key in keys:
+            try:
+                await self.shared.give_back(limit_key, self.process)
+            except Exception as exc:  # the next renewal sets the count right
+                logger.warning("stream slots: a release failed (%r)", exc)
+
+    async def renew_forever(self) -> None:
+        """Keep this process's shared slots leased, their counts set to what it holds (which
+        also repairs a count a lost reply or an outage left wrong)."""
+        assert self.shared is not None
+        renewed: set[str] = set()
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            # Limits held until now and no longer get 0: their count here is dropped there too.
+            holding = {key: self.holding.get(key, 0) for key in renewed | set(self.holding)}
+            try:
+                await self.shared.renew(holding, self.process, self.lease_ttl)
+            except Exception as exc:
+                logger.warning("stream slots: renewal failed (%r)", exc)
+                continue
+            renewed = set(self.holding)
+
+    async def aclose(self) -> None:
+        """This process stops: its shared slots are given back at once (not at lease expiry)."""
+        await asyncio.gather(*self._giving_back, return_exceptions=True)
+        if self.shared is not None and self.holding:
+            with contextlib.suppress(Exception):
+                await self.shared.renew(dict.fromkeys(self.holding, 0), self.process, self.lease_ttl)
+
+    def open_here(self, principal: str, token_expires_at: float | None = None) -> StreamTicket:
+        """:meth:`open` counting this process's streams only."""
         if self.draining:
             self.metrics.rejected["draining"] += 1
             raise RequestError(
@@ -242,6 +370,9 @@ class OpenStreams:
         return ticket
 
     def release(self, ticket: StreamTicket) -> None:
+        if ticket.shared:
+            keys, ticket.shared = ticket.shared, ()
+            self._give_back(keys)
         self.attached.discard(ticket)
         if not self.attached and self._all_closed is not None:
             self._all_closed.set()

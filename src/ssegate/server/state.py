@@ -97,7 +97,7 @@ class AppState:
             principal.name, topic, admin=principal.is_admin
         )
 
-    def open_stream(self, request: Request) -> StreamTicket:
+    async def open_stream(self, request: Request) -> StreamTicket:
         """A slot for a stream about to open for this (already authorized) request.
 
         503 while draining, 429 over a limit. The stream ends itself at the request's stream
@@ -105,7 +105,7 @@ class AppState:
         to :class:`ssegate.server.streaming.EventStreamResponse`; ``close()`` it if no stream opens.
         """
         principal, token_expires_at = self.auth.identify(request)
-        return self.streams.open(principal.name, token_expires_at)
+        return await self.streams.open(principal.name, token_expires_at)
 
     @property
     def draining(self) -> bool:

@@ -110,7 +110,7 @@ async def _subscribe(request: Request, names: list[str]) -> Response:
         subscription.chunks(keepalive=app.settings.keepalive_interval),
         retry_ms=app.settings.retry_ms,
         headers=[("x-topics", ",".join(subscription.topics))],
-        ticket=app.open_stream(request),
+        ticket=await app.open_stream(request),
         fanout=app.fanout,
     )
 
