@@ -7,7 +7,7 @@ PORT ?= 8000
 # Branch coverage of every pytest run (docs/development.md#coverage); `make unit COV=` runs without it.
 COV ?= --cov --cov-report= --cov-fail-under=0
 
-.PHONY: run test test-latest lock lint typecheck unit unit-plain coverage jstest bench clean
+.PHONY: run test test-latest test-floor lock lint typecheck unit unit-plain coverage jstest bench clean
 
 run:
 	@scripts/setup.sh run
@@ -22,6 +22,11 @@ test:
 test-latest:
 	@scripts/setup.sh latest
 	SSEGATE_UNLOCKED=1 $(MAKE) --no-print-directory VENV=.venv-latest typecheck unit
+
+# The floor set: every runtime dependency at its lower bound, in .venv-floor; runs the server, log,
+# provider and gateway suites there (PYTEST_ARGS: others). docs/development.md#pinned-dependencies
+test-floor:
+	scripts/floor.sh $(PYTEST_ARGS)
 
 lock:
 	scripts/lock.sh .venv-latest
