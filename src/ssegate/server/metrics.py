@@ -223,6 +223,7 @@ class Metrics:
             "HTTP responses, by route template, method and status code.",
             ["route", "method", "code"],
         )
+        self._responses: dict[tuple[str, str, int], Any] = {}
         self._mirror: _Mirror | None = None
         if self.multiprocess_dir is None:
             ProcessCollector(registry=own)
@@ -259,9 +260,11 @@ class Metrics:
 
     def response(self, route: str, method: str, status: int) -> None:
         """One HTTP response (``route``: the route's template, or ``unmatched``)."""
-        if method not in _METHODS:
-            method = OTHER
-        self.responses.labels(route, method, str(status)).inc()
+        key = (route, method if method in _METHODS else OTHER, status)
+        child = self._responses.get(key)
+        if child is None:  # made once per key (a bounded set): labels() takes a lock and builds it
+            child = self._responses[key] = self.responses.labels(key[0], key[1], str(status))
+        child.inc()
 
     def sync(self) -> None:
         """Move the hot path's ints into prometheus_client's values (deltas for counters)."""
