@@ -8,10 +8,11 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import pytest
 
-from ssegate.log.base import Handoff, LogEntry, Retention
+from ssegate.log.base import EventLog, Handoff, LogEntry, ReadResult, Retention
 from ssegate.log.memory import MemoryEventLog
 from ssegate.log.redis import RedisEventLog
 from ssegate.server import fanout as fanout_module
@@ -111,15 +112,28 @@ async def test_a_member_leaving_mid_batch_gets_its_copy_first_and_only_once(
     assert all(bytes(t.written) == frame(entry.wire) for t in transports)
 
 
+class _PullOnly:
+    """A log that offers the fan-out reads only (no LiveFeed): its groups each run a reader task."""
+
+    def __init__(self, log: RedisEventLog) -> None:
+        self._log = log
+
+    async def read(self, stream: str, after: str | None, *, wait: float = 0.0) -> ReadResult:
+        return await self._log.read(stream, after, wait=wait)
+
+
+@pytest.mark.parametrize("feed", ["live", "pull"])
 async def test_over_redis_a_sliced_group_gives_every_member_every_event_once_in_order(
-    monkeypatch: pytest.MonkeyPatch, redis_server: str
+    monkeypatch: pytest.MonkeyPatch, redis_server: str, feed: str
 ) -> None:
     monkeypatch.setattr(fanout_module, "WRITE_SLICE", 2)
     stream = f"sliced-{uuid.uuid4().hex}"  # the Redis server is shared with other tests
     async with RedisEventLog(redis_server) as log:
         await log.create(stream, Retention(max_events=100, max_age=60.0))
         opening = await log.append(stream, "message", "0")
-        fanout = FanOut(log, keepalive=30.0, coalesce=0.0, metrics=Metrics())
+        reader = log if feed == "live" else cast(EventLog, _PullOnly(log))
+        fanout = FanOut(reader, keepalive=30.0, coalesce=0.0, metrics=Metrics())
+        assert (fanout._live_log is None) == (feed == "pull")
         transports = [RecordingTransport() for _ in range(5)]
         members = [fanout.join(Handoff(stream, opening.id), ChunkedSocket(t)) for t in transports]
         try:

@@ -25,6 +25,7 @@ from ssegate.errors import StreamClosed, StreamExists, StreamNotFound
 __all__ = [
     "EventLog",
     "ListenableLog",
+    "LiveFeed",
     "LogEntry",
     "ReadResult",
     "Retention",
@@ -140,18 +141,31 @@ class ReadResult(NamedTuple):
 
 
 @runtime_checkable
-class ListenableLog(Protocol):
-    """A log in this process that calls back on append (the embedded one): the live fan-out then
-    flushes from that callback instead of keeping a reader task per stream. It also appends without
-    a coroutine, so a producer can append from the upstream socket's callback."""
+class LiveFeed(Protocol):
+    """A log that calls this process back when a stream it follows grows (both backends): the live
+    fan-out then flushes from that callback instead of keeping a reader task per stream.
+
+    ``listen`` calls ``listener`` with each new entry, in order, and with ``None`` when the stream
+    changed in a way only a read can tell (dropped, recreated, the log failing); ``after`` is where
+    the caller has read up to (the Redis log starts following there). ``read_now`` answers from
+    memory, without waiting, or raises :class:`~ssegate.errors.LogError` when it cannot say
+    exactly: the caller then reads with :meth:`EventLog.read` instead."""
+
+    def listen(
+        self, stream: str, listener: Callable[[LogEntry | None], None], after: str | None = None
+    ) -> Callable[[], None]: ...
+
+    def read_now(self, stream: str, after: str | None) -> ReadResult: ...
+
+
+@runtime_checkable
+class ListenableLog(LiveFeed, Protocol):
+    """A log in this process (the embedded one): a :class:`LiveFeed` that also appends without a
+    coroutine, so a producer can append from the upstream socket's callback."""
 
     def append_now(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry: ...
 
     def set_meta_now(self, stream: str, fields: dict[str, str]) -> None: ...
-
-    def listen(self, stream: str, listener: Callable[[LogEntry | None], None]) -> Callable[[], None]: ...
-
-    def read_now(self, stream: str, after: str | None) -> ReadResult: ...
 
 
 class EventLog(Protocol):

@@ -234,14 +234,17 @@ class MemoryEventLog:
             return ReadResult([])  # expired while we waited; the next read says StreamNotFound
         return current.read_after(after, now, self._read_batch)
 
-    def listen(self, stream: str, listener: Callable[[LogEntry | None], None]) -> Callable[[], None]:
+    def listen(
+        self, stream: str, listener: Callable[[LogEntry | None], None], after: str | None = None
+    ) -> Callable[[], None]:
         """Call ``listener`` with every entry appended to ``stream``, and once with ``None`` when the
         stream is dropped or the log closes; returns the function that stops it.
 
         The live fan-out's way to learn of new entries without a task waiting per stream. The
         listener runs inside ``append``, in the appender's task: it must not raise, and may write
         the entry out at once or schedule a :meth:`read_now`.
-        Raises :class:`~ssegate.errors.StreamNotFound` if the stream is unknown.
+        Raises :class:`~ssegate.errors.StreamNotFound` if the stream is unknown. ``after`` is
+        not needed here (every append calls back).
         """
         state = self._require(stream, self._now())
         state.listeners.append(listener)

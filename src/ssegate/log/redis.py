@@ -37,11 +37,19 @@ a new epoch, so old cursors get ``reset=epoch_changed``, never a silent gap. A f
 that lacks the last acknowledged writes is noticed by the producing process (its next sequence
 number is not past the last it was given) and moves the stream to a new epoch the same way.
 
-Live reads. Viewers do not each run ``XREAD BLOCK``. One background task per process blocks on
-every stream that has local waiters (plus this instance's wake stream, which a read ``XADD``s to
-when it adds a stream to the set), decodes and encodes each entry once into a per-stream
-:class:`~ssegate.log.tail.Tail`, and wakes the waiters, who serve themselves from it. A waiter
-that times out checks Redis directly, which also catches a stream recreated behind the tail's back.
+Live reads. Viewers do not each run ``XREAD BLOCK``. Each process keeps a
+:class:`~ssegate.log.tail.Tail` per stream it has viewers of, fed from two sources, each entry
+decoded and encoded once: its own appends, as their replies land (a generation's producer and its
+viewers in one process: the tokens go to the viewers from memory, Redis only stores them), and
+one background task that blocks on every other followed stream (plus this instance's wake
+stream, which a read ``XADD``s to when it adds a stream to the set). Local waiters serve
+themselves from the tail; the live fan-out listens to it (:meth:`RedisEventLog.listen`,
+:meth:`RedisEventLog.read_now`). The append script records which process appended last and tells
+the one before (a note on its wake stream) when another appends, so a process that feeds a stream
+from its own appends and leaves it out of its ``XREAD`` still hears of a cancel from elsewhere; a
+reply that skips a sequence number puts the stream back into the ``XREAD``, which fills the gap.
+The ids are Redis's either way: viewers resume exactly on any process. A waiter that times out
+checks Redis directly, which also catches a stream recreated behind the tail's back.
 Under a Redis Cluster, which refuses a command naming keys of two slots, that reader is split by
 slot: one blocking ``XREAD`` per slot that has local waiters (each on its own connection, with a
 wake stream in that slot), so a process holds as many blocking connections as slots it follows.
@@ -52,10 +60,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, cast
 
 from redis.commands.core import AsyncScript
@@ -72,6 +81,8 @@ from ssegate.log.slots import RedisSlots
 from ssegate.log.tail import Tail
 
 __all__ = ["RedisEventLog"]
+
+logger = logging.getLogger(__name__)
 
 # Shared by the scripts: Redis's clock (one clock for every process), and age trimming of the head.
 _LUA_PRELUDE = """
@@ -107,11 +118,13 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: log, state, meta. ARGV: event, data, terminal ('1' or '0').
+# KEYS: log, state, meta. ARGV: event, data, terminal ('1' or '0'), the appending process.
+# Returns the process that appended before, if another: it may be feeding its viewers from its
+# own appends (see RedisEventLog._landed) and must hear of this one.
 _APPEND = (
     _LUA_PRELUDE
     + """
-local st = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms')
+local st = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms', 'by')
 if not st[1] then return {'missing'} end
 if st[3] == '1' then return {'closed'} end
 local seq = tonumber(st[2]) + 1
@@ -120,14 +133,16 @@ local id = '0-' .. seq
 if ARGV[3] == '1' then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', st[4], id,
              't', now, 'ev', ARGV[1], 'd', ARGV[2], 'ep', st[1], 'x', '1')
-  redis.call('HSET', KEYS[2], 'seq', seq, 'closed', 1)
+  redis.call('HSET', KEYS[2], 'seq', seq, 'closed', 1, 'by', ARGV[4])
 else
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', st[4], id, 't', now, 'ev', ARGV[1], 'd', ARGV[2], 'ep', st[1])
-  redis.call('HSET', KEYS[2], 'seq', seq)
+  redis.call('HSET', KEYS[2], 'seq', seq, 'by', ARGV[4])
 end
 trim_age(KEYS[1], now - tonumber(st[5]))
 for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, st[5]) end
-return {'ok', st[1], seq}
+local before = ''
+if st[6] and st[6] ~= ARGV[4] then before = st[6] end
+return {'ok', st[1], seq, before}
 """
 )
 
@@ -296,8 +311,14 @@ def _translated(what: str) -> Iterator[None]:
         raise _failed(what, exc) from exc
 
 
-# An append waiting for the next pipeline: its keys, its arguments, and where its reply goes.
-_QueuedAppend = tuple[list[str], list[str], "asyncio.Future[Any]"]
+class _WentBack(Exception):
+    """An append's sequence number is not past this process's last one: writes were lost."""
+
+
+# An append waiting for the next pipeline: its stream, keys, arguments, and where its reply goes.
+_QueuedAppend = tuple[str, list[str], list[str], "asyncio.Future[Any]"]
+# What the log makes of a landed append's reply (the caller's result), called in pipeline order.
+_Landed = Callable[[str, list[str], Any], Any]
 
 
 class _AppendBatcher:
@@ -308,20 +329,22 @@ class _AppendBatcher:
     a send, the others of that turn join it, and each caller gets its own script reply. Nothing is
     retried (an append that might have landed must not land twice), except a script that Redis
     no longer knows (NOSCRIPT: it ran nothing), which is loaded and sent again. Order is kept:
-    Redis runs a pipeline's commands in the order they were queued.
+    Redis runs a pipeline's commands in the order they were queued, and ``landed`` sees the replies
+    in that order, before any caller resumes (the local feed of RedisEventLog relies on it).
     """
 
-    def __init__(self, connect: Callable[[], Awaitable[Clients]], script: str) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[Clients]], script: str, landed: _Landed) -> None:
         self._connect = connect
+        self._landed = landed
         self._source = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
         self._queued: list[_QueuedAppend] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def append(self, keys: list[str], args: list[str]) -> Any:
+    async def append(self, stream: str, keys: list[str], args: list[str]) -> Any:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
-        self._queued.append((keys, args, reply))
+        self._queued.append((stream, keys, args, reply))
         if len(self._queued) == 1:
             loop.call_soon(self._send_queued)
         return await reply
@@ -357,14 +380,18 @@ class _AppendBatcher:
                     replies[i] = reply
         return replies
 
-    @staticmethod
-    def _settle(batch: list[_QueuedAppend], replies: list[Any]) -> None:
-        for (_keys, _args, caller), reply in zip(batch, replies, strict=True):
+    def _settle(self, batch: list[_QueuedAppend], replies: list[Any]) -> None:
+        for (stream, _keys, args, caller), reply in zip(batch, replies, strict=True):
+            if isinstance(reply, RedisError):
+                reply = _failed("append", reply)
+            elif not isinstance(reply, Exception):
+                try:  # even for a cancelled caller: the entry is in the log, viewers here want it
+                    reply = self._landed(stream, args, reply)
+                except Exception as exc:
+                    reply = exc
             if caller.done():
                 continue  # its caller was cancelled
-            if isinstance(reply, RedisError):
-                caller.set_exception(_failed("append", reply))
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 caller.set_exception(reply)
             else:
                 caller.set_result(reply)
@@ -374,7 +401,7 @@ class _AppendBatcher:
         # script's keys, all in one stream's slot) and gives the replies back in queued order.
         redis = (await self._connect()).redis
         async with redis.pipeline(transaction=False) as pipe:
-            for keys, args, _reply in batch:
+            for _stream, keys, args, _reply in batch:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
 
@@ -399,7 +426,7 @@ class _Shard:
     """Followed streams that one blocking XREAD may name: all of them on a single Redis, one slot's
     under a cluster (which refuses a command naming keys of two slots)."""
 
-    __slots__ = ("following", "slot", "streams", "task", "version", "wake_key", "wanted")
+    __slots__ = ("following", "nudging", "slot", "streams", "task", "version", "wake_key", "wanted")
 
     def __init__(self, slot: int, wake_key: str) -> None:
         self.slot = slot
@@ -409,6 +436,7 @@ class _Shard:
         self.following = -1  # the version of the XREAD in flight (-1: none)
         self.wanted = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.nudging: asyncio.Task[None] | None = None  # a nudge from a callback (see _refollow)
 
 
 _SCRIPTS = [
@@ -446,7 +474,7 @@ class RedisEventLog:
         self._clients: Clients | None = None
         self._connecting = asyncio.Lock()
         self._scripts: dict[str, AsyncScript] = {}
-        self._appends = _AppendBatcher(self._connected, _APPEND)
+        self._appends = _AppendBatcher(self._connected, _APPEND, self._landed)
         self._read_batch = read_batch
         self._block_ms = _milliseconds(block)
         self._tail_capacity = tail_capacity
@@ -455,6 +483,7 @@ class RedisEventLog:
         self._appended: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq) of our last append
         self._tails: dict[str, Tail] = {}
         self._shards: dict[int, _Shard] = {}  # slot (0 on a single Redis) -> its follower
+        self._background: set[asyncio.Task[None]] = set()  # nudges and notes under way
         self._closed = False
 
     async def __aenter__(self) -> RedisEventLog:
@@ -538,19 +567,39 @@ class RedisEventLog:
         make_entry("check", 1, event, data)
         self._check_open()
         keys = self._keys(stream, "log", "state", "meta")
-        reply = await self._appends.append(keys, [event, data, "1" if terminal else "0"])
-        if reply[0] == "missing":
-            raise StreamNotFound(f"no stream {stream!r}")
-        if reply[0] == "closed":
-            raise StreamClosed(f"stream {stream!r} has ended")
-        epoch, seq = reply[1], int(reply[2])
-        if self._went_back(stream, epoch, seq, terminal):
+        args = [event, data, "1" if terminal else "0", self._instance]
+        try:
+            return cast(LogEntry, await self._appends.append(stream, keys, args))
+        except _WentBack:
             # A failover lost writes this process was told had landed (Redis replicates
             # asynchronously), and this append reused one of their numbers: a viewer who saw the
             # lost entry would go on after it unaware. A new epoch makes every old cursor reset.
             await self._script("rewind", keys, [new_epoch()])
             return await self.append(stream, event, data, terminal=terminal)
-        return make_entry(epoch, seq, event, data, terminal=terminal)
+
+    def _landed(self, stream: str, args: list[str], reply: Any) -> LogEntry:
+        """An append's reply, as it lands (in pipeline order): the entry, handed straight to this
+        process's tail of the stream if it has one. Its viewers get it from memory, not back from
+        Redis; the id is the one Redis stored, so they resume exactly anywhere."""
+        if reply[0] == "missing":
+            raise StreamNotFound(f"no stream {stream!r}")
+        if reply[0] == "closed":
+            raise StreamClosed(f"stream {stream!r} has ended")
+        epoch, seq, before = reply[1], int(reply[2]), reply[3]
+        if self._went_back(stream, epoch, seq, args[2] == "1"):
+            raise _WentBack  # append() moves the stream to a new epoch and appends again
+        entry = make_entry(epoch, seq, args[0], args[1], terminal=args[2] == "1")
+        if before:  # another process appended last: it may be feeding viewers from its appends
+            self._tell(before, stream, seq)
+        tail = self._tails.get(stream)
+        if tail is None or tail.error is not None:
+            return entry
+        if tail.epoch != epoch:  # a new life of the stream (created again): its readers read it
+            del self._tails[stream]
+            tail.retire()
+        elif not tail.add_local(entry):
+            self._refollow(stream)  # someone else appended in between: the XREAD fills the gap
+        return entry
 
     def _went_back(self, stream: str, epoch: str, seq: int, terminal: bool) -> bool:
         """Whether ``seq`` is not past the last this process appended to ``stream`` (same epoch);
@@ -620,6 +669,36 @@ class RedisEventLog:
         if not await self._script("expire", self._keys(stream, "log", "state", "meta"), [ms]):
             raise StreamNotFound(f"no stream {stream!r}")
 
+    # -- the live fan-out's feed (LiveFeed) ----------------------------------------------------
+
+    def listen(
+        self, stream: str, listener: Callable[[LogEntry | None], None], after: str | None = None
+    ) -> Callable[[], None]:
+        """Call ``listener`` with each entry of ``stream`` after ``after`` as this process learns of
+        it (its own appends at once, others' through its XREAD), ``None`` when only a read can
+        tell what happened (see :class:`~ssegate.log.base.LiveFeed`)."""
+        self._check_open()
+        tail = self._tails.get(stream)
+        if tail is None or tail.error is not None:
+            parsed = parse_id(after) if after is not None else None
+            if parsed is None:
+                raise LogError(f"cannot follow {stream!r} from {after!r}")
+            tail = Tail(parsed[0], parsed[1], False, self._tail_capacity)
+            self._tails[stream] = tail
+            self._refollow(stream)
+        return tail.listen(listener)
+
+    def read_now(self, stream: str, after: str | None) -> ReadResult:
+        """What this process's tail of ``stream`` holds after ``after``; raises
+        :class:`~ssegate.errors.LogError` when it cannot say exactly (read from Redis then)."""
+        self._check_open()
+        tail = self._tails.get(stream)
+        if tail is not None and tail.error is None:
+            result = tail.serve(after, self._tail_capacity)
+            if result is not None:
+                return result
+        raise LogError(f"{stream!r} after {after!r} is not in this process's tail")
+
     # -- metadata and presence ---------------------------------------------------------------
 
     async def set_meta(self, stream: str, fields: dict[str, str]) -> None:
@@ -656,12 +735,57 @@ class RedisEventLog:
         slot = key_slot(self._keys(stream, "log")[0].encode()) if cluster else 0
         shard = self._shards.get(slot)
         if shard is None:
-            # Under a cluster the wake stream borrows the stream's hash tag: one XREAD, one slot.
-            wake = f"ssegate:wake:{self._instance}"
-            if cluster:
-                wake = self._keys(stream, f"wake:{self._instance}")[0]
-            shard = self._shards[slot] = _Shard(slot, wake)
+            shard = self._shards[slot] = _Shard(slot, self._wake_key(stream, self._instance))
         return shard
+
+    def _wake_key(self, stream: str, instance: str) -> str:
+        """The wake stream of process ``instance`` that its XREAD over ``stream`` reads."""
+        if self._clients is not None and self._clients.cluster:
+            # Under a cluster the wake stream borrows the stream's hash tag: one XREAD, one slot.
+            return self._keys(stream, f"wake:{instance}")[0]
+        return f"ssegate:wake:{instance}"
+
+    def _refollow(self, stream: str) -> None:
+        """``stream``'s tail joined the XREAD (new, or no longer fed by our appends): have its
+        follower re-issue the XREAD, with a nudge sent from a task (callers are not coroutines)."""
+        shard = self._shard(stream)
+        shard.streams.add(stream)
+        shard.version += 1
+        if shard.task is None or shard.task.done():
+            name = f"ssegate-redis-follower-{shard.slot}"
+            shard.task = asyncio.create_task(self._follow_loop(shard), name=name)
+        shard.wanted.set()
+        if shard.nudging is None or shard.nudging.done():
+            shard.nudging = self._in_background(self._nudge_quietly(stream, shard))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)  # a reference until done: the loop keeps only a weak one
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _nudge_quietly(self, stream: str, shard: _Shard) -> None:
+        try:
+            version = -1
+            while version != shard.version and not self._closed:  # a change meanwhile: once more
+                version = shard.version
+                await self._nudge_follower(stream)
+        except LogError as exc:  # the follower's own XREAD meets the same failure and reports it
+            logger.debug("nudging the follower failed: %s", exc)
+
+    def _tell(self, process: str, stream: str, seq: int) -> None:
+        """Note to ``process`` (its wake stream) that we appended ``seq`` to ``stream``: it may be
+        feeding its viewers of the stream from its own appends, and must read ours."""
+        self._in_background(self._note(self._wake_key(stream, process), stream, seq))
+
+    async def _note(self, key: str, stream: str, seq: int) -> None:
+        try:
+            with _translated("note an append"):
+                redis = await self._client()
+                await cast(Awaitable[str], redis.xadd(key, {"s": stream, "q": str(seq)}, maxlen=1000))
+                await cast(Awaitable[bool], redis.pexpire(key, 60_000))
+        except LogError as exc:  # the other process's waiters check Redis when they time out
+            logger.warning("could not tell another process of an append to %s: %s", stream, exc)
 
     def _follow(self, stream: str, snapshot: _Snapshot) -> Tail:
         shard = self._shard(stream)
@@ -710,22 +834,24 @@ class RedisEventLog:
         tail = self._tails.get(stream)
         return tail.serve(after, self._read_batch) if tail is not None else None
 
-    def _followed(self, shard: _Shard) -> dict[str, Tail]:
-        """The shard's streams to read on; forgets tails nobody waits on that ended or lingered.
-        Only this shard's streams are looked at: under a cluster there may be a shard per slot."""
+    def _followed(self, shard: _Shard) -> dict[str, Tail] | None:
+        """The shard's streams its XREAD names (not closed, not fed by our appends), forgetting
+        tails nobody uses that ended or lingered; ``None`` once the shard has no tail at all (while
+        it has, its wake stream is read: notes of others' appends). Only this shard's streams are
+        looked at: under a cluster there may be a shard per slot."""
         now = time.monotonic()
         followed: dict[str, Tail] = {}
         for name in list(shard.streams):
             tail = self._tails.get(name)
             ended = tail is not None and (tail.closed or now - tail.idle_since > self._tail_linger)
-            if tail is not None and tail.waiters == 0 and ended:
+            if tail is not None and not tail.in_use and ended:
                 del self._tails[name]
                 tail = None
             if tail is None:
                 shard.streams.discard(name)
-            elif not tail.closed:
+            elif not tail.closed and not tail.local:
                 followed[name] = tail
-        return followed
+        return followed if shard.streams else None
 
     async def _follow_loop(self, shard: _Shard) -> None:
         """One blocking XREAD at a time over the shard's streams (never keys of two slots)."""
@@ -733,7 +859,7 @@ class RedisEventLog:
         while not self._closed:
             shard.wanted.clear()
             followed = self._followed(shard)
-            if not followed:
+            if followed is None:
                 shard.following = -1
                 if shard.slot != 0:  # a cluster slot nobody follows: its task ends (made again on demand)
                     if self._shards.get(shard.slot) is shard:
@@ -763,6 +889,11 @@ class RedisEventLog:
         for key, items in reply:
             if key == wake_key:
                 wake_id = items[-1][0]
+                for _id, fields in items:
+                    noted = self._tails.get(fields.get("s", ""))
+                    if noted is not None:  # another process appended: read it from Redis
+                        noted.local = False
+                        noted.foreign_seq = max(noted.foreign_seq, int(fields["q"]))
                 continue
             tail = by_key[key]
             for redis_id, fields in items:
@@ -785,6 +916,8 @@ class RedisEventLog:
         self._closed = True
         self._fail_tails(LogError("the event log is closed"))
         await self._appends.aclose()
+        # Notes to other processes and nudges finish first (short commands): never cut mid-reply.
+        await asyncio.gather(*self._background, return_exceptions=True)
         shards, self._shards = list(self._shards.values()), {}
         for shard in shards:
             if shard.task is not None:

@@ -18,8 +18,11 @@ for more than ``WRITE_SLICE`` viewers is written that many sockets per turn of t
 so the requests that arrive meanwhile (publishes, new viewers) are served between slices instead
 of after the whole batch.
 
-Over the embedded log the group has no task at all: the log calls it back on append and it flushes
-from a loop callback (one keep-alive timer per group). Over Redis one task per group reads.
+Over either log the group has no task at all (both are a :class:`~ssegate.log.base.LiveFeed`): the
+log calls it back with each new entry and it flushes from a loop callback (one keep-alive timer
+per group). Over Redis the entries come from this process's own appends as Redis answers them, or
+from the process's one XREAD; when the log's memory cannot serve the group, its members go back to
+reading Redis on their own. A log that is no LiveFeed gets one reader task per group.
 
 A front door's viewers (``Handoff.view``: a dialect) share a group per stream and dialect, which
 writes each entry as the dialect encodes it: encoded once per event and dialect (the view's
@@ -40,7 +43,7 @@ from ssegate import _fast
 from ssegate._fast.live_socket import Transport, socket_under
 from ssegate.codec.encoder import KEEPALIVE
 from ssegate.errors import GapError, SSEGateError
-from ssegate.log.base import EventLog, Handoff, ListenableLog, LogEntry, WireView
+from ssegate.log.base import EventLog, Handoff, LiveFeed, LogEntry, WireView
 from ssegate.server.metrics import Metrics
 from ssegate.topics import MARKER_EVENT
 
@@ -140,7 +143,7 @@ class FanOut:
         self._log = log
         # Asked once: isinstance() against a runtime-checkable Protocol is slow (per stream, it was
         # a few per cent of a generation's start under bench W4).
-        self._live_log = log if isinstance(log, ListenableLog) else None
+        self._live_log = log if isinstance(log, LiveFeed) else None
         self._keepalive = keepalive
         self._coalesce = coalesce
         self._metrics = metrics
@@ -206,9 +209,9 @@ class FanOut:
 class _Group:
     """The caught-up viewers of one stream and the one reader that writes to them.
 
-    Over the embedded log (a :class:`~ssegate.log.base.ListenableLog`) there is no reader task: the
-    log calls :meth:`_changed` on each append and the group flushes from a loop callback, which per
-    event saves a task switch, a wait future and its timer. Over Redis a task reads as before.
+    Over a :class:`~ssegate.log.base.LiveFeed` (both logs) there is no reader task: the log calls
+    :meth:`_changed` on each new entry and the group flushes from a loop callback, which per event
+    saves a task switch, a wait future and its timer. Any other log gets a reader task.
     """
 
     __slots__ = (
@@ -268,7 +271,7 @@ class _Group:
             return
         # A stream gone already: the first flush finds out and sends the members back to meet it.
         with contextlib.suppress(SSEGateError):
-            self.unlisten = self.live_log.listen(stream, self._changed)
+            self.unlisten = self.live_log.listen(stream, self._changed, after)
         # Entries may have landed between the viewer's last read and its joining: look at once.
         self.flush_handle = self.loop.call_soon(self._flush)
         self.keepalive_handle = self.loop.call_at(self.loop.time() + fanout._keepalive, self._keepalive)
