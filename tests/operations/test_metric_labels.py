@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ssegate.server.metrics import Metrics
+import os
+from pathlib import Path
+
+import pytest
+
+from ssegate.server.main import metrics_directory
+from ssegate.server.metrics import MULTIPROC_ENV, Metrics
 from tests.support.metrics import total
 
 
@@ -29,3 +35,22 @@ def test_one_process_exports_process_and_runtime_metrics() -> None:
         assert total(text, name) > 0, name
     assert total(text, "python_gc_collections_total") >= 0
     assert "python_gc_collections_total" in text
+
+
+def test_serve_workers_get_a_metrics_directory_of_this_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with metrics_directory() as made:
+        assert os.environ[MULTIPROC_ENV] == made
+        assert Path(made).is_dir()
+    assert not Path(made).exists()  # removed at the end
+    assert MULTIPROC_ENV not in os.environ
+    # One the operator chose is kept, emptied of the last run's values.
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("theirs")
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    with metrics_directory() as given:
+        assert given == str(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert tmp_path.is_dir()
