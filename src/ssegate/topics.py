@@ -43,13 +43,15 @@ import contextlib
 import hashlib
 import json
 import re
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ssegate.codec.encoder import KEEPALIVE, encode_event
 from ssegate.codec.events import Event
-from ssegate.errors import ReservedEventType, StreamExists, StreamNotFound, TopicInputError
+from ssegate.errors import LogError, ReservedEventType, StreamExists, StreamNotFound, TopicInputError
+from ssegate.log.appender import OutagePolicy
 from ssegate.log.base import (
     EventLog,
     Handoff,
@@ -269,6 +271,9 @@ class _Cursor:
     quiet_reset: bool = False
     # A cursor the log should judge (a stale or unknown id); None = use epoch:seq.
     pending: str | None = None
+    # When this cursor's reads began to fail (the log is away), and the retries since.
+    failing_since: float | None = None
+    retries: int = 0
 
     @property
     def after(self) -> str:
@@ -278,9 +283,19 @@ class _Cursor:
 class Topics:
     """Publish to and subscribe to topics on ``log``; one per process (holds small caches)."""
 
-    def __init__(self, log: EventLog, retention: Retention, *, position_cache: int = 10_000) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        retention: Retention,
+        *,
+        position_cache: int = 10_000,
+        outage: OutagePolicy | None = None,
+    ) -> None:
+        """``outage``: how long subscribers wait out an unreachable log (None: not at all, their
+        streams end at the first failed read)."""
         self.log = log
         self.retention = retention
+        self.outage = outage
         # The last position seen per stream: a new subscriber's "where is the end now" usually
         # costs one short read from here instead of a read of the whole history.
         self._positions: dict[str, str] = {}
@@ -450,6 +465,33 @@ class Subscription:
         return self._many(keepalive)
 
     async def _read(self, cursor: _Cursor, wait: float) -> ReadResult:
+        """The read at the cursor. With an outage policy, a log that is away is waited out as
+        generation viewers wait: each failed read is retried after a back-off (an empty result
+        when ``wait`` is set, so the caller sends a keep-alive meanwhile), for at most the policy's
+        viewer limit; then the LogError ends the stream and the client resumes. When the log is
+        back, the read resumes exactly (a log that kept the stream), or says ``reset
+        epoch_changed`` (a log that came back empty: the stream is made again)."""
+        policy = self._topics.outage
+        while True:
+            try:
+                result = await self._read_once(cursor, wait)
+            except LogError:
+                if policy is None:
+                    raise
+                now = time.monotonic()
+                if cursor.failing_since is None:
+                    cursor.failing_since = now
+                elif now - cursor.failing_since > policy.viewer_limit:
+                    raise
+                await asyncio.sleep(policy.backoff(cursor.retries))
+                cursor.retries += 1
+                if wait:
+                    return ReadResult([])
+                continue
+            cursor.failing_since, cursor.retries = None, 0
+            return result
+
+    async def _read_once(self, cursor: _Cursor, wait: float) -> ReadResult:
         try:
             return await self._topics.log.read(cursor.stream, cursor.after, wait=wait)
         except StreamNotFound:
@@ -488,7 +530,7 @@ class Subscription:
             yield _id_only(self.opening_id)
         wait = 0.0
         while True:
-            if wait and cursor.pending is None:
+            if wait and cursor.pending is None and cursor.failing_since is None:
                 resumed = yield Handoff(cursor.stream, cursor.after)
                 if resumed is not None:
                     parsed = parse_id(resumed)

@@ -10,6 +10,7 @@ again from its start. Only an outage longer than ``log_outage_limit`` ends a gen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -212,3 +213,82 @@ async def test_a_503_names_the_log_plainly(private_redis: RedisServer) -> None:
     assert response.headers["retry-after"]
     assert ready.status_code == 503
     assert ready.json()["error"]["code"] == "log_unavailable"
+
+
+# -- topic subscribers (issue 26: they wait out an outage too) ------------------------------------
+
+
+async def publish_until_accepted(client: httpx.AsyncClient, topic: str, data: str) -> None:
+    """Publish once the log answers again (503 log_unavailable meanwhile: the publisher retries)."""
+    async with asyncio.timeout(_WAIT):
+        while True:
+            response = await client.post(f"/v1/topics/{topic}/events", json={"data": data})
+            if response.status_code == 201:
+                return
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "log_unavailable"
+            await asyncio.sleep(0.05)  # the publisher's own back-off: nothing to wait on
+
+
+async def hang_up(viewer: Viewer) -> None:
+    """A topic stream never ends by itself: the subscriber leaves."""
+    viewer.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await viewer.task
+
+
+def datas(viewer: Viewer) -> list[str]:
+    return [e.data for e in viewer.events if e.event == "message"]
+
+
+@pytest.mark.parametrize("url", ["/v1/topics/canary/events", "/v1/topics/events?topic=canary&topic=other"])
+async def test_a_topic_subscriber_waits_out_a_redis_restart_and_resumes_exactly(
+    persistent_redis: RedisServer, url: str
+) -> None:
+    # Keep-alives every half second: how the test sees the stream held open through the outage.
+    async with gateway(persistent_redis, keepalive_interval=0.5) as (_fake, client):
+        viewer = Viewer(client, url)
+        await viewer.until(lambda v: v.keepalives > 0)  # subscribed: the stream is open
+        for n in range(5):
+            await publish_until_accepted(client, "canary", f"before {n}")
+        await viewer.until(lambda v: len(datas(v)) == 5)
+        await asyncio.to_thread(persistent_redis.kill)
+        kept_open = viewer.keepalives
+        await viewer.until(lambda v: v.keepalives > kept_open)  # waiting, not ended
+        await asyncio.to_thread(persistent_redis.start)
+        for n in range(5):
+            await publish_until_accepted(client, "canary", f"after {n}")
+        await viewer.until(lambda v: len(datas(v)) == 10)
+        assert not viewer.task.done()
+        await hang_up(viewer)
+
+    assert "reset" not in viewer.types
+    assert datas(viewer) == [f'"before {n}"' for n in range(5)] + [f'"after {n}"' for n in range(5)]
+
+
+async def test_a_topic_subscriber_gets_a_reset_with_its_reason_when_redis_came_back_empty(
+    private_redis: RedisServer,
+) -> None:
+    async with gateway(private_redis, keepalive_interval=0.5) as (_fake, client):
+        viewer = Viewer(client, "/v1/topics/canary/events")
+        await viewer.until(lambda v: v.keepalives > 0)
+        for n in range(3):
+            await publish_until_accepted(client, "canary", f"before {n}")
+        await viewer.until(lambda v: len(datas(v)) == 3)
+        await asyncio.to_thread(private_redis.kill)
+        kept_open = viewer.keepalives
+        await viewer.until(lambda v: v.keepalives > kept_open)
+        await asyncio.to_thread(private_redis.start)
+        await viewer.until(lambda v: v.count("reset") == 1)  # told before anything new arrives
+        for n in range(3):
+            await publish_until_accepted(client, "canary", f"after {n}")
+        await viewer.until(lambda v: len(datas(v)) == 6)
+        await hang_up(viewer)
+
+    reset = next(e for e in viewer.events if e.event == "reset")
+    assert '"reason":"epoch_changed"' in reset.data
+    at = viewer.events.index(reset)
+    assert [e.data for e in viewer.events[at + 1 :] if e.event == "message"] == [
+        f'"after {n}"' for n in range(3)
+    ]
+    assert datas(viewer)[:3] == [f'"before {n}"' for n in range(3)]

@@ -31,7 +31,9 @@ def topics_of(app: AppState) -> Topics:
     """The process's :class:`Topics` (made on first use: it only holds small caches)."""
     topics = app.extras.get("topics")
     if topics is None:
-        topics = app.extras["topics"] = Topics(app.log, app.settings.topic_retention)
+        topics = app.extras["topics"] = Topics(
+            app.log, app.settings.topic_retention, outage=app.gateway.outage
+        )
     assert isinstance(topics, Topics)
     return topics
 
