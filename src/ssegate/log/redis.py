@@ -3,7 +3,8 @@
 This module and :mod:`ssegate.log.redis_connect` (which Redis a URL names: one server, a Redis
 Cluster, Sentinel) are the only ones that import ``redis``; every Redis failure becomes
 :class:`ssegate.errors.LogError` here. The client speaks RESP2 (pinned: ``XREAD`` replies differ
-between protocols), never retries a command on its own (a retried append could land twice), and
+between protocols), never retries a command on its own on one Redis or Sentinel (the cluster client
+does, after a connection error; appends are idempotent so that cannot land one twice), and
 redis-py drops a connection on any ``BaseException`` mid-command, cancellation included, so a
 half-read reply is never reused.
 
@@ -119,22 +120,50 @@ return 1
 """
 
 # The appends of one loop turn in one call (one slot's, under a cluster): per append KEYS log,
-# state, meta and ARGV event, data, terminal ('1' or '0'), after ARGV[1], the appending process.
+# state, meta and ARGV event, data, terminal ('1' or '0'), n, after ARGV[1], the appending process.
 # One call rather than one per append: Redis spent more on entering the script than on the
 # commands in it (about 26 of 40 µs a call, commandstats). Each reply names the process that
 # appended to its stream before, if another: it may be feeding its viewers from its own appends
 # (see RedisEventLog._landed) and must hear of this one. The head is trimmed by age every 64th
 # append of a stream (and on reads): bounded work, not an XRANGE per token.
+#
+# Idempotent: (process, n) names an append (n counts up per process), and the state keeps each
+# process's last "n seq" (field w:<process>), written with the entry in one atomic step (so a
+# replica has both or neither). A call run again after a lost reply (redis-py's cluster client
+# re-sends a pipeline after a connection error) finds its own n and returns the entry it made
+# instead of adding it twice. An n older than the last (two appends of one call to one stream)
+# is looked for among the stream's newest entries, which carry their name (field n).
 _APPEND = (
     _LUA_PRELUDE
     + """
+local writer = string.sub(ARGV[1], 1, 12)
+local wf = 'w:' .. writer
+-- The entry this process's append number n made, if it is in the stream already.
+local function landed(log, record, n)
+  if not record then return nil end
+  local space = string.find(record, ' ', 1, true)
+  local last_n = tonumber(string.sub(record, 1, space - 1))
+  if n == last_n then return tonumber(string.sub(record, space + 1)) end
+  if n > last_n then return nil end
+  local token = writer .. ':' .. n
+  for _, item in ipairs(redis.call('XREVRANGE', log, '+', '-', 'COUNT', 64)) do
+    local fields = item[2]
+    for k = 1, #fields, 2 do
+      if fields[k] == 'n' and fields[k + 1] == token then return tonumber(string.sub(item[1], 3)) end
+    end
+  end
+  return nil
+end
 local replies = {}
 for i = 0, #KEYS / 3 - 1 do
   local log, state = KEYS[3 * i + 1], KEYS[3 * i + 2]
-  local event, data, terminal = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
-  local st = redis.call('HMGET', state, 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms', 'by')
+  local event, data, terminal, n = ARGV[4 * i + 2], ARGV[4 * i + 3], ARGV[4 * i + 4], ARGV[4 * i + 5]
+  local st = redis.call('HMGET', state, 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms', 'by', wf)
+  local again = st[1] and landed(log, st[7], tonumber(n))
   if not st[1] then
     replies[i + 1] = {'missing'}
+  elseif again then
+    replies[i + 1] = {'ok', st[1], again, ''}
   elseif st[3] == '1' then
     replies[i + 1] = {'closed'}
   else
@@ -143,12 +172,16 @@ for i = 0, #KEYS / 3 - 1 do
     local id = '0-' .. seq
     if terminal == '1' then
       redis.call('XADD', log, 'MAXLEN', '~', st[4], id,
-                 't', now, 'ev', event, 'd', data, 'ep', st[1], 'x', '1')
+                 't', now, 'ev', event, 'd', data, 'ep', st[1], 'n', writer .. ':' .. n, 'x', '1')
       redis.call('HSET', state, 'seq', seq, 'closed', 1, 'by', ARGV[1])
     else
-      redis.call('XADD', log, 'MAXLEN', '~', st[4], id, 't', now, 'ev', event, 'd', data, 'ep', st[1])
+      redis.call('XADD', log, 'MAXLEN', '~', st[4], id,
+                 't', now, 'ev', event, 'd', data, 'ep', st[1], 'n', writer .. ':' .. n)
       redis.call('HSET', state, 'seq', seq, 'by', ARGV[1])
     end
+    -- An older n landing late (two calls in flight) must not hide the newer one's record.
+    local last_n = st[7] and tonumber(string.sub(st[7], 1, string.find(st[7], ' ', 1, true) - 1))
+    if not last_n or tonumber(n) > last_n then redis.call('HSET', state, wf, n .. ' ' .. seq) end
     if seq % 64 == 1 or terminal == '1' then trim_age(log, now - tonumber(st[5])) end
     for k = 3 * i + 1, 3 * i + 3 do redis.call('PEXPIRE', KEYS[k], st[5]) end
     local before = ''
@@ -504,6 +537,7 @@ class RedisEventLog:
         self._connecting = asyncio.Lock()
         self._scripts: dict[str, AsyncScript] = {}
         self._instance = uuid.uuid4().hex  # this process, as the append script records who appended
+        self._append_count = 0  # numbers this process's appends (with _instance: idempotent)
         self._appends = _AppendBatcher(self._connected, _APPEND, self._landed, self._instance)
         self._read_batch = read_batch
         self._block_ms = _milliseconds(block)
@@ -596,7 +630,9 @@ class RedisEventLog:
         make_entry("check", 1, event, data)
         self._check_open()
         keys = self._keys(stream, "log", "state", "meta")
-        args = [event, data, "1" if terminal else "0"]
+        # The append's number in this process: a call sent again is recognised (see _APPEND).
+        self._append_count += 1
+        args = [event, data, "1" if terminal else "0", str(self._append_count)]
         try:
             return cast(LogEntry, await self._appends.append(stream, keys, args))
         except _WentBack:
