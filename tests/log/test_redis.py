@@ -218,3 +218,40 @@ async def test_redis_log_closing_sends_the_appends_still_queued(redis_server: st
         result = await reader.read(stream, None)
     assert [entry.event for entry in result.entries] == ["done"]
     assert result.closed
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+async def test_redis_log_closed_while_commands_are_under_way_leaves_no_connection_open(
+    private_redis: RedisServer, stream: str, turns: int
+) -> None:
+    # A command that took its clients before the close and a connection after it (redis-py makes
+    # one on demand) kept that connection open: found by the garbage collector later, as a
+    # ResourceWarning in whatever test ran then.
+    log = RedisEventLog(private_redis.url, block=1.0)
+    await log.create(stream, RETENTION)
+    entry = await log.append(stream, "text", "x")
+    under_way = [
+        *(log.read(stream, entry.id, wait=30.0) for _ in range(3)),
+        *(log.read(stream, None) for _ in range(3)),
+        *(log.get_meta(stream) for _ in range(3)),
+        *(log.exists(stream) for _ in range(3)),
+        *(log.heartbeat(stream, "viewer", "p", 30.0) for _ in range(3)),
+        *(log.drop_member(stream, "viewer", "p") for _ in range(3)),
+    ]
+    tasks = [asyncio.create_task(call) for call in under_way]
+    for _ in range(turns):  # the commands are on their way (how far: the parameter)
+        await asyncio.sleep(0)
+    await log.aclose()
+    outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20.0)
+    # Each either finished or heard that the log closed; a waiting read does not wait on.
+    assert all(not isinstance(o, BaseException) or isinstance(o, LogError) for o in outcomes), outcomes
+
+    inspector = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+
+        async def only_the_inspector_is_connected() -> bool:
+            return len(await inspector.client_list()) == 1
+
+        await eventually(only_the_inspector_is_connected)
+    finally:
+        await inspector.aclose()  # type: ignore[attr-defined]

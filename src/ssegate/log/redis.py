@@ -65,7 +65,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, cast
 
 from redis.commands.core import AsyncScript
@@ -576,6 +576,9 @@ class RedisEventLog:
                         block=self._block,
                         max_connections=self._max_connections,
                     )
+                if self._closed:  # closed while it connected: nobody else will close these
+                    await self._closed_meanwhile(clients)
+                    self._check_open()
                 self._scripts = {name: clients.redis.register_script(body) for name, body in _SCRIPTS}
                 self._clients = clients
             return self._clients
@@ -583,14 +586,35 @@ class RedisEventLog:
     async def _client(self) -> Any:
         return (await self._connected()).redis
 
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[Any]:
+        """The command client, for one operation (see :meth:`_closed_meanwhile`)."""
+        clients = await self._connected()
+        try:
+            yield clients.redis
+        finally:
+            if self._closed:
+                await self._closed_meanwhile(clients)
+
+    async def _closed_meanwhile(self, clients: Clients) -> None:
+        """An operation that was under way when the log closed may have taken a connection after
+        the pools were emptied (redis-py makes a new one on demand): close them again as it ends,
+        or that connection stays open until the garbage collector warns of it somewhere else."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(clients.aclose())
+
     async def _script(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
         self._check_open()
-        await self._connected()
+        clients = await self._connected()
         call = self._scripts[name]
-        with _translated(name.replace("_", " ")):
-            if name in _NOT_REPEATABLE:
-                return await call(keys=keys, args=args)
-            return await _once_more_on_dropped_connection(lambda: call(keys=keys, args=args))
+        try:
+            with _translated(name.replace("_", " ")):
+                if name in _NOT_REPEATABLE:
+                    return await call(keys=keys, args=args)
+                return await _once_more_on_dropped_connection(lambda: call(keys=keys, args=args))
+        finally:
+            if self._closed:
+                await self._closed_meanwhile(clients)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -622,8 +646,8 @@ class RedisEventLog:
         self._check_open()
         with _translated("check a stream"):
             key = self._keys(stream, "state")[0]
-            redis = await self._client()
-            return bool(await _once_more_on_dropped_connection(lambda: redis.exists(key)))
+            async with self._using() as redis:
+                return bool(await _once_more_on_dropped_connection(lambda: redis.exists(key)))
 
     async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
         # Encode first: an event SSE cannot carry must fail before it takes a sequence number.
@@ -709,6 +733,7 @@ class RedisEventLog:
         result = snapshot.result
         if result.entries or result.closed or wait <= 0:
             return result
+        self._check_open()  # closed while it asked: no follower may start after the close
         tail = self._follow(stream, snapshot)
         await self._nudge_follower(stream)
         if not await self._wait(tail, wait):
@@ -775,8 +800,8 @@ class RedisEventLog:
         self._check_open()
         with _translated("read metadata"):
             key = self._keys(stream, "meta")[0]
-            redis = await self._client()
-            meta = await _once_more_on_dropped_connection(lambda: redis.hgetall(key))
+            async with self._using() as redis:
+                meta = await _once_more_on_dropped_connection(lambda: redis.hgetall(key))
             return cast(dict[str, str], meta)
 
     async def heartbeat(self, stream: str, role: str, member: str, ttl: float) -> None:
@@ -786,8 +811,8 @@ class RedisEventLog:
         self._check_open()
         with _translated("drop a member"):
             key = self._keys(stream, f"members:{role}")[0]
-            redis = await self._client()
-            await _once_more_on_dropped_connection(lambda: redis.zrem(key, member))
+            async with self._using() as redis:
+                await _once_more_on_dropped_connection(lambda: redis.zrem(key, member))
 
     async def live_members(self, stream: str, role: str) -> int:
         return int(await self._script("live_members", self._keys(stream, f"members:{role}"), []))
@@ -846,9 +871,9 @@ class RedisEventLog:
     async def _note(self, key: str, stream: str, seq: int) -> None:
         try:
             with _translated("note an append"):
-                redis = await self._client()
-                await cast(Awaitable[str], redis.xadd(key, {"s": stream, "q": str(seq)}, maxlen=1000))
-                await cast(Awaitable[bool], redis.pexpire(key, 60_000))
+                async with self._using() as redis:
+                    await cast(Awaitable[str], redis.xadd(key, {"s": stream, "q": str(seq)}, maxlen=1000))
+                    await cast(Awaitable[bool], redis.pexpire(key, 60_000))
         except LogError as exc:  # the other process's waiters check Redis when they time out
             logger.warning("could not tell another process of an append to %s: %s", stream, exc)
 
@@ -874,9 +899,11 @@ class RedisEventLog:
         if shard.following in (-1, shard.version):
             return
         with _translated("wake the follower"):
-            redis = await self._client()
-            await cast(Awaitable[str], redis.xadd(shard.wake_key, {"w": "1"}, maxlen=1, approximate=False))
-            await cast(Awaitable[bool], redis.pexpire(shard.wake_key, 60_000))
+            async with self._using() as redis:
+                await cast(
+                    Awaitable[str], redis.xadd(shard.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                )
+                await cast(Awaitable[bool], redis.pexpire(shard.wake_key, 60_000))
 
     async def _wait(self, tail: Tail, wait: float) -> bool:
         """Wait for the tail to change; ``False`` on time-out. Raises the follower's failure."""
