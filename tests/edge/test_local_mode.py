@@ -18,6 +18,7 @@ from ssegate.codec.events import Event
 from ssegate.server.guard import default_allowed_hosts, parse_hosts, same_origin
 from tests.operations.test_serve_ready import serving
 from tests.security.harness import PROMPT, bearer, running
+from tests.support.metrics import total
 from tests.support.sse import iter_stream
 
 # What ssegate serve answers to in local mode on a loopback address (tested through it below).
@@ -51,7 +52,10 @@ async def test_a_state_changing_request_that_is_not_json_is_refused_with_415(
     headers = {} if content_type is None else {"content-type": content_type}
     async with running() as server:
         response = await server.client.post(path, content=body, headers=headers)
-        started = server.state.metrics.generations_started
+        scrape = await server.client.get("/metrics")
+    assert scrape.status_code == 200
+    assert "# TYPE ssegate_generations_started_total counter" in scrape.text  # a real scrape
+    started = total(scrape.text, "ssegate_generations_started_total")
     assert response.status_code == 415, response.text
     assert response.json()["error"]["code"] == "unsupported_media_type"
     assert "application/json" in response.json()["error"]["message"]
