@@ -165,3 +165,40 @@ async def test_read_now_refuses_what_its_memory_cannot_say(redis_server: str) ->
             log.read_now(stream, None)  # from the start: only Redis knows
         with pytest.raises(LogError):
             log.listen(_name(), Seen(), "not-an-id")
+
+
+async def test_two_publishers_appending_one_stream_in_every_loop_turn_lose_nothing(redis_server: str) -> None:
+    # Bench W1's shape: two publishers' requests arrive independently of the replies, so an append
+    # is made while the previous turn's call is still out. Two calls in flight on two connections
+    # could be answered in either order: a lower number landing after a higher one read as writes
+    # a failover lost, the stream moved to a new epoch (its entries deleted) and every viewer
+    # reset (W1 delivery 0.13). Every viewer here must get every event once, in order.
+    stream = _name()
+    async with RedisEventLog(redis_server) as log:
+        await log.create(stream, RETENTION)
+        start = await log.append(stream, "text", "start")
+        listeners = [Seen() for _ in range(8)]
+        for seen in listeners:
+            log.listen(stream, seen, start.id)
+        readers = [asyncio.create_task(follow(log, stream, start.id)) for _ in range(8)]
+        await asyncio.sleep(0)  # the readers are waiting on the tail
+
+        publishes: list[asyncio.Task[LogEntry]] = []
+        for n in range(200):  # one publish per loop turn, alternating between the publishers
+            publishes.append(asyncio.create_task(log.append(stream, "text", f"{n % 2}:{n}")))
+            await asyncio.sleep(0)
+        appended = list(await asyncio.gather(*publishes))
+        appended.append(await log.append(stream, "done", "{}", terminal=True))
+
+        assert {e.id.partition(":")[0] for e in appended} == {start.id.partition(":")[0]}  # no new epoch
+        assert [e.seq for e in appended] == list(range(2, 203))
+        async with asyncio.timeout(10):
+            for seen in listeners:
+                await seen.ended.wait()
+            seen_by_readers = await asyncio.gather(*readers)
+        ids = [e.id for e in appended]
+        for seen in listeners:
+            assert seen.nones == 0
+            assert [e.id for e in seen.entries] == ids
+        for entries in seen_by_readers:
+            assert [e.id for e in entries] == ids

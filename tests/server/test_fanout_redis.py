@@ -102,3 +102,35 @@ async def test_a_group_the_logs_memory_cannot_serve_sends_its_members_back(redis
             await elsewhere.append(news, "message", "2")  # the log goes on following
         finally:
             stop()
+
+
+async def test_two_publishers_in_every_loop_turn_reach_every_member_exactly(redis_server: str) -> None:
+    # Bench W1's shape in small: two publishers' appends to one topic made while the previous
+    # append's call is still out (each publish its own request). Every member must get exactly
+    # the stream and stay in the group: before appends were sent one call at a time, replies
+    # landing out of order moved the stream to a new epoch and sent every member back (reset).
+    news = f"news-{uuid.uuid4().hex}"
+    async with RedisEventLog(redis_server) as log:
+        await log.create(news, RETENTION)
+        first = await log.append(news, "message", "start")
+        fanout = FanOut(log, keepalive=30.0, coalesce=0.01, metrics=Metrics())
+        transports = [WatchedTransport() for _ in range(20)]
+        members = [fanout.join(Handoff(news, first.id), ChunkedSocket(t)) for t in transports]
+        try:
+            publishes: list[asyncio.Task[LogEntry]] = []
+            for n in range(80):  # one publish per loop turn, alternating between the publishers
+                publishes.append(asyncio.create_task(log.append(news, "message", f"{n % 2}:{n}")))
+                await asyncio.sleep(0)
+            appended = list(await asyncio.gather(*publishes))
+            for transport in transports:
+                await _written(transport, appended)
+            assert [e.seq for e in appended] == list(range(2, 82))
+            for member, transport in zip(members, transports, strict=True):
+                assert member is not None
+                assert member.resumed is None  # never sent back
+                assert _payload(transport) == b"".join(e.wire for e in appended)
+        finally:
+            for member in members:
+                if member is not None:
+                    fanout.leave(member)
+            await fanout.aclose()

@@ -379,6 +379,12 @@ class _AppendBatcher:
     no longer knows (NOSCRIPT: it ran nothing), which is loaded and sent again. Order is kept:
     Redis runs a pipeline's commands in the order they were queued, and ``landed`` sees the replies
     in that order, before any caller resumes (the local feed of RedisEventLog relies on it).
+
+    One call in flight at a time: appends made while one is out wait for its reply and go
+    together in the next. Two calls on two pooled connections could land in either order, and
+    a reply with a lower number landing after a higher one reads as writes Redis lost (a
+    failover: the stream was moved to a new epoch, every viewer reset) and as a gap in the local
+    feed. Under load the batches grow instead (fewer, larger calls).
     """
 
     def __init__(
@@ -390,23 +396,28 @@ class _AppendBatcher:
         self._source = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
         self._queued: list[_QueuedAppend] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: asyncio.Task[None] | None = None  # the one call in flight
 
     async def append(self, stream: str, keys: list[str], args: list[str]) -> Any:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._queued.append((stream, keys, args, reply))
-        if len(self._queued) == 1:
+        if len(self._queued) == 1 and self._sending is None:
             loop.call_soon(self._send_queued)
         return await reply
 
     def _send_queued(self) -> None:
-        if not self._queued:
-            return  # already sent by aclose
+        if not self._queued or self._sending is not None:
+            return  # already sent (by aclose), or goes when the call in flight is answered
         batch, self._queued = self._queued, []
         task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)  # a reference until done: the loop keeps only a weak one
-        task.add_done_callback(self._sending.discard)
+        self._sending = task  # also the reference until done: the loop keeps only a weak one
+        task.add_done_callback(self._sent)
+
+    def _sent(self, _task: asyncio.Task[None]) -> None:
+        """The call in flight is answered (its callers resumed first): send what queued meanwhile."""
+        self._sending = None
+        self._send_queued()
 
     async def _send(self, batch: list[_QueuedAppend]) -> None:
         try:
@@ -468,9 +479,11 @@ class _AppendBatcher:
         return replies
 
     async def aclose(self) -> None:
-        """Send what is queued now and wait for every send, before the connections close."""
-        self._send_queued()
-        await asyncio.gather(*self._sending, return_exceptions=True)
+        """Send what is queued and wait for every send, before the connections close."""
+        while self._sending is not None or self._queued:
+            self._send_queued()
+            if self._sending is not None:
+                await asyncio.gather(self._sending, return_exceptions=True)
 
 
 class _Snapshot:
