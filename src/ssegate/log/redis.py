@@ -884,9 +884,12 @@ class RedisEventLog:
     async def _note(self, key: str, stream: str, seq: int) -> None:
         try:
             with _translated("note an append"):
-                async with self._using() as redis:
-                    await cast(Awaitable[str], redis.xadd(key, {"s": stream, "q": str(seq)}, maxlen=1000))
-                    await cast(Awaitable[bool], redis.pexpire(key, 60_000))
+                async with self._using() as redis, redis.pipeline(transaction=False) as pipe:
+                    # One round trip: with two workers appending to one topic, nearly every
+                    # append sends a note.
+                    pipe.xadd(key, {"s": stream, "q": str(seq)}, maxlen=1000)
+                    pipe.pexpire(key, 60_000)
+                    await pipe.execute()
         except LogError as exc:  # the other process's waiters check Redis when they time out
             logger.warning("could not tell another process of an append to %s: %s", stream, exc)
 
@@ -912,11 +915,10 @@ class RedisEventLog:
         if shard.following in (-1, shard.version):
             return
         with _translated("wake the follower"):
-            async with self._using() as redis:
-                await cast(
-                    Awaitable[str], redis.xadd(shard.wake_key, {"w": "1"}, maxlen=1, approximate=False)
-                )
-                await cast(Awaitable[bool], redis.pexpire(shard.wake_key, 60_000))
+            async with self._using() as redis, redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(shard.wake_key, {"w": "1"}, maxlen=1, approximate=False)  # one round trip
+                pipe.pexpire(shard.wake_key, 60_000)
+                await pipe.execute()
 
     async def _wait(self, tail: Tail, wait: float) -> bool:
         """Wait for the tail to change; ``False`` on time-out. Raises the follower's failure."""
