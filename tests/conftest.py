@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,3 +39,15 @@ def _skip_without(marker: str, available: bool, binary: str, items: list[pytest.
     for item in items:
         if marker in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["fast", "plain"])
+def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test once with ssegate's fast paths on, then off (SSEGATE_FAST_PATHS=0: stock uvicorn,
+    the SDKs' own streaming calls)."""
+    if request.param == "plain":
+        monkeypatch.setenv(_fast.ENV, "0")
+    _fast.reset()  # the switch is read once and kept: read it again for this test
+    yield request.param
+    monkeypatch.delenv(_fast.ENV, raising=False)
+    _fast.reset()

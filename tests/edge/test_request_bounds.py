@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,17 +28,6 @@ from tests.support.servers import serve_asgi
 
 BOUNDS = RequestBounds(max_header_bytes=8192, max_headers=20, header_timeout=1.0, body_timeout=1.0)
 _WAIT = 10.0
-
-
-@pytest.fixture(params=["fast", "plain"])
-def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The server's own fast paths on, then off (SSEGATE_FAST_PATHS=0: stock uvicorn)."""
-    if request.param == "plain":
-        monkeypatch.setenv(_fast.ENV, "0")
-    _fast.reset()
-    yield request.param
-    monkeypatch.delenv(_fast.ENV, raising=False)
-    _fast.reset()
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from ssegate import _fast
 from ssegate.codec.events import Event
 from ssegate.config import Settings
 from ssegate.server.app import create_app
@@ -321,17 +320,6 @@ async def test_an_upstream_that_never_answers_ends_within_one_start_deadline_ret
     assert "1 s" in error["message"]
     assert described["error"]["code"] == "upstream_timeout"
     assert took < 4.0
-
-
-@pytest.fixture(params=["fast", "plain"])
-def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """ssegate's fast paths on (the direct first attempt, the pushed body), then off."""
-    if request.param == "plain":
-        monkeypatch.setenv(_fast.ENV, "0")
-    _fast.reset()
-    yield request.param
-    monkeypatch.delenv(_fast.ENV, raising=False)
-    _fast.reset()
 
 
 def _silent_then(vendor: str, *, answers: int) -> tuple[FakeUpstream[Any], Callable[..., Settings]]:

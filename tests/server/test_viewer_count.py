@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from ssegate import _fast
 from ssegate.codec.events import Comment, Event
 from ssegate.config import Settings
 from ssegate.server.app import create_app
@@ -25,17 +24,6 @@ from tests.support.sse import iter_stream
 
 _WAIT = 10.0
 LONG = {"messages": [{"role": "user", "content": "/long"}]}  # ~500 tokens: open for seconds
-
-
-@pytest.fixture(params=["fast", "plain"])
-def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The server's own fast paths on, then off (SSEGATE_FAST_PATHS=0: stock uvicorn)."""
-    if request.param == "plain":
-        monkeypatch.setenv(_fast.ENV, "0")
-    _fast.reset()
-    yield request.param
-    monkeypatch.undo()
-    _fast.reset()
 
 
 @pytest.fixture(params=["memory", "redis"])
