@@ -61,7 +61,26 @@ class SentinelServers:
         self.url = f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{SERVICE}/0"
 
     def _ready(self) -> bool:
-        return self.primary_port() == self.primary.port and self._replica_synced()
+        return (
+            self.primary_port() == self.primary.port
+            and self._replica_synced()
+            and self._sentinel_sees_replica()
+        )
+
+    def _sentinel_sees_replica(self) -> bool:
+        """The sentinel has found the replica (from the primary's INFO, polled every 10 s) and
+        finds it healthy: until then a failover is refused with NOGOODSLAVE."""
+        try:
+            with self.sentinel.client() as client:
+                replicas = client.sentinel_slaves(SERVICE)
+        except redis.RedisError:
+            return False
+        return any(
+            r["port"] == self.replica.port
+            and not (r["is_sdown"] or r["is_disconnected"])
+            and r.get("master-link-status") == "ok"
+            for r in replicas
+        )
 
     def primary_port(self) -> int | None:
         """The primary's port as the sentinel names it now."""
