@@ -214,14 +214,16 @@ class Gateway:
         if producers and within > 0:
             await asyncio.wait(producers, timeout=within)
         for generation_id, local in list(self._local.items()):
-            if local.producer and not local.producer.done():
+            # Held here: the producer may finish (and be forgotten) while its end is written.
+            producer = local.producer
+            if producer and not producer.done():
                 try:
                     await self._end(
                         generation_id, "cancelled", {"finish_reason": "cancelled", "reason": "shutdown"}
                     )
                 except LogError as exc:  # its viewers' own outage limit ends their streams
                     logger.warning("generation %s: could not record its shutdown: %s", generation_id, exc)
-                local.producer.cancel()
+                producer.cancel()
         if producers:
             await asyncio.gather(*producers, return_exceptions=True)
 
