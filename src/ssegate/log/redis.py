@@ -854,10 +854,7 @@ class RedisEventLog:
         shard = self._shard(stream)
         shard.streams.add(stream)
         shard.version += 1
-        if shard.task is None or shard.task.done():
-            name = f"ssegate-redis-follower-{shard.slot}"
-            shard.task = asyncio.create_task(self._follow_loop(shard), name=name)
-        shard.wanted.set()
+        self._run_follower(shard)
         if shard.nudging is None or shard.nudging.done():
             shard.nudging = self._in_background(self._nudge_quietly(stream, shard))
 
@@ -903,11 +900,15 @@ class RedisEventLog:
             self._tails[stream] = tail
             shard.streams.add(stream)
             shard.version += 1
+        self._run_follower(shard)
+        return tail
+
+    def _run_follower(self, shard: _Shard) -> None:
+        """Start ``shard``'s follower task if none runs, and have it (re-)issue its XREAD."""
         if shard.task is None or shard.task.done():
             name = f"ssegate-redis-follower-{shard.slot}"
             shard.task = asyncio.create_task(self._follow_loop(shard), name=name)
         shard.wanted.set()
-        return tail
 
     async def _nudge_follower(self, stream: str) -> None:
         """Make the reader re-issue its XREAD if the set of followed streams grew since it began."""
