@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.redis_cluster import ServerProcess
+from tests.support.redis_cluster import ServerProcess, start_serving
 from tests.support.servers import free_port
 
 SERVICE = "ssegate-primary"
@@ -35,25 +35,35 @@ class SentinelServers:
         deadline = time.monotonic() + _START_TIMEOUT
         try:
             common = ["--bind", "127.0.0.1", "--dir", self._dir.name, "--save", "", "--appendonly", "no"]
-            port = free_port()
-            self.primary = ServerProcess(binary, ["--port", str(port), *common], port)
+
+            def primary() -> ServerProcess:
+                port = free_port()
+                return ServerProcess(binary, ["--port", str(port), *common], port)
+
+            self.primary = start_serving(primary, deadline)
             self.nodes.append(self.primary)
-            port = free_port()
             replica_of = ["--replicaof", "127.0.0.1", str(self.primary.port)]
-            self.replica = ServerProcess(binary, ["--port", str(port), *replica_of, *common], port)
+
+            def replica() -> ServerProcess:
+                port = free_port()
+                return ServerProcess(binary, ["--port", str(port), *replica_of, *common], port)
+
+            self.replica = start_serving(replica, deadline)
             self.nodes.append(self.replica)
-            port = free_port()
-            config = Path(self._dir.name) / "sentinel.conf"  # a sentinel rewrites its own config
-            config.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
-                f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 1\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                f"sentinel failover-timeout {SERVICE} 5000\n"
-            )
-            self.sentinel = ServerProcess(binary, [str(config), "--sentinel"], port, ready="+monitor master")
+            config = Path(self._dir.name) / "sentinel.conf"
+
+            def sentinel() -> ServerProcess:
+                port = free_port()
+                config.write_text(  # a sentinel rewrites its own config: written afresh for each try
+                    f"port {port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
+                    f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+                    f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                    f"sentinel failover-timeout {SERVICE} 5000\n"
+                )
+                return ServerProcess(binary, [str(config), "--sentinel"], port, ready="+monitor master")
+
+            self.sentinel = start_serving(sentinel, deadline)
             self.nodes.append(self.sentinel)
-            for node in self.nodes:
-                node.wait_started(deadline)
             self.wait_until(self._ready, deadline)
         except BaseException:
             self.close()
