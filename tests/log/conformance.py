@@ -357,6 +357,36 @@ class EventLogConformance:
         with pytest.raises(StreamNotFound):
             await log.read(stream, None)
 
+    async def test_log_keeps_stream_appended_to_for_longer_than_max_age(
+        self, log: EventLog, stream: str
+    ) -> None:
+        await log.create(stream, Retention(max_events=100_000, max_age=0.3))
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.8
+        # A millisecond apart: most appends come well within any refresh interval of the one before.
+        while loop.time() < until:
+            await self.append_many(log, stream, 1)
+            await asyncio.sleep(0.001)
+
+        assert await log.exists(stream)
+
+        async def forgotten() -> bool:
+            return not await log.exists(stream)
+
+        await eventually(forgotten)
+
+    async def test_log_append_after_expire_restores_the_default_expiry(
+        self, log: EventLog, stream: str
+    ) -> None:
+        await log.create(stream, RETENTION)
+        await self.append_many(log, stream, 1)
+        await log.expire(stream, 0.2)
+
+        await self.append_many(log, stream, 1, start=1)  # at once: within any refresh interval
+        await asyncio.sleep(0.5)  # time itself is what is tested
+
+        assert [entry.data for entry in (await log.read(stream, None)).entries] == ["event 0", "event 1"]
+
     async def test_log_expire_forgets_stream(self, log: EventLog, stream: str) -> None:
         await log.create(stream, RETENTION)
         await log.append(stream, "done", "{}", terminal=True)

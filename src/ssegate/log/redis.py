@@ -12,7 +12,8 @@ Keys of one stream share the hash tag ``{<stream>}`` so Redis Cluster keeps them
 every script names the keys of one stream only (no command spans two slots)::
 
     ssegate:{<stream>}:log             STREAM  id 0-<seq>; fields t (ms), ev, d, ep (epoch), x=1 if terminal
-    ssegate:{<stream>}:state           HASH    epoch, seq (last appended), closed, max_events, max_age_ms
+    ssegate:{<stream>}:state           HASH    epoch, seq (last appended), closed, max_events, max_age_ms,
+                                               by (last appender), w:<process> (its last append), rx
     ssegate:{<stream>}:meta            HASH    caller's metadata (set_meta / get_meta)
     ssegate:{<stream>}:members:<role>  ZSET    member -> expiry time (ms, Redis clock)
     ssegate:wake:<instance>            STREAM  one entry; nudges this process's reader (see below)
@@ -26,13 +27,15 @@ checks the stream exists and is open, increments ``seq``, ``XADD``s with ``MAXLE
 approximate trimming), marks ``closed`` for a terminal event (so exactly one terminal event lands,
 whichever process tries first) and refreshes expiry. Reads are a script too, so epoch, last seq,
 closed flag, earliest retained seq and the entries are one consistent snapshot. The appends made in
-one turn of the event loop (every running generation's next token) travel in one pipeline.
+one turn of the event loop (every running generation's next token) travel in one script call (one
+per slot under a cluster, in one pipeline), one call in flight at a time.
 
 Retention. Count: the read script treats ``last_seq - max_events`` and older as gone, however much
 approximate trimming left behind. Age: every entry carries the Redis clock time ``t``; append and
 read ``XTRIM MINID`` away entries older than ``max_age`` from the head (bounded work, amortised),
-and all of a stream's keys ``PEXPIRE`` after ``max_age`` and are refreshed by each append, so an
-idle stream (finished or abandoned) vanishes on its own. Redis restarting without persistence
+and all of a stream's keys ``PEXPIRE`` after ``max_age`` (plus 1/64) and are refreshed by the
+appends (by the first one after 1/64 of ``max_age``: time ``rx``, not three ``PEXPIRE``s a token), so
+an idle stream (finished or abandoned) vanishes on its own. Redis restarting without persistence
 looks the same as expiry: the stream is unknown (``StreamNotFound``), and once created again it has
 a new epoch, so old cursors get ``reset=epoch_changed``, never a silent gap. A failover to a replica
 that lacks the last acknowledged writes is noticed by the producing process (its next sequence
@@ -71,7 +74,8 @@ from typing import Any, cast
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
 from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry, parse_id
@@ -155,10 +159,11 @@ local function landed(log, record, n)
   return nil
 end
 local replies = {}
+local now = now_ms()  -- once per call: its appends land in one instant
 for i = 0, #KEYS / 3 - 1 do
   local log, state = KEYS[3 * i + 1], KEYS[3 * i + 2]
   local event, data, terminal, n = ARGV[4 * i + 2], ARGV[4 * i + 3], ARGV[4 * i + 4], ARGV[4 * i + 5]
-  local st = redis.call('HMGET', state, 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms', 'by', wf)
+  local st = redis.call('HMGET', state, 'epoch', 'seq', 'closed', 'max_events', 'max_age_ms', 'by', wf, 'rx')
   local again = st[1] and landed(log, st[7], tonumber(n))
   if not st[1] then
     replies[i + 1] = {'missing'}
@@ -168,22 +173,34 @@ for i = 0, #KEYS / 3 - 1 do
     replies[i + 1] = {'closed'}
   else
     local seq = tonumber(st[2]) + 1
-    local now = now_ms()
     local id = '0-' .. seq
+    local changed = {'seq', seq, 'by', ARGV[1]}  -- the state's fields, in one HSET
     if terminal == '1' then
       redis.call('XADD', log, 'MAXLEN', '~', st[4], id,
                  't', now, 'ev', event, 'd', data, 'ep', st[1], 'n', writer .. ':' .. n, 'x', '1')
-      redis.call('HSET', state, 'seq', seq, 'closed', 1, 'by', ARGV[1])
+      changed[#changed + 1] = 'closed'
+      changed[#changed + 1] = 1
     else
       redis.call('XADD', log, 'MAXLEN', '~', st[4], id,
                  't', now, 'ev', event, 'd', data, 'ep', st[1], 'n', writer .. ':' .. n)
-      redis.call('HSET', state, 'seq', seq, 'by', ARGV[1])
     end
     -- An older n landing late (two calls in flight) must not hide the newer one's record.
     local last_n = st[7] and tonumber(string.sub(st[7], 1, string.find(st[7], ' ', 1, true) - 1))
-    if not last_n or tonumber(n) > last_n then redis.call('HSET', state, wf, n .. ' ' .. seq) end
-    if seq % 64 == 1 or terminal == '1' then trim_age(log, now - tonumber(st[5])) end
-    for k = 3 * i + 1, 3 * i + 3 do redis.call('PEXPIRE', KEYS[k], st[5]) end
+    if not last_n or tonumber(n) > last_n then
+      changed[#changed + 1] = wf
+      changed[#changed + 1] = n .. ' ' .. seq
+    end
+    local age = tonumber(st[5])
+    if seq % 64 == 1 or terminal == '1' then trim_age(log, now - age) end
+    -- Expiry: refreshed once the last refresh (rx) is age/64 old, for age + age/64: the keys
+    -- outlive the last append by max_age (and at most 1/64 more), not three PEXPIREs a token.
+    local slack = math.floor(age / 64)
+    if not st[8] or now - tonumber(st[8]) >= slack then
+      changed[#changed + 1] = 'rx'
+      changed[#changed + 1] = now
+      for k = 3 * i + 1, 3 * i + 3 do redis.call('PEXPIRE', KEYS[k], age + slack) end
+    end
+    redis.call('HSET', state, unpack(changed))
     local before = ''
     if st[6] and st[6] ~= ARGV[1] then before = st[6] end
     replies[i + 1] = {'ok', st[1], seq, before}
@@ -251,6 +268,7 @@ _REWIND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'closed', 0)
+redis.call('HDEL', KEYS[2], 'rx')  -- the next append sets the new log key's expiry
 return 1
 """
 
@@ -269,6 +287,7 @@ return 1
 _EXPIRE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local ms = tonumber(ARGV[1])
+if ms > 0 then redis.call('HDEL', KEYS[2], 'rx') end  -- a later append restores the default
 for _, key in ipairs(KEYS) do
   if ms > 0 then redis.call('PEXPIRE', key, ms) else redis.call('DEL', key) end
 end
@@ -373,12 +392,14 @@ class _AppendBatcher:
     slot under a cluster, in one pipeline).
 
     Every running generation appends a token at a time; one command each costs redis-py about
-    200 µs of CPU here, a command in a pipeline about 50. So the first append of a turn schedules
-    a send, the others of that turn join it, and each caller gets its own script reply. Nothing is
-    retried (an append that might have landed must not land twice), except a script that Redis
-    no longer knows (NOSCRIPT: it ran nothing), which is loaded and sent again. Order is kept:
-    Redis runs a pipeline's commands in the order they were queued, and ``landed`` sees the replies
-    in that order, before any caller resumes (the local feed of RedisEventLog relies on it).
+    200 µs of CPU here, a command in a pipeline about 50. So the first append of a turn starts a
+    sending task, the others of that turn join it, and each caller gets its own script reply. On
+    one Redis the call goes straight onto a connection kept for appends (no pipeline); under a
+    cluster, a pipeline of one call per slot. Nothing is retried (an append that might have
+    landed must not land twice), except a script that Redis no longer knows (NOSCRIPT: it ran
+    nothing), which is loaded and sent again. Order is kept: Redis runs a call's appends, and a
+    pipeline's calls, in the order queued, and ``landed`` sees the replies in that order, before
+    any caller resumes (the local feed of RedisEventLog relies on it).
 
     One call in flight at a time: appends made while one is out wait for its reply and go
     together in the next. Two calls on two pooled connections could land in either order, and
@@ -397,27 +418,31 @@ class _AppendBatcher:
         self._sha = hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
         self._queued: list[_QueuedAppend] = []
         self._sending: asyncio.Task[None] | None = None  # the one call in flight
+        self._connection: tuple[Any, Any] | None = None  # on one Redis: (connection, its pool)
 
     async def append(self, stream: str, keys: list[str], args: list[str]) -> Any:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._queued.append((stream, keys, args, reply))
-        if len(self._queued) == 1 and self._sending is None:
-            loop.call_soon(self._send_queued)
+        if self._sending is None:
+            # Its first step runs after this turn's other appends have queued: one call for all.
+            # Also the reference until done: the loop keeps only a weak one.
+            self._sending = loop.create_task(self._send_all())
         return await reply
 
-    def _send_queued(self) -> None:
-        if not self._queued or self._sending is not None:
-            return  # already sent (by aclose), or goes when the call in flight is answered
-        batch, self._queued = self._queued, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending = task  # also the reference until done: the loop keeps only a weak one
-        task.add_done_callback(self._sent)
-
-    def _sent(self, _task: asyncio.Task[None]) -> None:
-        """The call in flight is answered (its callers resumed first): send what queued meanwhile."""
-        self._sending = None
-        self._send_queued()
+    async def _send_all(self) -> None:
+        """Send what is queued, a call at a time, until nothing is: the appends queued while a call
+        is out go in the next one as soon as its replies are handed out, without a loop turn (and
+        a task) between the two."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self._send(batch)
+        finally:
+            self._sending = None
+            if self._queued:  # cancelled (the loop is ending): nobody may wait for ever
+                batch, self._queued = self._queued, []
+                self._settle(batch, [LogError("the event log is closed")] * len(batch))
 
     async def _send(self, batch: list[_QueuedAppend]) -> None:
         try:
@@ -459,13 +484,14 @@ class _AppendBatcher:
                 caller.set_result(reply)
 
     async def _run(self, batch: list[_QueuedAppend]) -> list[Any]:
-        """One script call per slot (one in all on a single Redis), in one pipeline; each append's
-        reply, or the error of its call, in the order queued."""
+        """One script call per slot (one in all on a single Redis), in one pipeline under a
+        cluster; each append's reply, or the error of its call, in the order queued."""
         clients = await self._connect()
+        if not clients.cluster:
+            return await self._run_one(clients, batch)
         groups: dict[int, list[int]] = {}
         for i, (_stream, keys, _args, _reply) in enumerate(batch):
-            slot = key_slot(keys[0].encode()) if clients.cluster else 0
-            groups.setdefault(slot, []).append(i)
+            groups.setdefault(key_slot(keys[0].encode()), []).append(i)
         async with clients.redis.pipeline(transaction=False) as pipe:
             for members in groups.values():
                 keys = [key for i in members for key in batch[i][1]]
@@ -478,12 +504,55 @@ class _AppendBatcher:
                 replies[i] = call if isinstance(call, Exception) else call[n]
         return replies
 
+    async def _run_one(self, clients: Clients, batch: list[_QueuedAppend]) -> list[Any]:
+        """:meth:`_run` on one Redis (or Sentinel's primary): the batch is one script call, on a
+        connection kept for the appends, packed and read with redis-py's connection calls. Its
+        pipeline around one command (command stack, pool checkout, bookkeeping) cost more of the
+        process's CPU than the call itself (py-spy, bench W4)."""
+        if self._connection is None:
+            pool = clients.redis.connection_pool
+            self._connection = (await pool.get_connection(), pool)
+        else:
+            # What the pool checks when it lends a connection: one that Redis closed while it
+            # was idle (a restart) is made again before the call, not found dead by it.
+            await self._connection[1].ensure_connection(self._connection[0])
+        connection = self._connection[0]
+        keys = [key for item in batch for key in item[1]]
+        args = [self._instance, *(arg for item in batch for arg in item[2])]
+        packed = connection.pack_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        try:
+            # On any other failure (cancellation included) redis-py drops the connection, and the
+            # next call connects afresh: a half-read reply is never taken for another's.
+            await self._send_packed(connection, packed)
+            call = await connection.read_response()
+        except ResponseError as exc:  # the script's own error (NOSCRIPT too): the connection is fine
+            return [exc] * len(batch)
+        return list(call)
+
+    @staticmethod
+    async def _send_packed(connection: Any, packed: list[bytes]) -> None:
+        """``send_packed_command`` under our own time-out: redis-py's is ``asyncio.wait_for``,
+        which on Python 3.11 wraps the write in a task of its own and resumes the caller two loop
+        turns later, on every call."""
+        limit, connection.socket_timeout = connection.socket_timeout, None
+        try:
+            async with asyncio.timeout(limit):
+                await connection.send_packed_command(packed, check_health=False)
+        except TimeoutError as exc:  # cancelled mid-write: redis-py dropped the connection
+            raise RedisTimeoutError("Timeout writing to socket") from exc
+        finally:
+            connection.socket_timeout = limit
+
     async def aclose(self) -> None:
         """Send what is queued and wait for every send, before the connections close."""
         while self._sending is not None or self._queued:
-            self._send_queued()
-            if self._sending is not None:
-                await asyncio.gather(self._sending, return_exceptions=True)
+            if self._sending is None:
+                self._sending = asyncio.get_running_loop().create_task(self._send_all())
+            await asyncio.gather(self._sending, return_exceptions=True)
+        kept, self._connection = self._connection, None
+        if kept is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await kept[1].release(kept[0])
 
 
 class _Snapshot:
