@@ -13,15 +13,16 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from ssegate.codec.events import Event
 from ssegate.config import Settings
+from ssegate.finish import FinishedGeneration, OnFinish
 from ssegate.server.app import create_app
 from tests.fakes._upstream import Faults
 from tests.fakes.fake_openai import FakeOpenAI, OpenAIScript
@@ -31,6 +32,7 @@ from tests.support.sse import iter_stream
 
 TEXT = tuple(f" w{n}" for n in range(60))  # 3 s at 20 deltas a second
 _WAIT = 15.0
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +48,19 @@ async def no_orphaned_task_errors() -> AsyncIterator[list[dict[str, Any]]]:
     assert not seen, [context.get("message") for context in seen]
 
 
+async def within(step: str, awaitable: Awaitable[T], seen: Callable[[], object] = lambda: "") -> T:
+    """``awaitable`` within the test's wait; a time-out says which step it was waiting for (and
+    ``seen()``: what had happened by then), where a bare TimeoutError says nothing."""
+    timeout = asyncio.timeout(_WAIT)
+    try:
+        async with timeout:
+            return await awaitable
+    except TimeoutError:
+        if not timeout.expired():
+            raise  # not ours: a time-out inside what was awaited
+        pytest.fail(f"waited {_WAIT:g} s for: {step} {seen()}".rstrip(), pytrace=False)
+
+
 class Viewer:
     """Reads one generation's stream in the background, keeping every event and comment."""
 
@@ -54,25 +69,35 @@ class Viewer:
         self.keepalives = 0
         self._changed = asyncio.Event()
         self.task = asyncio.create_task(self._read(client, url))
+        self.task.add_done_callback(lambda _task: self._wake())  # an ended stream wakes until()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def _read(self, client: httpx.AsyncClient, url: str) -> None:
         async with client.stream("GET", url) as response:
-            assert response.status_code == 200
+            assert response.status_code == 200, (response.status_code, await response.aread())
             async for item in iter_stream(response):
                 if isinstance(item, Event):
                     self.events.append(item)
                 else:
                     self.keepalives += 1
-                changed, self._changed = self._changed, asyncio.Event()
-                changed.set()
+                self._wake()
 
-    async def until(self, predicate: Any) -> None:
-        async with asyncio.timeout(_WAIT):
+    async def until(self, step: str, predicate: Callable[[Viewer], bool]) -> None:
+        """Until ``predicate`` holds; fails naming ``step`` if it does not within the wait, or if
+        the stream ended without it."""
+
+        async def holds() -> None:
             while not predicate(self):
                 if self.task.done():
-                    self.task.result()
-                    assert predicate(self), [e.event for e in self.events]
+                    if (failure := self.task.exception()) is not None:
+                        raise AssertionError(f"the stream failed before: {step}: {self.types}") from failure
+                    assert predicate(self), f"the stream ended before: {step}: {self.types}"
                 await self._changed.wait()
+
+        await within(step, holds(), lambda: f"(events so far: {self.types})")
 
     @property
     def types(self) -> list[str]:
@@ -90,7 +115,7 @@ class Viewer:
 
 @asynccontextmanager
 async def gateway(
-    redis: RedisServer, **overrides: Any
+    redis: RedisServer, on_finish: OnFinish | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[FakeOpenAI, httpx.AsyncClient]]:
     fake = FakeOpenAI(OpenAIScript(text=TEXT, faults=Faults(interval=0.05)))
     async with fake:
@@ -103,7 +128,7 @@ async def gateway(
             **overrides,
         )
         async with (
-            serve_asgi(create_app(settings)) as base_url,
+            serve_asgi(create_app(settings, on_finish=on_finish or ())) as base_url,
             httpx.AsyncClient(base_url=base_url, timeout=_WAIT) as client,
         ):
             yield fake, client
@@ -119,10 +144,10 @@ async def start(client: httpx.AsyncClient) -> dict[str, Any]:
 async def outage_while_streaming(redis: RedisServer, fake: FakeOpenAI, viewer: Viewer) -> None:
     """Kill Redis after 10 deltas reached the viewer; start it again once the upstream has sent 15
     more (so they exist only in the producer's memory meanwhile)."""
-    await viewer.until(lambda v: v.count("text") >= 10)
+    await viewer.until("10 deltas before the outage", lambda v: v.count("text") >= 10)
     await asyncio.to_thread(redis.kill)
     sent_before = fake.deltas_sent
-    await asyncio.wait_for(fake.until_deltas(sent_before + 15), _WAIT)
+    await within("15 more deltas sent upstream during the outage", fake.until_deltas(sent_before + 15))
     await asyncio.to_thread(redis.start)
 
 
@@ -133,7 +158,7 @@ async def test_a_redis_restart_with_persistence_resumes_every_viewer_exactly(
         created = await start(client)
         viewer = Viewer(client, created["events_url"])
         await outage_while_streaming(persistent_redis, fake, viewer)
-        await viewer.until(lambda v: v.count("done") + v.count("error") > 0)
+        await viewer.until("the end after the outage", lambda v: v.count("done") + v.count("error") > 0)
         described = (await client.get(created["url"])).json()
 
     assert viewer.types[-1] == "done", viewer.types
@@ -151,10 +176,10 @@ async def test_a_redis_that_came_back_empty_gives_viewers_a_reset_then_the_whole
         created = await start(client)
         viewer = Viewer(client, created["events_url"])
         await outage_while_streaming(private_redis, fake, viewer)
-        await viewer.until(lambda v: v.count("done") + v.count("error") > 0)
+        await viewer.until("the end after the outage", lambda v: v.count("done") + v.count("error") > 0)
         described = (await client.get(created["url"])).json()
         again = Viewer(client, created["events_url"])
-        await again.until(lambda v: v.count("done") > 0)
+        await again.until("a second viewer's done", lambda v: v.count("done") > 0)
 
     assert viewer.types[-1] == "done", viewer.types
     assert viewer.count("reset") == 1
@@ -169,21 +194,25 @@ async def test_a_redis_that_came_back_empty_gives_viewers_a_reset_then_the_whole
 async def test_an_outage_past_the_limit_ends_the_generation_log_unavailable_recorded_once_back(
     persistent_redis: RedisServer,
 ) -> None:
-    async with gateway(persistent_redis, log_outage_limit=1.0) as (fake, client):
+    finished: asyncio.Queue[FinishedGeneration] = asyncio.Queue()
+    async with gateway(persistent_redis, finished.put_nowait, log_outage_limit=1.0) as (fake, client):
         created = await start(client)
         viewer = Viewer(client, created["events_url"])
-        await viewer.until(lambda v: v.count("text") >= 5)
+        await viewer.until("5 deltas before the outage", lambda v: v.count("text") >= 5)
         began = time.monotonic()
         await asyncio.to_thread(persistent_redis.kill)
-        await viewer.until(lambda v: v.count("error") > 0)
+        await viewer.until("the viewer's log_unavailable error", lambda v: v.count("error") > 0)
         waited = time.monotonic() - began
         # The upstream call is closed: no tokens paid for a generation nobody can receive.
-        await asyncio.wait_for(fake.client_closed_early.wait(), _WAIT)
+        await within("the upstream call closed early", fake.client_closed_early.wait())
         assert (await client.get(created["url"])).status_code == 503
         await asyncio.to_thread(persistent_redis.start)
         # A new viewer follows the stream until the producer has recorded its end.
         replay = Viewer(client, created["events_url"])
-        await replay.until(lambda v: v.count("error") > 0)
+        await replay.until("the recorded end, once the log is back", lambda v: v.count("error") > 0)
+        # The end event lands before the state that goes with it: the app's on-finish hook is
+        # called once both are recorded.
+        ended = await within("the on-finish hook, once the end is recorded", finished.get())
         described = (await client.get(created["url"])).json()
 
     error = viewer.events[-1]
@@ -193,6 +222,9 @@ async def test_an_outage_past_the_limit_ends_the_generation_log_unavailable_reco
     assert '"code":"log_unavailable"' in error.data
     assert 1.0 <= waited < 10.0  # the limit plus two retries, with room for a loaded machine
     assert described["error"]["code"] == "log_unavailable"
+    assert ended.error is not None
+    assert ended.error["code"] == "log_unavailable"
+    assert finished.empty()  # called once
     # What the upstream sent before the generation was stopped is kept, then the recorded end.
     assert "".join(TEXT).startswith(replay.texts_after_last_reset())
     assert replay.texts_after_last_reset().startswith(viewer.texts_after_last_reset())
@@ -220,7 +252,8 @@ async def test_a_503_names_the_log_plainly(private_redis: RedisServer) -> None:
 
 async def publish_until_accepted(client: httpx.AsyncClient, topic: str, data: str) -> None:
     """Publish once the log answers again (503 log_unavailable meanwhile: the publisher retries)."""
-    async with asyncio.timeout(_WAIT):
+
+    async def publish() -> None:
         while True:
             response = await client.post(f"/v1/topics/{topic}/events", json={"data": data})
             if response.status_code == 201:
@@ -228,6 +261,8 @@ async def publish_until_accepted(client: httpx.AsyncClient, topic: str, data: st
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "log_unavailable"
             await asyncio.sleep(0.05)  # the publisher's own back-off: nothing to wait on
+
+    await within(f"the log to take the publish of {data!r}", publish())
 
 
 async def hang_up(viewer: Viewer) -> None:
@@ -248,17 +283,17 @@ async def test_a_topic_subscriber_waits_out_a_redis_restart_and_resumes_exactly(
     # Keep-alives every half second: how the test sees the stream held open through the outage.
     async with gateway(persistent_redis, keepalive_interval=0.5) as (_fake, client):
         viewer = Viewer(client, url)
-        await viewer.until(lambda v: v.keepalives > 0)  # subscribed: the stream is open
+        await viewer.until("a keep-alive: subscribed, the stream open", lambda v: v.keepalives > 0)
         for n in range(5):
             await publish_until_accepted(client, "canary", f"before {n}")
-        await viewer.until(lambda v: len(datas(v)) == 5)
+        await viewer.until("5 events before the outage", lambda v: len(datas(v)) == 5)
         await asyncio.to_thread(persistent_redis.kill)
         kept_open = viewer.keepalives
-        await viewer.until(lambda v: v.keepalives > kept_open)  # waiting, not ended
+        await viewer.until("a keep-alive in the outage: not ended", lambda v: v.keepalives > kept_open)
         await asyncio.to_thread(persistent_redis.start)
         for n in range(5):
             await publish_until_accepted(client, "canary", f"after {n}")
-        await viewer.until(lambda v: len(datas(v)) == 10)
+        await viewer.until("5 events after the outage", lambda v: len(datas(v)) == 10)
         assert not viewer.task.done()
         await hang_up(viewer)
 
@@ -271,20 +306,20 @@ async def test_a_topic_subscriber_gets_a_reset_with_its_reason_when_redis_came_b
 ) -> None:
     async with gateway(private_redis, keepalive_interval=0.5) as (_fake, client):
         viewer = Viewer(client, "/v1/topics/canary/events")
-        await viewer.until(lambda v: v.keepalives > 0)
+        await viewer.until("a keep-alive: subscribed", lambda v: v.keepalives > 0)
         for n in range(3):
             await publish_until_accepted(client, "canary", f"before {n}")
-        await viewer.until(lambda v: len(datas(v)) == 3)
+        await viewer.until("3 events before the outage", lambda v: len(datas(v)) == 3)
         await asyncio.to_thread(private_redis.kill)
         kept_open = viewer.keepalives
-        await viewer.until(lambda v: v.keepalives > kept_open)
+        await viewer.until("a keep-alive during the outage", lambda v: v.keepalives > kept_open)
         await asyncio.to_thread(private_redis.start)
         # The reset comes when the subscriber's read finds the stream gone, or with the first
         # publish that makes it again (a blocked read of a missing stream just waits): before the
         # events published after the outage in either case.
         for n in range(3):
             await publish_until_accepted(client, "canary", f"after {n}")
-        await viewer.until(lambda v: len(datas(v)) == 6)
+        await viewer.until("the reset and 3 events after the outage", lambda v: len(datas(v)) == 6)
         await hang_up(viewer)
 
     assert viewer.count("reset") == 1
