@@ -350,6 +350,9 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 # A repeated create could report StreamExists for its own success (appends: see _AppendBatcher).
 _NOT_REPEATABLE = frozenset({"create", "admit", "rewind"})
+# Writes that events depend on go to the primary Sentinel names now (see Clients.confirm_primary);
+# reads, presence and limits may meet the old primary until it is demoted: nothing of theirs lasts.
+_CONFIRMED_WRITES = frozenset({"create", "append_once", "rewind"})
 
 
 async def _once_more_on_dropped_connection(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -487,6 +490,7 @@ class _AppendBatcher:
         """One script call per slot (one in all on a single Redis), in one pipeline under a
         cluster; each append's reply, or the error of its call, in the order queued."""
         clients = await self._connect()
+        await clients.confirm_primary()  # Sentinel: never acknowledge appends a demoted primary took
         if not clients.cluster:
             return await self._run_one(clients, batch)
         groups: dict[int, list[int]] = {}
@@ -513,6 +517,9 @@ class _AppendBatcher:
             pool = clients.redis.connection_pool
             self._connection = (await pool.get_connection(), pool)
         else:
+            if self._connection[0].should_reconnect():  # Sentinel names another primary now
+                self._connection[0].reset_should_reconnect()
+                await self._connection[0].disconnect()
             # What the pool checks when it lends a connection: one that Redis closed while it
             # was idle (a restart) is made again before the call, not found dead by it.
             await self._connection[1].ensure_connection(self._connection[0])
@@ -688,6 +695,8 @@ class RedisEventLog:
     async def _script(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
         self._check_open()
         clients = await self._connected()
+        if name in _CONFIRMED_WRITES:
+            await clients.confirm_primary()
         call = self._scripts[name]
         try:
             with _translated(name.replace("_", " ")):
@@ -1051,9 +1060,11 @@ class RedisEventLog:
             positions[shard.wake_key] = wake_id
             shard.following = shard.version
             try:
-                follower = (await self._connected()).follower
-                reply = await follower.xread(positions, count=self._read_batch, block=self._block_ms)
+                clients = await self._connected()
+                reply = await clients.follower.xread(positions, count=self._read_batch, block=self._block_ms)
                 wake_id = self._deliver(reply or [], by_key, shard.wake_key, wake_id)
+                if not reply:  # a quiet block: under Sentinel, are we blocking on the old primary?
+                    await clients.confirm_primary()
             except LogError as exc:
                 self._fail_tails(exc, followed)
             except RedisError as exc:

@@ -8,8 +8,8 @@ Three deployments, one URL setting (``--redis`` / ``SSEGATE_REDIS_URL``):
   which follows ``MOVED``/``ASK`` and finds a promoted replica after a failover by itself.
 * ``redis+cluster://host:port[,host:port]``: a cluster, said outright (no probe; several seed nodes).
 * ``redis+sentinel://[:password@]host:port[,host:port]/service[/db]``: a Sentinel-managed primary;
-  the sentinels are asked for the current primary of ``service`` on every new connection, so a
-  Sentinel failover is followed on reconnect.
+  the sentinels are asked for the current primary of ``service`` on every new connection, and
+  again before each write (:meth:`Clients.confirm_primary`): a failover is followed at once.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.utils import str_if_bytes
 
 from ssegate.errors import SettingsError
 
@@ -48,6 +49,13 @@ class Clients:
     follower: Any
     cluster: bool
     others: list[Any] = field(default_factory=list)  # more clients of ours: Sentinel's to the sentinels
+    sentinel: _SentinelPrimary | None = None
+
+    async def confirm_primary(self) -> None:
+        """Under Sentinel, make sure the next command goes to the primary the sentinels name now
+        (one round trip to a sentinel); otherwise nothing."""
+        if self.sentinel is not None:
+            await self.sentinel.confirm()
 
     async def aclose(self) -> None:
         # types-redis predates aclose(); close() is deprecated (and warnings are errors).
@@ -92,6 +100,54 @@ def _cluster(url: str, options: dict[str, Any], socket_timeout: float, max_conne
     )
 
 
+class _Sentinel(Sentinel):
+    """Asks for the primary the way Sentinel's client protocol says: GET-MASTER-ADDR-BY-NAME.
+
+    redis-py reads SENTINEL MASTERS, whose record moves to the promoted replica only when the
+    failover ends; GET-MASTER-ADDR-BY-NAME names it as soon as it is promoted (tens of ms before,
+    in tests): writes made in between went to the old primary and were lost."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        for n, sentinel in enumerate(self.sentinels):
+            try:
+                address = await sentinel.sentinel_get_master_addr_by_name(service_name)  # type: ignore[no-untyped-call]
+            except RedisError:
+                continue
+            if address:
+                self.sentinels[0], self.sentinels[n] = sentinel, self.sentinels[0]  # ask it first
+                return str_if_bytes(address[0]), int(address[1])
+        raise MasterNotFoundError(f"no sentinel names a primary for {service_name!r}")
+
+
+class _SentinelPrimary:
+    """The primary the sentinels name, checked before writes and by an idle follower.
+
+    redis-py asks the sentinels only when it opens a connection (or when the old primary refuses
+    a write, READONLY). After a failover that leaves the old primary running (SENTINEL FAILOVER,
+    a partition that heals), it stays a writable primary until a sentinel turns it into a replica,
+    about ten seconds later in tests, and the pooled connections to it keep working: appends it
+    acknowledged in between were lost when it resynced from the new primary, and a follower that
+    had connected to the new one never saw them (a viewer hung in 1 of 3 CI runs)."""
+
+    def __init__(self, sentinel: Sentinel, service: str, pools: list[Any]) -> None:
+        self._sentinel = sentinel
+        self._service = service
+        self._pools = pools  # SentinelConnectionPool: the command client's and the follower's
+
+    async def confirm(self) -> None:
+        try:
+            address = await self._sentinel.discover_master(self._service)
+        except RedisError:
+            return  # no sentinel answers: the primary we know is all we have (its errors tell)
+        for pool in self._pools:
+            if pool.master_address is not None and pool.master_address != address:
+                # What redis-py does when a new connection finds the primary moved, plus the
+                # connections in use: each is dropped when released, not reused.
+                pool.master_address = address
+                await pool.disconnect(inuse_connections=False)
+                await pool.update_active_connections_for_reconnect()
+
+
 def _sentinel(url: str, timeout: float, block: float, max_connections: int) -> Clients:
     rest = url[len(SENTINEL_SCHEME) :]
     netloc, _, path = rest.partition("/")
@@ -101,10 +157,11 @@ def _sentinel(url: str, timeout: float, block: float, max_connections: int) -> C
         raise SettingsError(f"Sentinel URL {url!r} names no service: redis+sentinel://host:port/service[/db]")
     service, db = parts[0], int(parts[1]) if len(parts) > 1 else 0
     options = {**_base_options(timeout), "retry": Retry(NoBackoff(), 0), "db": db, "password": password}
-    sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
+    sentinel = _Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
     redis = sentinel.master_for(service, socket_timeout=timeout, max_connections=max_connections, **options)
     follower = sentinel.master_for(service, socket_timeout=block + timeout, **options)
-    return Clients(redis, follower, cluster=False, others=list(sentinel.sentinels))
+    primary = _SentinelPrimary(sentinel, service, [redis.connection_pool, follower.connection_pool])
+    return Clients(redis, follower, cluster=False, others=list(sentinel.sentinels), sentinel=primary)
 
 
 async def _is_cluster(url: str, timeout: float) -> bool:  # noqa: ASYNC109 (socket time-out)
