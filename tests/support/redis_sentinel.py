@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.redis_cluster import ServerProcess, start_serving
+from tests.support.redis_process import ServerProcess, start_serving
 from tests.support.servers import free_port
 
 SERVICE = "ssegate-primary"

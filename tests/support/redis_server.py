@@ -9,17 +9,16 @@ back with every acknowledged write. Import the fixtures into a ``conftest.py`` t
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
-import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.redis_process import ServerProcess, start_serving
 from tests.support.servers import free_port
 
 REDIS_SERVER = "redis-server"
-_READY = "Ready to accept connections"
 _START_TIMEOUT = 10.0
 
 
@@ -33,45 +32,34 @@ class RedisServer:
             pytest.fail(f"{REDIS_SERVER} is not installed: run `make test`, which installs it", pytrace=False)
         self._binary = binary
         self._dir = tempfile.TemporaryDirectory(prefix="ssegate-redis-")
-        self._process: subprocess.Popen[str] | None = None
-        self._drainer: threading.Thread | None = None
-        for attempt in range(3):  # another worker may take the free port before redis binds it
-            self.port = free_port()
-            self.url = f"redis://127.0.0.1:{self.port}/0"
-            try:
-                self.start()
-                return
-            except RuntimeError:
-                if attempt == 2:
-                    raise
+        deadline = time.monotonic() + _START_TIMEOUT
+        self._server: ServerProcess | None = start_serving(lambda: self._serve_on(free_port()), deadline)
+        self.port = self._server.port
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def _serve_on(self, port: int) -> ServerProcess:
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", self._dir.name, "--save", ""]
+        if self.persistent:  # every acknowledged write survives a kill
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:  # a restart comes back empty, as a cache-only Redis does
+            args += ["--appendonly", "no"]
+        return ServerProcess(self._binary, args, port)
 
     def start(self) -> None:
-        command = [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir.name]
-        if self.persistent:  # every acknowledged write survives a kill
-            command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
-        else:  # a restart comes back empty, as a cache-only Redis does
-            command += ["--save", "", "--appendonly", "no"]
-        command += ["--daemonize", "no", "--loglevel", "notice"]
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        ready = threading.Event()
-        # Drain the log for the server's whole life: a full pipe would block redis-server.
-        drainer = threading.Thread(target=_drain, args=(process, ready), daemon=True)
-        drainer.start()
-        if not ready.wait(_START_TIMEOUT) or process.poll() is not None:
-            _stop(process, drainer)
-            raise RuntimeError(f"redis-server on port {self.port} did not start (exit {process.poll()})")
-        self._process, self._drainer = process, drainer
+        """Start it again after :meth:`kill`, on the same port (clients reconnect to its URL)."""
+        server = self._serve_on(self.port)
+        try:
+            server.wait_started(time.monotonic() + _START_TIMEOUT)
+        except RuntimeError:
+            server.kill()
+            raise
+        self._server = server
 
     def kill(self) -> None:
         """Stop the server abruptly (SIGKILL): its data is gone, as after a crash."""
-        if self._process is not None and self._drainer is not None:
-            _stop(self._process, self._drainer)
-            self._process = self._drainer = None
+        if self._server is not None:
+            self._server.kill()
+            self._server = None
 
     def restart(self) -> None:
         self.kill()
@@ -80,22 +68,6 @@ class RedisServer:
     def close(self) -> None:
         self.kill()
         self._dir.cleanup()
-
-
-def _stop(process: subprocess.Popen[str], drainer: threading.Thread) -> None:
-    process.kill()
-    process.wait()
-    drainer.join()  # the pipe is at EOF once the process is gone
-    assert process.stdout is not None
-    process.stdout.close()
-
-
-def _drain(process: subprocess.Popen[str], ready: threading.Event) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        if _READY in line:
-            ready.set()
-    ready.set()  # exited (e.g. port taken): the starter sees poll() is not None
 
 
 @pytest.fixture(scope="session")
