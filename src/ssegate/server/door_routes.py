@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -83,15 +83,39 @@ def _answer(
     return CollectedAnswer(app, dialect.door, generation_id, render, dict(headers))  # type: ignore[return-value]
 
 
-def _started_answer(request: Request, app: AppState, dialect: Dialect, started: Started) -> Response:
-    """A door's POST: the started (or replayed) generation's answer."""
+# A door's request body, parsed in its dialect.
+_Parsed = TypeVar("_Parsed", openai_chat.ChatRequest, anthropic_messages.MessagesRequest)
+
+
+async def _post_answer(
+    request: Request, parse: Callable[..., _Parsed], dialect_of: Callable[[_Parsed], Dialect]
+) -> Response:
+    """A door's POST: the body parsed in its dialect, the generation started (or, for a retry, the
+    earlier attempt's found), and its answer in ``dialect_of(parsed)``."""
+    app = state_of(request)
+    body = await read_json_body(request, app.settings.max_body_bytes)
+    parsed = parse(body, max_tokens_limit=app.settings.max_tokens)
+    dialect = dialect_of(parsed)
+    started = await start_generation(
+        request,
+        app,
+        parsed.generation,
+        parsed.provider,
+        stream=parsed.stream,
+        body=body,
+        status_of=dialect.door.start_status,
+    )
     headers = list(_start_headers(started).items())
     return _answer(app, dialect, started.generation_id, started.ticket, _cursor(request, started), headers)
 
 
-async def _read_answer(request: Request, app: AppState, dialect: Dialect, generation_id: str) -> Response:
-    """A door's GET of a known generation: with ``Accept: text/event-stream`` its events from
-    ``Last-Event-ID`` on, else the whole answer (waiting for its end)."""
+async def _read_answer(request: Request, dialect: Dialect, id_param: str, id_prefix: str) -> Response:
+    """A door's GET of a generation (its id in path parameter ``id_param``): with ``Accept:
+    text/event-stream`` its events from ``Last-Event-ID`` on, else the whole answer (waiting for
+    its end)."""
+    app = state_of(request)
+    generation_id = generation_id_from(request.path_params[id_param], id_prefix)
+    await known_generation(request, app, generation_id)
     headers = [("x-generation-id", generation_id)]
     if not wants_event_stream(request):
         return _answer(app, dialect, generation_id, None, _FROM_START, headers)
@@ -114,30 +138,15 @@ def _openai(include_usage: bool) -> Dialect:
 
 @OPENAI.endpoint
 async def chat_completions(request: Request) -> Response:
-    app = state_of(request)
-    body = await read_json_body(request, app.settings.max_body_bytes)
-    chat = openai_chat.parse_request(body, max_tokens_limit=app.settings.max_tokens)
-    started = await start_generation(
-        request,
-        app,
-        chat.generation,
-        chat.provider,
-        stream=chat.stream,
-        body=body,
-        status_of=OPENAI.start_status,
-    )
-    return _started_answer(request, app, _openai(chat.include_usage), started)
+    return await _post_answer(request, openai_chat.parse_request, lambda chat: _openai(chat.include_usage))
 
 
 @OPENAI.endpoint
 async def chat_completion(request: Request) -> Response:
     """``GET /v1/chat/completions/{id}``: the completion (waiting for its end), or with
     ``Accept: text/event-stream`` its chunks from ``Last-Event-ID`` on (``?include_usage=true``)."""
-    app = state_of(request)
-    generation_id = generation_id_from(request.path_params["completion_id"], openai_chat.ID_PREFIX)
-    await known_generation(request, app, generation_id)
     include_usage = request.query_params.get("include_usage", "").lower() in ("1", "true")
-    return await _read_answer(request, app, _openai(include_usage), generation_id)
+    return await _read_answer(request, _openai(include_usage), "completion_id", openai_chat.ID_PREFIX)
 
 
 @OPENAI.endpoint
@@ -164,29 +173,14 @@ _ANTHROPIC = Dialect(
 
 @ANTHROPIC.endpoint
 async def messages(request: Request) -> Response:
-    app = state_of(request)
-    body = await read_json_body(request, app.settings.max_body_bytes)
-    parsed = anthropic_messages.parse_request(body, max_tokens_limit=app.settings.max_tokens)
-    started = await start_generation(
-        request,
-        app,
-        parsed.generation,
-        parsed.provider,
-        stream=parsed.stream,
-        body=body,
-        status_of=ANTHROPIC.start_status,
-    )
-    return _started_answer(request, app, _ANTHROPIC, started)
+    return await _post_answer(request, anthropic_messages.parse_request, lambda _parsed: _ANTHROPIC)
 
 
 @ANTHROPIC.endpoint
 async def message(request: Request) -> Response:
     """``GET /v1/messages/{id}``: the message (waiting for its end), or with
     ``Accept: text/event-stream`` its events from ``Last-Event-ID`` on."""
-    app = state_of(request)
-    generation_id = generation_id_from(request.path_params["message_id"], anthropic_messages.ID_PREFIX)
-    await known_generation(request, app, generation_id)
-    return await _read_answer(request, app, _ANTHROPIC, generation_id)
+    return await _read_answer(request, _ANTHROPIC, "message_id", anthropic_messages.ID_PREFIX)
 
 
 UI = Door(name=ai_sdk_ui.NAME, error_body=ai_sdk_ui.error_body, error_event=ai_sdk_ui.error_event)
