@@ -115,6 +115,22 @@ class RedisClusterServers:
                     return node
         raise LookupError(f"no live replica of port {primary.port}")
 
+    def describe(self) -> str:
+        """Each node's port, role and cluster state as it says now (for a failure's message)."""
+        said = []
+        for node in self.nodes:
+            if not node.alive:
+                said.append(f"{node.port} dead")
+                continue
+            try:
+                with node.client() as client:
+                    role = client.info("replication")["role"]
+                    state = client.cluster("INFO")["cluster_state"]
+            except redis.RedisError as exc:
+                role, state = "?", repr(exc)
+            said.append(f"{node.port} {role} {state}")
+        return ", ".join(said)
+
     def close(self) -> None:
         for node in self.nodes:
             node.kill()
