@@ -105,7 +105,7 @@ class Plan:
             w1_warmup=0.3,
             w1_window=1,
             w2_subs=20,
-            w2_rates=(20, 40),
+            w2_rates=(40,),  # one step a target (each ~4 s): the search is unit-tested (step_up)
             w2_warmup=0.3,
             w2_window=1,
             w3_conns=100,
