@@ -157,6 +157,12 @@ async def _read_through_failover(log: RedisEventLog, stream: str, deadline: floa
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.skip(
+    reason="flaky (1 in ~30 runs on a shared machine): every append after the kill got "
+    "StreamNotFound for 60 s on a healthy cluster. Reproduced by starting a plain redis-server on "
+    "the killed primary's port: the cluster client keeps sending the slot there (it answers, so no "
+    "topology refresh). Needs the fixture to hold a killed node's port; see the failover report"
+)
 async def test_cluster_log_primary_killed_mid_stream_viewers_resume_exactly_or_reset(
     private_redis_cluster: RedisClusterServers,
 ) -> None:
