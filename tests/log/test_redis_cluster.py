@@ -137,6 +137,10 @@ async def test_cluster_log_admit_counts_each_limit_in_its_own_slot(
             assert [w == 0 for w in waits] == [True, True, True, False]
 
 
+async def _close_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
 async def _read_through_failover(log: RedisEventLog, stream: str, deadline: float) -> list[ReadResult]:
     """A viewer: reads on from its last id until the end; a LogError (the failover) is retried."""
     results: list[ReadResult] = []
@@ -157,12 +161,6 @@ async def _read_through_failover(log: RedisEventLog, stream: str, deadline: floa
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.skip(
-    reason="flaky (1 in ~30 runs on a shared machine): every append after the kill got "
-    "StreamNotFound for 60 s on a healthy cluster. Reproduced by starting a plain redis-server on "
-    "the killed primary's port: the cluster client keeps sending the slot there (it answers, so no "
-    "topology refresh). Needs the fixture to hold a killed node's port; see the failover report"
-)
 async def test_cluster_log_primary_killed_mid_stream_viewers_resume_exactly_or_reset(
     private_redis_cluster: RedisClusterServers,
 ) -> None:
@@ -186,6 +184,10 @@ async def test_cluster_log_primary_killed_mid_stream_viewers_resume_exactly_or_r
         replica = cluster.replica_of(primary)
 
         primary.kill()
+        # Held, as a dead node's port (every connection closed at once): a server another test
+        # starts on a free port could take it, and the cluster client would send the slot there
+        # (it answers, so no topology refresh): StreamNotFound for the rest of the test, once.
+        holder = await asyncio.start_server(_close_at_once, "127.0.0.1", primary.port)
         killed_at = loop.time()
         failures: list[str] = []  # what the producer heard, should this fail again (once did in CI)
         n = 20
@@ -209,6 +211,8 @@ async def test_cluster_log_primary_killed_mid_stream_viewers_resume_exactly_or_r
                 assert loop.time() < deadline
                 await asyncio.sleep(0.05)
         results = await asyncio.gather(*viewers)
+    holder.close()
+    await holder.wait_closed()
     assert cluster.primary_of(f"ssegate:{{{stream}}}:log") is replica  # promoted: a real failover
 
     assert_no_silent_gap(results, landed)
