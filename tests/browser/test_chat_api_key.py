@@ -28,7 +28,7 @@ from tests.browser.test_chat_page import (
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 KEY = "web-key-0123456789"
 

@@ -11,7 +11,7 @@ from tests.browser.test_chat_page import browser, open_chat, send, ssegate, wait
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 # The demo model's answer to this prompt holds a three-line Python code block.
 CODE_PROMPT = "Show me some code"

@@ -26,7 +26,7 @@ from tests.support.npm import ROOT, node_modules
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 AXE_PROJECT = ROOT / "tests" / "browser" / "axe"
 SLOW = {"demo_tokens_per_second": 40.0}  # an answer streams for seconds: time to look at it

@@ -15,15 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Page
 
 from ssegate.codec import Event, EventStreamParser
 from ssegate.config import Settings
 from ssegate.server.app import create_app
-from tests.support.browser import chromium
 from tests.support.servers import serve_asgi
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 # Fast enough for a quick suite, slow enough that "mid-stream" lasts a few seconds for /long.
 DEMO_PACE = {"demo_ttft": 0.05, "demo_tokens_per_second": 250.0}
@@ -38,10 +38,12 @@ async def ssegate(**overrides: Any) -> AsyncIterator[str]:
         yield base_url
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as running:
-        yield running
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(module_chromium: Browser) -> AsyncIterator[Browser]:
+    """The module's Chromium; the pages a test opened (each in a context of its own) close after it."""
+    yield module_chromium
+    for context in module_chromium.contexts:
+        await context.close()
 
 
 class CuttableProxy:

@@ -17,7 +17,7 @@ from tests.browser.test_chat_page import LAST_ANSWER, browser, open_chat, send, 
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 RATE = 40.0  # the demo model's pace, tokens per second
 # The page measures wall-clock time on a busy shared machine: a wide band, which the replayed

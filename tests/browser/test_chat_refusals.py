@@ -16,7 +16,7 @@ from tests.browser.test_chat_page import LAST_ANSWER, browser, open_chat, send, 
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
 async def test_chat_page_explains_its_own_rate_limit_at_once(browser: Browser) -> None:

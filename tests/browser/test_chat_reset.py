@@ -30,7 +30,7 @@ from tests.browser.test_chat_page import (
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 # Epochs are 10 base-36 characters chosen at random: this one is valid in form, unknown to the log.
 FOREIGN_EPOCH = "zzzzzzzzzz"

@@ -14,7 +14,7 @@ from tests.support.metrics import total
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 ALL_DONE = (
     "window.__ssegate.answers().length >= 2 && "

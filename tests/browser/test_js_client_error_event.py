@@ -27,7 +27,7 @@ from tests.support.servers import serve_asgi
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 FAILURE = {"code": "upstream_error", "message": "the model is down", "retryable": True}
 

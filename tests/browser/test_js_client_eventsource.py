@@ -16,7 +16,7 @@ from tests.browser.test_chat_page import browser, ssegate
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 # window.__opens counts connections the client opened; window.__first resolves with the first event.
 SUBSCRIBE = """async (url) => {

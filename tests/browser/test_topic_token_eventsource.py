@@ -10,7 +10,7 @@ from tests.security.test_topic_auth import minted, publish_as, topic_server
 
 __all__ = ["browser"]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 # window.__opened resolves with "open" once the stream is open, or "closed" when the browser gives
 # up on the URL (an HTTP error closes an EventSource for good); window.__first with the first message.
