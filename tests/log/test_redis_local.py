@@ -14,6 +14,7 @@ from ssegate.errors import LogError
 from ssegate.log.base import LogEntry
 from ssegate.log.redis import RedisEventLog
 from tests.log.conformance import RETENTION, follow
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -202,3 +203,29 @@ async def test_two_publishers_appending_one_stream_in_every_loop_turn_lose_nothi
             assert [e.id for e in seen.entries] == ids
         for entries in seen_by_readers:
             assert [e.id for e in entries] == ids
+
+
+async def test_a_local_listener_hears_when_redis_goes_away(private_redis: RedisServer) -> None:
+    """A tail fed by this process's own appends is not in the XREAD, but its viewers must hear
+    of an outage as soon as the follower does (else they wait, silent, for a producer that
+    cannot append): the listener is called with ``None``, and reading the tail raises."""
+    stream = _name()
+    async with RedisEventLog(private_redis.url) as log:
+        await log.create(stream, RETENTION)
+        first = await log.append(stream, "text", "0")
+        heard = asyncio.Event()
+        seen = Seen()
+
+        def listener(entry: LogEntry | None) -> None:
+            seen(entry)
+            if entry is None:
+                heard.set()
+
+        log.listen(stream, listener, first.id)
+        await log.append(stream, "text", "1")
+        assert log._tails[stream].local  # fed from our appends, out of the XREAD
+        await asyncio.to_thread(private_redis.kill)
+        async with asyncio.timeout(8):  # the follower's block (5 s) at most
+            await heard.wait()
+        with pytest.raises(LogError):
+            await log.read(stream, first.id, wait=1.0)

@@ -1070,6 +1070,7 @@ class RedisEventLog:
     async def _follow_loop(self, shard: _Shard) -> None:
         """One blocking XREAD at a time over the shard's streams (never keys of two slots)."""
         wake_id = "0-0"
+        failures = 0  # in a row: the back-off after a failed XREAD
         while not self._closed:
             shard.wanted.clear()
             followed = self._followed(shard)
@@ -1093,12 +1094,25 @@ class RedisEventLog:
                 wake_id = self._deliver(reply or [], by_key, shard.wake_key, wake_id)
                 if not reply:  # a quiet block: under Sentinel, are we blocking on the old primary?
                     await clients.confirm_primary()
+            # Redis unreachable: every tail of the shard fails, those fed by our own appends too
+            # (their viewers would otherwise never hear of the outage; and with a tail left, this
+            # loop would retry the XREAD at once, over and over, for the outage's length).
             except LogError as exc:
-                self._fail_tails(exc, followed)
+                self._fail_tails(exc, self._tails_of(shard))
             except RedisError as exc:
-                self._fail_tails(_failed("follow streams", exc), followed)
+                self._fail_tails(_failed("follow streams", exc), self._tails_of(shard))
             except Exception as exc:  # a malformed entry must fail the waiters, not strand them
                 self._fail_tails(LogError(f"event log (Redis) could not decode a stream: {exc!r}"), followed)
+            else:
+                failures = 0
+                continue
+            # Tails made again by new readers during an outage would have this loop retry at once,
+            # thousands of connects a second: it backs off, to 1 s (aclose cancels the wait).
+            failures += 1
+            await asyncio.sleep(min(1.0, 0.05 * 2**failures))
+
+    def _tails_of(self, shard: _Shard) -> dict[str, Tail]:
+        return {name: tail for name in shard.streams if (tail := self._tails.get(name)) is not None}
 
     def _deliver(self, reply: list[Any], by_key: dict[str, Tail], wake_key: str, wake_id: str) -> str:
         """Hand XREAD's entries to their tails and wake the waiters; returns the new wake-stream id."""
