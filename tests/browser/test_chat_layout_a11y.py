@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
 from tests.browser.test_chat_page import LAST_ANSWER, browser, open_chat, send, ssegate, wait_for_end
 from tests.support.npm import ROOT, node_modules
@@ -215,4 +215,5 @@ async def test_chat_page_keyboard_order_skip_link_and_stop(browser: Browser) -> 
         answer = await wait_for_end(page)
         assert answer["state"] == "cancelled"
         await page.wait_for_function("document.activeElement?.id === 'prompt'")
-        assert await content.get_attribute("aria-busy") == "false"
+        # The answer is repainted at the next animation frame after its state ends.
+        await expect(content).to_have_attribute("aria-busy", "false", timeout=5000)
