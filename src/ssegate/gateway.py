@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -416,9 +417,9 @@ class Gateway:
                         if first is not None and not first.done():
                             first.set_result(None)
 
-                    if self._live_log is not None and stream_into is not None:
+                    if stream_into is not None and (self._live_log is not None or out.queueing):
                         done = await self._produce_pushed(
-                            key, stream_into, request, mapper, self._live_log, on_first_event
+                            stream_into, request, mapper, *self._pushing(key, out), on_first_event
                         )
                     else:
                         stream = provider.stream(request)
@@ -571,13 +572,25 @@ class Gateway:
                 if event == "usage":
                     await out.set_meta({"usage": _json(data)})
 
+    def _pushing(
+        self, key: str, out: DurableAppender
+    ) -> tuple[Callable[[str, str], object], Callable[[dict[str, str]], None]]:
+        """How a pushing producer appends an event and sets metadata without a coroutine: straight
+        into the embedded log, or queued to Redis through the appender (no round trip waited per
+        token: the appender hears how each went, in order)."""
+        if self._live_log is not None:
+            return functools.partial(self._live_log.append_now, key), functools.partial(
+                self._live_log.set_meta_now, key
+            )
+        return out.push, out.push_meta
+
     async def _produce_pushed(
         self,
-        key: str,
         stream_into: Callable[[GenerationRequest, Callable[[ProviderEvent], None]], Awaitable[None]],
         request: GenerationRequest,
         mapper: _WireMapper,
-        log: ListenableLog,
+        append: Callable[[str, str], object],
+        set_meta: Callable[[dict[str, str]], None],
         on_first_event: Callable[[], None],
     ) -> dict[str, Any] | None:
         """:meth:`_produce_pulled` with each event logged as the provider hands it over, from the
@@ -586,7 +599,6 @@ class Gateway:
         finished: list[dict[str, Any]] = []
         ours: list[BaseException] = []  # what deliver raised: our failure, not the upstream's
         started: list[bool] = []  # the first event came: the start deadline is lifted
-        append = log.append_now
 
         def deliver(provider_event: ProviderEvent) -> None:
             if finished:
@@ -598,15 +610,15 @@ class Gateway:
                 if type(provider_event) is TextDelta:  # nearly every event: no mapping list
                     if provider_event.text:
                         mapper.streamed += 1
-                        append(key, "text", _json(_text_data(provider_event.text)))
+                        append("text", _json(_text_data(provider_event.text)))
                     return
                 for event, data in mapper.map(provider_event):
                     if event == "done":
                         finished.append(data)
                         return
-                    append(key, event, _json(data))
+                    append(event, _json(data))
                     if event == "usage":
-                        log.set_meta_now(key, {"usage": _json(data)})
+                        set_meta({"usage": _json(data)})
             except BaseException as exc:
                 ours.append(exc)
                 raise

@@ -9,6 +9,7 @@ back with every acknowledged write. Import the fixtures into a ``conftest.py`` t
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -60,6 +61,16 @@ class RedisServer:
         if self._server is not None:
             self._server.kill()
             self._server = None
+
+    def freeze(self) -> None:
+        """Stop the server without closing anything (SIGSTOP): commands sent meanwhile wait in its
+        socket buffers and run on :meth:`thaw`, after their clients may have given up on them."""
+        assert self._server is not None
+        self._server.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._server is not None
+        self._server.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.kill()

@@ -19,6 +19,15 @@ producer hands each event to a :class:`DurableAppender`, which
   :class:`~ssegate.errors.LogUnavailable`. :meth:`~DurableAppender.rearm` tries again (to record
   how the generation ended once the log is back).
 
+Over a log that queues appends (Redis, a :class:`~ssegate.log.base.QueueingLog`) nothing waits for
+an append to land: :meth:`~DurableAppender.push` hands it over from the upstream socket's callback,
+:meth:`~DurableAppender.append` too (it waits only while ``buffer`` events are in flight), and the
+replies come back in order. So a producer no longer waits a round trip per event (W4 over Redis),
+and what it learns late it acts on at its next call: a stream ended elsewhere raises there, and a
+failed append puts it, and every later one, in the outage queue above, in order.
+:meth:`~DurableAppender.set_meta` and :meth:`~DurableAppender.drain` wait for what is in flight, so
+the metadata never runs ahead of the events it describes.
+
 One writer per stream (a generation's producer): its own entries are what tell a landed append
 from a lost one. A terminal event appended by someone else (a cancel from another process) ends
 it with :class:`~ssegate.errors.StreamClosed`, as a direct append would.
@@ -36,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ssegate.errors import LogError, LogUnavailable, StreamClosed, StreamExists, StreamNotFound
-from ssegate.log.base import EventLog, Retention, make_entry
+from ssegate.log.base import EventLog, LogEntry, QueueingLog, Retention, make_entry
 
 __all__ = ["DurableAppender", "OutagePolicy"]
 
@@ -107,17 +116,62 @@ class DurableAppender:
         self._progress = asyncio.Event()  # set when the queue shrinks or the flusher stops
         self._on_trouble = on_trouble
         self.outages = 0  # how many times the log failed under this appender (for tests, metrics)
+        # A log that queues appends: the events handed to it whose replies have not come yet.
+        self._queueing = log if isinstance(log, QueueingLog) else None
+        self._sent: collections.deque[_Event] = collections.deque()
+        self._replied = self._on_reply  # bound once: handed over with every append
+        self._meta_tasks: set[asyncio.Task[None]] = set()  # push_meta's, awaited by drain
 
     @property
     def buffered(self) -> int:
         """Operations waiting for the log."""
         return len(self._pending)
 
+    @property
+    def queueing(self) -> bool:
+        """Whether :meth:`push` can be used (the log takes appends without waiting)."""
+        return self._queueing is not None
+
     # -- what the producer calls --------------------------------------------------------------
+
+    def push(self, event: str, data: str, *, terminal: bool = False) -> None:
+        """Hand an event over without waiting, on a log that queues appends (from the upstream
+        socket's callback). Raises what is known by now: the stream ended elsewhere
+        (:class:`StreamClosed`), or the log stayed away too long or the outage queue is full
+        (:class:`LogUnavailable`: a callback cannot wait for room)."""
+        self._check()
+        assert self._queueing is not None, "push() needs a log that queues appends"
+        if self._pending:  # an outage is under way: behind it, in order
+            make_entry("check", 1, event, data)  # unencodable: fail here, as a direct append would
+            if len(self._pending) >= self._policy.buffer:
+                raise LogUnavailable(
+                    f"the event log is away and {self._policy.buffer} events are waiting for it"
+                )
+            self._queue((event, data, terminal))
+            return
+        self._queueing.append_soon(self._stream, event, data, terminal=terminal, landed=self._replied)
+        self._sent.append((event, data, terminal))
+
+    def push_meta(self, fields: dict[str, str]) -> None:
+        """:meth:`set_meta` without waiting (from a socket callback); :meth:`drain` waits for it."""
+        task = asyncio.get_running_loop().create_task(self._meta_soon(fields))
+        self._meta_tasks.add(task)
+        task.add_done_callback(self._meta_tasks.discard)
+
+    async def _meta_soon(self, fields: dict[str, str]) -> None:
+        with contextlib.suppress(StreamClosed, LogUnavailable):  # the next push or drain raises it
+            await self.set_meta(fields)
 
     async def append(self, event: str, data: str, *, terminal: bool = False) -> None:
         """Append now, or queue behind an outage. Raises only before queuing: the stream ended
-        elsewhere (:class:`StreamClosed`) or the log stayed away too long (:class:`LogUnavailable`)."""
+        elsewhere (:class:`StreamClosed`) or the log stayed away too long (:class:`LogUnavailable`).
+        On a log that queues appends it does not wait for this one to land (see :meth:`push`), only
+        while ``buffer`` events are in flight."""
+        if self._queueing is not None:
+            self.push(event, data, terminal=terminal)
+            while len(self._sent) + len(self._pending) > self._policy.buffer and self._failure is None:
+                await self._wait_progress()
+            return
         self._check()
         if not self._pending:
             try:
@@ -138,6 +192,7 @@ class DurableAppender:
     async def set_meta(self, fields: dict[str, str]) -> None:
         """Merge metadata now, or queue it behind an outage (in order with the events)."""
         self._meta.update(fields)
+        await self._settled()
         self._check()
         if not self._pending:
             try:
@@ -149,9 +204,36 @@ class DurableAppender:
 
     async def drain(self) -> None:
         """Wait until everything handed over is in the log; raises what stopped that."""
-        while self._pending and self._failure is None:
-            await self._wait_progress()
+        while (self._pending or self._sent or self._meta_tasks) and self._failure is None:
+            if self._meta_tasks and not self._pending and not self._sent:
+                await asyncio.wait(set(self._meta_tasks))
+            else:
+                await self._wait_progress()
         self._check()
+
+    async def _settled(self) -> None:
+        """Wait for the replies to the appends in flight (see :meth:`push`)."""
+        while self._sent and self._failure is None:
+            await self._wait_progress()
+
+    def _on_reply(self, reply: LogEntry | Exception) -> None:
+        """An in-flight append's outcome (in the order they were handed over)."""
+        event, data, terminal = self._sent.popleft()
+        if isinstance(reply, LogEntry):
+            self._landed(event, data, reply.id)
+        elif isinstance(reply, StreamClosed):
+            if self._failure is None:
+                self._failure = reply  # the next push, set_meta or drain raises it
+        elif isinstance(reply, LogError):
+            # It and every later event go to the outage queue, in order (the log sends none of
+            # this stream's that were queued behind it: see QueueingLog).
+            self._trouble(reply, may_have_landed=not isinstance(reply, StreamNotFound))
+            self._queue((event, data, terminal))
+        else:  # not the log's: a bug; the generation must end, not hang
+            logger.error("appending to %s failed: %r", self._stream, reply)
+            if self._failure is None:
+                self._failure = LogUnavailable(f"appending failed: {reply!r}")
+        self._progress.set()  # for set_meta, drain and a full buffer (cheap when already set)
 
     def rearm(self, limit: float, max_retry: float = 2.0) -> None:
         """After :class:`LogUnavailable`: keep trying for up to ``limit`` s more, retrying at most
@@ -273,14 +355,20 @@ class DurableAppender:
             await self._log.expire(self._stream, 0)
             self._lost = True
             return
+        # Several may have been in flight (a log that queues appends): the ones that landed are
+        # the first of the queue, in order.
         entries = result.entries
-        head = self._pending[0] if self._pending else None
-        if entries and isinstance(head, tuple) and (entries[0].event, entries[0].data) == head[:2]:
+        while entries and self._pending:
+            head = self._pending[0]
+            if not isinstance(head, tuple) or (entries[0].event, entries[0].data) != head[:2]:
+                break
             self._pending.popleft()
             self._landed(head[0], head[1], entries[0].id)
             entries = entries[1:]
         if entries:
             raise StreamClosed(f"stream {self._stream!r} was ended elsewhere")
+        if result.entries and self._pending and not result.closed:
+            return  # a full batch matched: read on from there at the next step (still verifying)
         self._verify = False
 
     async def _recreate(self) -> None:

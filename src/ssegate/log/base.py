@@ -24,9 +24,11 @@ from ssegate.errors import StreamClosed, StreamExists, StreamNotFound
 
 __all__ = [
     "EventLog",
+    "Landed",
     "ListenableLog",
     "LiveFeed",
     "LogEntry",
+    "QueueingLog",
     "ReadResult",
     "Retention",
     "StreamClosed",
@@ -166,6 +168,25 @@ class ListenableLog(LiveFeed, Protocol):
     def append_now(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry: ...
 
     def set_meta_now(self, stream: str, fields: dict[str, str]) -> None: ...
+
+
+# What a queued append's reply is handed to: the entry as it landed, or why it did not.
+Landed = Callable[[LogEntry | Exception], None]
+
+
+@runtime_checkable
+class QueueingLog(Protocol):
+    """A log across the network (Redis) that takes an append without waiting for it to land: a
+    producer keeps several in flight instead of waiting a round trip for each.
+
+    ``append_soon`` raises at once only for what can be known here (an event SSE cannot carry, a
+    closed log); how the append went reaches ``landed``, called with the :class:`LogEntry` or the
+    error, in the order the appends were queued. After an append of a stream fails (any
+    :class:`~ssegate.errors.LogError` but :class:`~ssegate.errors.StreamClosed`), the appends of
+    that stream queued with a ``landed`` and not sent yet are not sent: they fail with the same
+    error, in order, so that nothing of the stream lands after a gap."""
+
+    def append_soon(self, stream: str, event: str, data: str, *, terminal: bool, landed: Landed) -> None: ...
 
 
 class EventLog(Protocol):

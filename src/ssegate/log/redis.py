@@ -78,7 +78,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
-from ssegate.log.base import LogEntry, ReadResult, Retention, make_entry, parse_id
+from ssegate.log.base import Landed, LogEntry, ReadResult, Retention, make_entry, parse_id
 from ssegate.log.cursor import new_epoch, resolve_cursor
 from ssegate.log.memory import DEFAULT_READ_BATCH
 from ssegate.log.redis_connect import Clients, connect
@@ -384,8 +384,9 @@ class _WentBack(Exception):
     """An append's sequence number is not past this process's last one: writes were lost."""
 
 
-# An append waiting for the next pipeline: its stream, keys, arguments, and where its reply goes.
-_QueuedAppend = tuple[str, list[str], list[str], "asyncio.Future[Any]"]
+# An append waiting for the next call: its stream, keys, arguments, and where its reply goes (the
+# future of a caller awaiting it, or the callback of a queued append, see append_soon).
+_QueuedAppend = tuple[str, list[str], list[str], "asyncio.Future[Any] | Landed"]
 # What the log makes of a landed append's reply (the caller's result), called in pipeline order.
 _Landed = Callable[[str, list[str], Any], Any]
 
@@ -435,14 +436,19 @@ class _AppendBatcher:
         self._connection: tuple[Any, Any] | None = None  # on one Redis: (connection, its pool)
 
     async def append(self, stream: str, keys: list[str], args: list[str]) -> Any:
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queue(stream, keys, args, reply)
+        return await reply
+
+    def queue(
+        self, stream: str, keys: list[str], args: list[str], reply: asyncio.Future[Any] | Landed
+    ) -> None:
+        """Queue an append for the next call; its reply goes to ``reply`` (see :meth:`_settle`)."""
         self._queued.append((stream, keys, args, reply))
         if self._sending is None:
             # Its first step runs after this turn's other appends have queued: one call for all.
             # Also the reference until done: the loop keeps only a weak one.
-            self._sending = loop.create_task(self._send_all())
-        return await reply
+            self._sending = asyncio.get_running_loop().create_task(self._send_all())
 
     async def _send_all(self) -> None:
         """Send what is queued, a call at a time, until nothing is: the appends queued while a call
@@ -489,6 +495,7 @@ class _AppendBatcher:
         return replies
 
     def _settle(self, batch: list[_QueuedAppend], replies: list[Any]) -> None:
+        failed: dict[str, LogError] = {}  # queued appends' streams that failed: hold the rest back
         for (stream, _keys, args, caller), reply in zip(batch, replies, strict=True):
             if isinstance(reply, RedisError):
                 reply = _failed("append", reply)
@@ -497,12 +504,41 @@ class _AppendBatcher:
                     reply = self._landed(stream, args, reply)
                 except Exception as exc:
                     reply = exc
-            if caller.done():
+            if not isinstance(caller, asyncio.Future):
+                if isinstance(reply, _WentBack):  # the queuing producer verifies what the log holds
+                    reply = LogError(f"the event log lost the latest writes to {stream!r} (a failover)")
+                if isinstance(reply, LogError) and not isinstance(reply, StreamClosed):
+                    failed.setdefault(stream, reply)
+                self._hand(caller, reply)
+            elif caller.done():
                 continue  # its caller was cancelled
-            if isinstance(reply, Exception):
+            elif isinstance(reply, Exception):
                 caller.set_exception(reply)
             else:
                 caller.set_result(reply)
+        if failed:
+            self._hold_back(failed)
+
+    def _hold_back(self, failed: dict[str, LogError]) -> None:
+        """The queued appends of streams whose append just failed are not sent (one landing after
+        the failed one would be a gap): each fails with its stream's error, in order."""
+        held = [
+            item for item in self._queued if item[0] in failed and not isinstance(item[3], asyncio.Future)
+        ]
+        if not held:
+            return
+        self._queued = [
+            item for item in self._queued if item[0] not in failed or isinstance(item[3], asyncio.Future)
+        ]
+        for stream, _keys, _args, landed in held:
+            self._hand(cast(Landed, landed), failed[stream])
+
+    @staticmethod
+    def _hand(landed: Landed, reply: Any) -> None:
+        try:
+            landed(reply)
+        except Exception:  # the producer's bug must not stop the other replies
+            logger.exception("an append's reply callback failed")
 
     async def _run(self, batch: list[_QueuedAppend]) -> list[Any]:
         """One script call per slot (one in all on a single Redis), in one pipeline under a
@@ -784,6 +820,15 @@ class RedisEventLog:
             # lost entry would go on after it unaware. A new epoch makes every old cursor reset.
             await self._script("rewind", keys, [new_epoch()])
             return await self.append(stream, event, data, terminal=terminal)
+
+    def append_soon(self, stream: str, event: str, data: str, *, terminal: bool, landed: Landed) -> None:
+        """:meth:`append` without waiting: it goes in the next call, its outcome to ``landed``
+        (see :class:`~ssegate.log.base.QueueingLog`). A producer keeps several in flight."""
+        make_entry("check", 1, event, data)
+        self._check_open()
+        self._append_count += 1
+        args = [event, data, "1" if terminal else "0", str(self._append_count)]
+        self._appends.queue(stream, self._keys(stream, "log", "state", "meta"), args, landed)
 
     def _landed(self, stream: str, args: list[str], reply: Any) -> LogEntry:
         """An append's reply, as it lands (in pipeline order): the entry, handed straight to this
