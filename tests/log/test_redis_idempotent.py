@@ -31,12 +31,14 @@ async def _replayed_appends_land_once(url: str, monkeypatch: pytest.MonkeyPatch)
         send = batcher._run
         interleave: list[str] = []
 
-        async def reply_lost_then_sent_again(batch: list[Any]) -> list[Any]:
-            await send(batch)  # ran on Redis; the reply never came back
+        async def reply_lost_then_sent_again(
+            batch: list[Any], commands: list[Any]
+        ) -> tuple[list[Any], list[Any]]:
+            await send(batch, [])  # the appends ran on Redis; the reply never came back
             for data in interleave:  # another process appends meanwhile
                 await other.append(stream, "text", data)
             interleave.clear()
-            return await send(batch)
+            return await send(batch, commands)
 
         monkeypatch.setattr(batcher, "_run", reply_lost_then_sent_again)
         appended = [await writer.append(stream, "text", str(n)) for n in range(3)]

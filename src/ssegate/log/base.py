@@ -92,6 +92,16 @@ def entry_fields(
     return (entry_id, seq, event, data, terminal, encode_fields(entry_id, event, data))
 
 
+def entry_after_encoding(
+    epoch: str, seq: int, event: str, data: str, terminal: bool, body: bytes
+) -> LogEntry:
+    """:func:`make_entry` when the event's own lines (``body``: ``encode_fields(None, event, data)``)
+    were encoded before its id was known: the Redis log checks an append at once and learns the id
+    from Redis's reply, and need not encode the event twice."""
+    entry_id = format_id(epoch, seq)
+    return LogEntry(entry_id, seq, event, data, terminal, b"id: %b\n%b" % (entry_id.encode(), body))
+
+
 # Why a cursor could not resume exactly (the ``reason`` of the ``reset`` event viewers receive).
 RESET_UNKNOWN_ID = "unknown_id"  # not an id this log makes
 RESET_OTHER_EPOCH = "epoch_changed"  # made by an earlier life of the stream (history was lost)

@@ -77,8 +77,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ssegate.codec.encoder import encode_fields
 from ssegate.errors import LogError, StreamClosed, StreamExists, StreamNotFound
-from ssegate.log.base import Landed, LogEntry, ReadResult, Retention, make_entry, parse_id
+from ssegate.log.base import (
+    Landed,
+    LogEntry,
+    ReadResult,
+    Retention,
+    entry_after_encoding,
+    make_entry,
+    parse_id,
+)
 from ssegate.log.cursor import new_epoch, resolve_cursor
 from ssegate.log.memory import DEFAULT_READ_BATCH
 from ssegate.log.redis_connect import Clients, connect
@@ -386,9 +395,10 @@ class _WentBack(Exception):
 
 # An append waiting for the next call: its stream, keys, arguments, and where its reply goes (the
 # future of a caller awaiting it, or the callback of a queued append, see append_soon).
-_QueuedAppend = tuple[str, list[str], list[str], "asyncio.Future[Any] | Landed"]
+# The event's own lines (encode_fields without an id) go along: its entry is made from them on landing.
+_QueuedAppend = tuple[str, list[str], list[str], "asyncio.Future[Any] | Landed", bytes]
 # What the log makes of a landed append's reply (the caller's result), called in pipeline order.
-_Landed = Callable[[str, list[str], Any], Any]
+_Landed = Callable[[str, list[str], bytes, Any], Any]
 
 
 # Under load (at least _BUSY appends queued while a call was out), one append call at most this
@@ -399,6 +409,16 @@ _Landed = Callable[[str, list[str], Any], Any]
 # one or two queued per call) and an idle stream's tokens go at once, as before.
 _SEND_INTERVAL = 0.002
 _BUSY = 4
+
+
+def _pack(words: list[str]) -> bytes:
+    """A command in RESP, made here: every argument is a str, and redis-py's packer (an encoder
+    call per argument) was 5 % of the process under W4."""
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 class _AppendBatcher:
@@ -421,6 +441,12 @@ class _AppendBatcher:
     failover: the stream was moved to a new epoch, every viewer reset) and as a gap in the local
     feed. Under load the batches grow instead (fewer, larger calls), and once many appends queue
     during each call, the calls are paced (``_SEND_INTERVAL``) so that they grow further.
+
+    On one Redis the log's other short commands (its scripts, HGETALL, EXISTS, ZREM: see
+    :meth:`command`) ride along in the same write, after the appends, each with its own reply:
+    a generation's start and a process's heartbeats cost a packed command each instead of a
+    redis-py call (about a third of the process's CPU while W4 ramps up). A call that carries
+    commands is not paced: somebody waits for each.
     """
 
     def __init__(
@@ -432,19 +458,31 @@ class _AppendBatcher:
         self._source = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()  # what EVALSHA names it by
         self._queued: list[_QueuedAppend] = []
+        self._commands: list[tuple[bytes, asyncio.Future[Any]]] = []  # (packed, its caller)
         self._sending: asyncio.Task[None] | None = None  # the one call in flight
         self._connection: tuple[Any, Any] | None = None  # on one Redis: (connection, its pool)
 
-    async def append(self, stream: str, keys: list[str], args: list[str]) -> Any:
+    async def append(self, stream: str, keys: list[str], args: list[str], body: bytes) -> Any:
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.queue(stream, keys, args, reply)
+        self.queue(stream, keys, args, reply, body)
         return await reply
 
     def queue(
-        self, stream: str, keys: list[str], args: list[str], reply: asyncio.Future[Any] | Landed
+        self, stream: str, keys: list[str], args: list[str], reply: asyncio.Future[Any] | Landed, body: bytes
     ) -> None:
         """Queue an append for the next call; its reply goes to ``reply`` (see :meth:`_settle`)."""
-        self._queued.append((stream, keys, args, reply))
+        self._queued.append((stream, keys, args, reply, body))
+        self._start_sending()
+
+    async def command(self, words: list[str]) -> Any:
+        """Run one short command in the next call (one Redis only: :meth:`RedisEventLog._command`);
+        its raw reply (RESP2, decoded), or what it raised (a ResponseError is the command's own)."""
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._commands.append((_pack(words), reply))
+        self._start_sending()
+        return await reply
+
+    def _start_sending(self) -> None:
         if self._sending is None:
             # Its first step runs after this turn's other appends have queued: one call for all.
             # Also the reference until done: the loop keeps only a weak one.
@@ -456,52 +494,76 @@ class _AppendBatcher:
         a task) between the two."""
         loop = asyncio.get_running_loop()
         try:
-            while self._queued:
+            while self._queued or self._commands:
                 batch, self._queued = self._queued, []
+                commands, self._commands = self._commands, []
                 sent = loop.time()
-                await self._send(batch)
+                await self._send(batch, commands)
                 # Many appends queued during one call (generations' tokens, not a publish now and
                 # then): a call at most every _SEND_INTERVAL, fewer and larger.
                 pause = sent + _SEND_INTERVAL - loop.time()
-                if len(self._queued) >= _BUSY and pause > 0:
+                if len(self._queued) >= _BUSY and not self._commands and pause > 0:
                     await asyncio.sleep(pause)
         finally:
             self._sending = None
-            if self._queued:  # cancelled (the loop is ending): nobody may wait for ever
+            if self._queued or self._commands:  # cancelled (the loop is ending): nobody may wait for ever
                 batch, self._queued = self._queued, []
-                self._settle(batch, [LogError("the event log is closed")] * len(batch))
+                commands, self._commands = self._commands, []
+                closed = LogError("the event log is closed")
+                self._settle(batch, [closed] * len(batch))
+                self._answer(commands, [closed] * len(commands))
 
-    async def _send(self, batch: list[_QueuedAppend]) -> None:
+    async def _send(
+        self, batch: list[_QueuedAppend], commands: list[tuple[bytes, asyncio.Future[Any]]]
+    ) -> None:
         try:
-            replies = await self._replies(batch)
+            replies, answers = await self._replies(batch, commands)
         except asyncio.CancelledError:  # the log is closing: no caller may wait for ever
-            self._settle(batch, [LogError("the event log is closed")] * len(batch))
+            closed = LogError("the event log is closed")
+            self._settle(batch, [closed] * len(batch))
+            self._answer(commands, [closed] * len(commands))
             raise
-        except Exception as exc:  # every caller of the batch hears of it
-            if not isinstance(exc, LogError):
+        except Exception as exc:  # every caller of the call hears of it
+            answers = [exc] * len(commands)  # as raised: RedisEventLog._command tells them apart
+            if isinstance(exc, RedisError):
+                exc = _failed("append", exc)
+            elif not isinstance(exc, LogError):
                 exc = _failed("append", repr(exc))
             replies = [exc] * len(batch)
         self._settle(batch, replies)
+        self._answer(commands, answers)
 
-    async def _replies(self, batch: list[_QueuedAppend]) -> list[Any]:
-        with _translated("append"):
-            replies = await self._run(batch)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if missing:  # Redis lost its scripts (a restart): those commands ran nothing
-                redis = (await self._connect()).redis
-                await cast(Awaitable[str], redis.script_load(self._source))
-                for i, reply in zip(missing, await self._run([batch[i] for i in missing]), strict=True):
-                    replies[i] = reply
-        return replies
+    async def _replies(
+        self, batch: list[_QueuedAppend], commands: list[tuple[bytes, asyncio.Future[Any]]]
+    ) -> tuple[list[Any], list[Any]]:
+        replies, answers = await self._run(batch, commands)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # Redis lost its scripts (a restart): those commands ran nothing
+            redis = (await self._connect()).redis
+            await cast(Awaitable[str], redis.script_load(self._source))
+            again, _ = await self._run([batch[i] for i in missing], [])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies, answers
+
+    @staticmethod
+    def _answer(commands: list[tuple[bytes, asyncio.Future[Any]]], answers: list[Any]) -> None:
+        for (_packed, caller), answer in zip(commands, answers, strict=True):
+            if caller.done():
+                continue  # its caller was cancelled
+            if isinstance(answer, BaseException):
+                caller.set_exception(answer)
+            else:
+                caller.set_result(answer)
 
     def _settle(self, batch: list[_QueuedAppend], replies: list[Any]) -> None:
         failed: dict[str, LogError] = {}  # queued appends' streams that failed: hold the rest back
-        for (stream, _keys, args, caller), reply in zip(batch, replies, strict=True):
+        for (stream, _keys, args, caller, body), reply in zip(batch, replies, strict=True):
             if isinstance(reply, RedisError):
                 reply = _failed("append", reply)
             elif not isinstance(reply, Exception):
                 try:  # even for a cancelled caller: the entry is in the log, viewers here want it
-                    reply = self._landed(stream, args, reply)
+                    reply = self._landed(stream, args, body, reply)
                 except Exception as exc:
                     reply = exc
             if not isinstance(caller, asyncio.Future):
@@ -530,7 +592,7 @@ class _AppendBatcher:
         self._queued = [
             item for item in self._queued if item[0] not in failed or isinstance(item[3], asyncio.Future)
         ]
-        for stream, _keys, _args, landed in held:
+        for stream, _keys, _args, landed, _body in held:
             self._hand(cast(Landed, landed), failed[stream])
 
     @staticmethod
@@ -540,15 +602,19 @@ class _AppendBatcher:
         except Exception:  # the producer's bug must not stop the other replies
             logger.exception("an append's reply callback failed")
 
-    async def _run(self, batch: list[_QueuedAppend]) -> list[Any]:
+    async def _run(
+        self, batch: list[_QueuedAppend], commands: list[tuple[bytes, asyncio.Future[Any]]]
+    ) -> tuple[list[Any], list[Any]]:
         """One script call per slot (one in all on a single Redis), in one pipeline under a
-        cluster; each append's reply, or the error of its call, in the order queued."""
+        cluster; each append's reply, or the error of its call, in the order queued; and each
+        command's reply (one Redis only)."""
         clients = await self._connect()
         await clients.confirm_primary()  # Sentinel: never acknowledge appends a demoted primary took
         if not clients.cluster:
-            return await self._run_one(clients, batch)
+            return await self._run_one(clients, batch, commands)
+        assert not commands, "commands ride along on one Redis only"
         groups: dict[int, list[int]] = {}
-        for i, (_stream, keys, _args, _reply) in enumerate(batch):
+        for i, (_stream, keys, _args, _reply, _body) in enumerate(batch):
             groups.setdefault(key_slot(keys[0].encode()), []).append(i)
         async with clients.redis.pipeline(transaction=False) as pipe:
             for members in groups.values():
@@ -560,9 +626,11 @@ class _AppendBatcher:
         for members, call in zip(groups.values(), calls, strict=True):
             for n, i in enumerate(members):
                 replies[i] = call if isinstance(call, Exception) else call[n]
-        return replies
+        return replies, []
 
-    async def _run_one(self, clients: Clients, batch: list[_QueuedAppend]) -> list[Any]:
+    async def _run_one(
+        self, clients: Clients, batch: list[_QueuedAppend], commands: list[tuple[bytes, asyncio.Future[Any]]]
+    ) -> tuple[list[Any], list[Any]]:
         """:meth:`_run` on one Redis (or Sentinel's primary): the batch is one script call, on a
         connection kept for the appends, packed and read with redis-py's connection calls. Its
         pipeline around one command (command stack, pool checkout, bookkeeping) cost more of the
@@ -578,27 +646,30 @@ class _AppendBatcher:
             # was idle (a restart) is made again before the call, not found dead by it.
             await self._connection[1].ensure_connection(self._connection[0])
         connection = self._connection[0]
-        packed = self._packed(batch)
-        try:
-            # On any other failure (cancellation included) redis-py drops the connection, and the
-            # next call connects afresh: a half-read reply is never taken for another's.
-            await self._send_packed(connection, packed)
-            call = await connection.read_response()
-        except ResponseError as exc:  # the script's own error (NOSCRIPT too): the connection is fine
-            return [exc] * len(batch)
-        return list(call)
+        packed = self._packed(batch) if batch else b""
+        # On any failure but a command's own error (cancellation included) redis-py drops the
+        # connection, and the next call connects afresh: a half-read reply is never taken for another's.
+        await self._send_packed(connection, packed + b"".join(command for command, _ in commands))
+        replies: list[Any] = []
+        if batch:
+            try:
+                replies = list(await connection.read_response())
+            except ResponseError as exc:  # the script's own error (NOSCRIPT too): the connection is fine
+                replies = [exc] * len(batch)
+        answers: list[Any] = []
+        for _ in commands:
+            try:
+                answers.append(await connection.read_response())
+            except ResponseError as exc:
+                answers.append(exc)
+        return replies, answers
 
     def _packed(self, batch: list[_QueuedAppend]) -> bytes:
-        """The batch's EVALSHA in RESP, made here: every argument is a str, and redis-py's packer
-        (an encoder call per argument) was 5 % of the process under W4."""
+        """The batch's one EVALSHA, for all its appends."""
         keys = [key for item in batch for key in item[1]]
-        words = [self._sha, str(len(keys)), *keys, self._instance]
+        words = ["EVALSHA", self._sha, str(len(keys)), *keys, self._instance]
         words += [arg for item in batch for arg in item[2]]
-        parts = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (len(words) + 1)]
-        for word in words:
-            data = word.encode()
-            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        return b"".join(parts)
+        return _pack(words)
 
     @staticmethod
     async def _send_packed(connection: Any, packed: bytes) -> None:
@@ -616,7 +687,7 @@ class _AppendBatcher:
 
     async def aclose(self) -> None:
         """Send what is queued and wait for every send, before the connections close."""
-        while self._sending is not None or self._queued:
+        while self._sending is not None or self._queued or self._commands:
             if self._sending is None:
                 self._sending = asyncio.get_running_loop().create_task(self._send_all())
             await asyncio.gather(self._sending, return_exceptions=True)
@@ -667,6 +738,9 @@ _SCRIPTS = [
 ]
 
 
+_SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in _SCRIPTS}
+
+
 class RedisEventLog:
     """:class:`~ssegate.log.base.EventLog` on Redis Streams, shared by every process using ``url``."""
 
@@ -696,6 +770,7 @@ class RedisEventLog:
         self._block_ms = _milliseconds(block)
         self._tail_capacity = tail_capacity
         self._tail_linger = tail_linger
+        self._keys_of: dict[str, list[str]] = {}  # see _append_keys
         self._appended: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq) of our last append
         self._tails: dict[str, Tail] = {}
         self._shards: dict[int, _Shard] = {}  # slot (0 on a single Redis) -> its follower
@@ -762,6 +837,9 @@ class RedisEventLog:
         if name in _CONFIRMED_WRITES:
             await clients.confirm_primary()
         call = self._scripts[name]
+        if not clients.cluster:
+            words = ["EVALSHA", _SHAS[name], str(len(keys)), *keys, *map(str, args)]
+            return await self._command(name.replace("_", " "), words, repeatable=name not in _NOT_REPEATABLE)
         try:
             with _translated(name.replace("_", " ")):
                 if name in _NOT_REPEATABLE:
@@ -770,6 +848,27 @@ class RedisEventLog:
         finally:
             if self._closed:
                 await self._closed_meanwhile(clients)
+
+    async def _command(self, what: str, words: list[str], *, repeatable: bool = True) -> Any:
+        """A short command on one Redis, sent with the next append call (see
+        :meth:`_AppendBatcher.command`): once more if the connection turned out dead and the
+        command may run twice, its script loaded if Redis lost it (a restart)."""
+        retried = loaded = False
+        with _translated(what):
+            while True:
+                try:
+                    return await self._appends.command(words)
+                except NoScriptError:  # it ran nothing: load every script, then once more
+                    if loaded:
+                        raise
+                    loaded = True
+                    redis = (await self._connected()).redis
+                    for _name, body in _SCRIPTS:
+                        await cast(Awaitable[str], redis.script_load(body))
+                except RedisConnectionError:
+                    if retried or not repeatable:
+                        raise
+                    retried = True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -799,21 +898,23 @@ class RedisEventLog:
 
     async def exists(self, stream: str) -> bool:
         self._check_open()
+        key = self._keys(stream, "state")[0]
+        if not (await self._connected()).cluster:
+            return bool(await self._command("check a stream", ["EXISTS", key]))
         with _translated("check a stream"):
-            key = self._keys(stream, "state")[0]
             async with self._using() as redis:
                 return bool(await _once_more_on_dropped_connection(lambda: redis.exists(key)))
 
     async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
         # Encode first: an event SSE cannot carry must fail before it takes a sequence number.
-        make_entry("check", 1, event, data)
+        body = encode_fields(None, event, data)
         self._check_open()
-        keys = self._keys(stream, "log", "state", "meta")
+        keys = self._append_keys(stream)
         # The append's number in this process: a call sent again is recognised (see _APPEND).
         self._append_count += 1
         args = [event, data, "1" if terminal else "0", str(self._append_count)]
         try:
-            return cast(LogEntry, await self._appends.append(stream, keys, args))
+            return cast(LogEntry, await self._appends.append(stream, keys, args, body))
         except _WentBack:
             # A failover lost writes this process was told had landed (Redis replicates
             # asynchronously), and this append reused one of their numbers: a viewer who saw the
@@ -824,13 +925,22 @@ class RedisEventLog:
     def append_soon(self, stream: str, event: str, data: str, *, terminal: bool, landed: Landed) -> None:
         """:meth:`append` without waiting: it goes in the next call, its outcome to ``landed``
         (see :class:`~ssegate.log.base.QueueingLog`). A producer keeps several in flight."""
-        make_entry("check", 1, event, data)
+        body = encode_fields(None, event, data)  # what SSE cannot carry fails here, before Redis
         self._check_open()
         self._append_count += 1
         args = [event, data, "1" if terminal else "0", str(self._append_count)]
-        self._appends.queue(stream, self._keys(stream, "log", "state", "meta"), args, landed)
+        self._appends.queue(stream, self._append_keys(stream), args, landed, body)
 
-    def _landed(self, stream: str, args: list[str], reply: Any) -> LogEntry:
+    def _append_keys(self, stream: str) -> list[str]:
+        """The keys an append names (log, state, meta), made once per stream, not per token."""
+        keys = self._keys_of.get(stream)
+        if keys is None:
+            if len(self._keys_of) >= 10_000:
+                self._keys_of.clear()
+            keys = self._keys_of[stream] = self._keys(stream, "log", "state", "meta")
+        return keys
+
+    def _landed(self, stream: str, args: list[str], body: bytes, reply: Any) -> LogEntry:
         """An append's reply, as it lands (in pipeline order): the entry, handed straight to this
         process's tail of the stream if it has one. Its viewers get it from memory, not back from
         Redis; the id is the one Redis stored, so they resume exactly anywhere."""
@@ -841,7 +951,7 @@ class RedisEventLog:
         epoch, seq, before = reply[1], int(reply[2]), reply[3]
         if self._went_back(stream, epoch, seq, args[2] == "1"):
             raise _WentBack  # append() moves the stream to a new epoch and appends again
-        entry = make_entry(epoch, seq, args[0], args[1], terminal=args[2] == "1")
+        entry = entry_after_encoding(epoch, seq, args[0], args[1], args[2] == "1", body)
         if before:  # another process appended last: it may be feeding viewers from its appends
             self._tell(before, stream, seq)
         tail = self._tails.get(stream)
@@ -939,7 +1049,16 @@ class RedisEventLog:
                 raise LogError(f"cannot follow {stream!r} from {after!r}")
             tail = Tail(parsed[0], parsed[1], False, self._tail_capacity)
             self._tails[stream] = tail
-            self._refollow(stream)
+            if self._appended.get(stream) == parsed:
+                # We appended last, right there (a generation's producer and its viewer here): our
+                # appends feed it, and the XREAD need not change (a re-issued XREAD naming every
+                # followed stream, per start, was a tenth of the process as W4 ramped up). Another
+                # process's append sends us a note, as for any tail fed by our appends.
+                tail.local = True
+                self._shard(stream).streams.add(stream)
+                self._run_follower(self._shard(stream))
+            else:
+                self._refollow(stream)
         return tail.listen(listener)
 
     def read_now(self, stream: str, after: str | None) -> ReadResult:
@@ -962,8 +1081,10 @@ class RedisEventLog:
 
     async def get_meta(self, stream: str) -> dict[str, str]:
         self._check_open()
+        key = self._keys(stream, "meta")[0]
+        if not (await self._connected()).cluster:
+            return _pairs(await self._command("read metadata", ["HGETALL", key]))
         with _translated("read metadata"):
-            key = self._keys(stream, "meta")[0]
             async with self._using() as redis:
                 meta = await _once_more_on_dropped_connection(lambda: redis.hgetall(key))
             return cast(dict[str, str], meta)
@@ -973,8 +1094,11 @@ class RedisEventLog:
 
     async def drop_member(self, stream: str, role: str, member: str) -> None:
         self._check_open()
+        key = self._keys(stream, f"members:{role}")[0]
+        if not (await self._connected()).cluster:
+            await self._command("drop a member", ["ZREM", key, member])
+            return
         with _translated("drop a member"):
-            key = self._keys(stream, f"members:{role}")[0]
             async with self._using() as redis:
                 await _once_more_on_dropped_connection(lambda: redis.zrem(key, member))
 
