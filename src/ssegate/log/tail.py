@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from ssegate.errors import LogError
 from ssegate.log.base import LogEntry, ReadResult, parse_id
@@ -23,6 +24,9 @@ from ssegate.log.base import LogEntry, ReadResult, parse_id
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[LogEntry | None], None]
+_Stored = tuple[str, int, str, str, bool, bytes]  # a LogEntry's fields
+_as_entry = LogEntry._make
+_stored = cast(Callable[[LogEntry], _Stored], tuple)  # a LogEntry's fields as a plain tuple
 
 
 class Tail:
@@ -32,7 +36,11 @@ class Tail:
         self.epoch = epoch
         self.last_seq = last_seq
         self.closed = closed
-        self.entries: deque[LogEntry] = deque(maxlen=capacity)
+        # Plain tuples, not LogEntry: the garbage collector stops tracking a tuple of strings and
+        # numbers, never a named tuple. A process's tails hold a thousand entries per stream it
+        # follows, and with them tracked each full pass stalled every stream (W4 over Redis, 300
+        # streams: token p99 60-100 ms; 10 ms with no full passes).
+        self.entries: deque[_Stored] = deque(maxlen=capacity)
         self.changed = asyncio.Event()
         self.waiters = 0
         self.listeners: list[Listener] = []
@@ -46,7 +54,7 @@ class Tail:
 
     @property
     def first_seq(self) -> int:
-        return self.entries[0].seq if self.entries else self.last_seq + 1
+        return self.entries[0][1] if self.entries else self.last_seq + 1
 
     @property
     def in_use(self) -> bool:
@@ -62,11 +70,11 @@ class Tail:
             self.epoch = epoch
             self.local = False
             self.last_seq = entry.seq
-            self.entries.append(entry)
+            self.entries.append(_stored(entry))
             self.closed = entry.terminal
             self._call(None)
             return
-        self.entries.append(entry)
+        self.entries.append(_stored(entry))
         self.last_seq = entry.seq
         self.closed = entry.terminal
         self._call(entry)
@@ -80,7 +88,7 @@ class Tail:
                 return True  # the XREAD brought it first
             self.local = False
             return False
-        self.entries.append(entry)
+        self.entries.append(_stored(entry))
         self.last_seq = entry.seq
         self.closed = entry.terminal
         if entry.seq >= self.foreign_seq:
@@ -116,7 +124,7 @@ class Tail:
         if seq > self.last_seq or seq + 1 < self.first_seq:
             return None
         skip = seq + 1 - self.first_seq
-        entries = list(itertools.islice(self.entries, skip, skip + batch))
+        entries = list(map(_as_entry, itertools.islice(self.entries, skip, skip + batch)))
         end = entries[-1].seq if entries else seq
         return ReadResult(entries, closed=self.closed and end == self.last_seq)
 
