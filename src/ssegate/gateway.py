@@ -265,8 +265,10 @@ class Gateway:
         if request.metadata is not None:
             meta["metadata"] = _json(dict(request.metadata))
         await self.log.create(key, self._retention)
-        await self.log.set_meta(key, meta)
-        await self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
+        # One round trip for both (a start's time to first token counts every one).
+        await asyncio.gather(
+            self.log.set_meta(key, meta), self.log.heartbeat(key, PRODUCER, self._process, self._lease_ttl)
+        )
         local = self._local[generation_id] = _Local(keep_running=keep_running)
         local.started = asyncio.get_running_loop().create_future()
         # The producer's task knows its generation (ssegate.producers.current_generation).
@@ -406,7 +408,10 @@ class Gateway:
         try:
             try:
                 await out.append("start", _json(mapper.start()))
-                await out.set_meta({"state": "streaming"})
+                if out.queueing:  # the upstream request need not wait two round trips to Redis
+                    out.push_meta({"state": "streaming"})
+                else:
+                    await out.set_meta({"state": "streaming"})
                 stream_into = getattr(provider, "stream_into", None)
                 # One deadline for the upstream's first event, every retry of the start included
                 # (without it: attempts x the SDK's timeout); the first event lifts it.

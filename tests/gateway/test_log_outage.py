@@ -141,6 +141,21 @@ async def start(client: httpx.AsyncClient) -> dict[str, Any]:
     return created
 
 
+async def final_state(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    """The generation's description once its state is final. The producer records the state
+    after its last event has landed (one more write to Redis), so a viewer may see ``done`` a
+    moment before the state says so."""
+
+    async def described() -> dict[str, Any]:
+        while True:
+            body: dict[str, Any] = (await client.get(url)).json()
+            if body["state"] in ("done", "error", "cancelled"):
+                return body
+            await asyncio.sleep(0.05)
+
+    return await within("a final state", described())
+
+
 async def outage_while_streaming(redis: RedisServer, fake: FakeOpenAI, viewer: Viewer) -> None:
     """Kill Redis after 10 deltas reached the viewer; start it again once the upstream has sent 15
     more (so they exist only in the producer's memory meanwhile)."""
@@ -159,7 +174,7 @@ async def test_a_redis_restart_with_persistence_resumes_every_viewer_exactly(
         viewer = Viewer(client, created["events_url"])
         await outage_while_streaming(persistent_redis, fake, viewer)
         await viewer.until("the end after the outage", lambda v: v.count("done") + v.count("error") > 0)
-        described = (await client.get(created["url"])).json()
+        described = await final_state(client, created["url"])
 
     assert viewer.types[-1] == "done", viewer.types
     assert "reset" not in viewer.types
@@ -177,7 +192,7 @@ async def test_a_redis_that_came_back_empty_gives_viewers_a_reset_then_the_whole
         viewer = Viewer(client, created["events_url"])
         await outage_while_streaming(private_redis, fake, viewer)
         await viewer.until("the end after the outage", lambda v: v.count("done") + v.count("error") > 0)
-        described = (await client.get(created["url"])).json()
+        described = await final_state(client, created["url"])
         again = Viewer(client, created["events_url"])
         await again.until("a second viewer's done", lambda v: v.count("done") > 0)
 
@@ -213,7 +228,7 @@ async def test_an_outage_past_the_limit_ends_the_generation_log_unavailable_reco
         # The end event lands before the state that goes with it: the app's on-finish hook is
         # called once both are recorded.
         ended = await within("the on-finish hook, once the end is recorded", finished.get())
-        described = (await client.get(created["url"])).json()
+        described = await final_state(client, created["url"])
 
     error = viewer.events[-1]
     # It carries no id of its own: a reconnect resumes after the last real event.

@@ -77,6 +77,8 @@ class OutagePolicy:
 # A queued operation: an event (event, data, terminal) or a metadata update.
 _Event = tuple[str, str, bool]
 _Op = _Event | dict[str, str]
+# A metadata update's place in their order: the end of the one before (if any), and its own end.
+_MetaTurn = tuple["asyncio.Future[None] | None", "asyncio.Future[None]"]
 
 
 class DurableAppender:
@@ -121,6 +123,7 @@ class DurableAppender:
         self._sent: collections.deque[_Event] = collections.deque()
         self._replied = self._on_reply  # bound once: handed over with every append
         self._meta_tasks: set[asyncio.Task[None]] = set()  # push_meta's, awaited by drain
+        self._meta_last: asyncio.Future[None] | None = None  # the latest metadata update's end
 
     @property
     def buffered(self) -> int:
@@ -153,14 +156,16 @@ class DurableAppender:
         self._sent.append((event, data, terminal))
 
     def push_meta(self, fields: dict[str, str]) -> None:
-        """:meth:`set_meta` without waiting (from a socket callback); :meth:`drain` waits for it."""
-        task = asyncio.get_running_loop().create_task(self._meta_soon(fields))
+        """:meth:`set_meta` without waiting (from a socket callback, or so as not to hold up the
+        upstream request); :meth:`drain` waits for it. Metadata lands in the order it is set."""
+        turn = self._meta_turn()
+        task = asyncio.get_running_loop().create_task(self._meta_soon(turn, fields))
         self._meta_tasks.add(task)
         task.add_done_callback(self._meta_tasks.discard)
 
-    async def _meta_soon(self, fields: dict[str, str]) -> None:
+    async def _meta_soon(self, turn: _MetaTurn, fields: dict[str, str]) -> None:
         with contextlib.suppress(StreamClosed, LogUnavailable):  # the next push or drain raises it
-            await self.set_meta(fields)
+            await self._set_meta_in_turn(turn, fields)
 
     async def append(self, event: str, data: str, *, terminal: bool = False) -> None:
         """Append now, or queue behind an outage. Raises only before queuing: the stream ended
@@ -191,16 +196,31 @@ class DurableAppender:
 
     async def set_meta(self, fields: dict[str, str]) -> None:
         """Merge metadata now, or queue it behind an outage (in order with the events)."""
-        self._meta.update(fields)
-        await self._settled()
-        self._check()
-        if not self._pending:
-            try:
-                await self._log.set_meta(self._stream, fields)
-                return
-            except LogError as exc:
-                self._trouble(exc, may_have_landed=False)  # idempotent: sent again as it is
-        self._queue(dict(fields))
+        await self._set_meta_in_turn(self._meta_turn(), fields)
+
+    def _meta_turn(self) -> _MetaTurn:
+        """A place in the order of metadata updates: (the one before, this one's end)."""
+        previous, self._meta_last = self._meta_last, asyncio.get_running_loop().create_future()
+        return previous, self._meta_last
+
+    async def _set_meta_in_turn(self, turn: _MetaTurn, fields: dict[str, str]) -> None:
+        previous, done = turn
+        try:
+            self._meta.update(fields)
+            if previous is not None and not previous.done():
+                await asyncio.wait((previous,))  # (wait: a cancelled caller leaves it be)
+            await self._settled()
+            self._check()
+            if not self._pending:
+                try:
+                    await self._log.set_meta(self._stream, fields)
+                    return
+                except LogError as exc:
+                    self._trouble(exc, may_have_landed=False)  # idempotent: sent again as it is
+            self._queue(dict(fields))
+        finally:
+            if not done.done():
+                done.set_result(None)
 
     async def drain(self) -> None:
         """Wait until everything handed over is in the log; raises what stopped that."""
