@@ -91,6 +91,7 @@ from ssegate.log.base import (
 from ssegate.log.cursor import new_epoch, resolve_cursor
 from ssegate.log.memory import DEFAULT_READ_BATCH
 from ssegate.log.redis_connect import Clients, connect
+from ssegate.log.slots import SCRIPTS as SLOT_SCRIPTS
 from ssegate.log.slots import RedisSlots
 from ssegate.log.tail import Tail
 
@@ -357,8 +358,9 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-# A repeated create could report StreamExists for its own success (appends: see _AppendBatcher).
-_NOT_REPEATABLE = frozenset({"create", "admit", "rewind"})
+# A repeated create could report StreamExists for its own success (appends: see _AppendBatcher); a
+# slot taken or given back twice would count twice.
+_NOT_REPEATABLE = frozenset({"create", "admit", "rewind", "slots_take", "slots_give_back"})
 # Writes that events depend on go to the primary Sentinel names now (see Clients.confirm_primary);
 # reads, presence and limits may meet the old primary until it is demoted: nothing of theirs lasts.
 _CONFIRMED_WRITES = frozenset({"create", "append_once", "rewind"})
@@ -735,6 +737,7 @@ _SCRIPTS = [
     ("live_members", _LIVE_MEMBERS),
     ("admit", _ADMIT),
     ("rewind", _REWIND),
+    *SLOT_SCRIPTS.items(),
 ]
 
 
@@ -811,9 +814,6 @@ class RedisEventLog:
                 self._clients = clients
             return self._clients
 
-    async def _client(self) -> Any:
-        return (await self._connected()).redis
-
     @contextlib.asynccontextmanager
     async def _using(self) -> AsyncIterator[Any]:
         """The command client, for one operation (see :meth:`_closed_meanwhile`)."""
@@ -886,7 +886,7 @@ class RedisEventLog:
 
     def slots(self) -> RedisSlots:
         """Concurrent-stream slots counted in this Redis for every process (ssegate.log.slots)."""
-        return RedisSlots(self._client)
+        return RedisSlots(self._script)
 
     # -- streams -----------------------------------------------------------------------------
 

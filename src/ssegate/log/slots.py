@@ -66,41 +66,36 @@ def _keys(limit: str) -> list[str]:
     return [f"ssegate:{{slots:{tag}}}:held", f"ssegate:{{slots:{tag}}}:alive"]
 
 
+# The scripts, by the names the log runs them by (it loads them with its own).
+SCRIPTS = {"slots_take": _TAKE, "slots_give_back": _GIVE_BACK, "slots_renew": _RENEW}
+# How the log runs one: (name, keys, args) -> its reply (every script here names one slot's keys).
+RunScript = Callable[[str, list[str], list[str | int | float]], Awaitable[Any]]
+
+
 class RedisSlots:
-    """Concurrent-stream slots shared by every process using one Redis (see the module).
-    ``client`` gives the log's command client (a plain or a cluster client: every script here
-    names the keys of one slot)."""
+    """Concurrent-stream slots shared by every process using one Redis (see the module), run by
+    the log's ``run`` (on one Redis, with its appends; a :class:`~ssegate.errors.LogError` when
+    Redis fails)."""
 
-    def __init__(self, client: Callable[[], Awaitable[Any]]) -> None:
-        self._client = client
-        self._scripts: tuple[Any, dict[str, Any]] | None = None
-
-    async def _script(self, name: str) -> Any:
-        client = await self._client()
-        if self._scripts is None or self._scripts[0] is not client:  # made once per client
-            bodies = {"take": _TAKE, "give_back": _GIVE_BACK, "renew": _RENEW}
-            self._scripts = (client, {n: client.register_script(body) for n, body in bodies.items()})
-        return self._scripts[1][name]
+    def __init__(self, run: RunScript) -> None:
+        self._run = run
 
     async def take(self, limit_key: str, limit: int, process: str, ttl: float) -> bool:
         """One slot of ``limit_key`` for ``process`` if fewer than ``limit`` are held by every
         live process together; False (nothing counted) when they are all taken."""
-        take = await self._script("take")
-        taken, _held = await take(keys=_keys(limit_key), args=[limit, process, _ms(ttl)])
+        taken, _held = await self._run("slots_take", _keys(limit_key), [limit, process, _ms(ttl)])
         return bool(taken)
 
     async def give_back(self, limit_key: str, process: str) -> None:
-        give_back = await self._script("give_back")
-        await give_back(keys=_keys(limit_key)[:1], args=[process])
+        await self._run("slots_give_back", _keys(limit_key)[:1], [process])
 
     async def renew(self, holding: Mapping[str, int], process: str, ttl: float) -> None:
         """Renew ``process``'s lease on every limit it holds slots of, its counts set to
         ``holding`` (0: it holds none there any more). One call per limit, all at once (each
         limit is its own slot under a cluster)."""
-        renew = await self._script("renew")
         await asyncio.gather(
             *(
-                renew(keys=_keys(limit_key), args=[process, count, _ms(ttl)])
+                self._run("slots_renew", _keys(limit_key), [process, count, _ms(ttl)])
                 for limit_key, count in holding.items()
             )
         )
