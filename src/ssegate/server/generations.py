@@ -244,20 +244,31 @@ class _StreamGeneration:
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = stream_key(self.generation_id)
         log = self.gateway.log
-        async with self.gateway.viewing(self.generation_id):
-            first = await log.read(key, self.after)
-            if first.closed and not first.entries and not first.reset:
-                await Response(status_code=204)(scope, receive, send)
-                return
-            links = _links(self.generation_id, scope)
-            response = EventStreamResponse(
-                follow_log(log, key, self.after, first, keepalive=self.keepalive, outage=self.gateway.outage),
-                retry_ms=self.retry_ms,
-                headers=[("x-generation-id", self.generation_id), ("location", links["events_url"])],
-                ticket=self.ticket,
-                fanout=self.fanout,
-            )
-            await response(scope, receive, send)
+        # The first read goes out with the viewer's heartbeat, not after it (over Redis: one round
+        # trip less before the first token).
+        reading = asyncio.ensure_future(log.read(key, self.after))
+        try:
+            async with self.gateway.viewing(self.generation_id):
+                first = await reading
+                if first.closed and not first.entries and not first.reset:
+                    await Response(status_code=204)(scope, receive, send)
+                    return
+                links = _links(self.generation_id, scope)
+                response = EventStreamResponse(
+                    follow_log(
+                        log, key, self.after, first, keepalive=self.keepalive, outage=self.gateway.outage
+                    ),
+                    retry_ms=self.retry_ms,
+                    headers=[("x-generation-id", self.generation_id), ("location", links["events_url"])],
+                    ticket=self.ticket,
+                    fanout=self.fanout,
+                )
+                await response(scope, receive, send)
+        finally:
+            if not reading.done():  # the heartbeat failed first: nobody reads its outcome
+                reading.cancel()
+            elif not reading.cancelled():
+                reading.exception()  # retrieved (raised above, or a heartbeat's failure came first)
 
 
 async def _known_generation(app: AppState, generation_id: str) -> dict[str, Any]:
