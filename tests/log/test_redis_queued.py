@@ -46,6 +46,13 @@ def appender(log: RedisEventLog, stream: str) -> DurableAppender:
     return DurableAppender(log, stream, RETENTION, policy=POLICY, meta={})
 
 
+async def new_stream(log: RedisEventLog) -> tuple[str, DurableAppender]:
+    """A new stream, and a producer's appender for it."""
+    stream = f"q:{uuid.uuid4().hex}"
+    await log.create(stream, RETENTION)
+    return stream, appender(log, stream)
+
+
 async def test_the_redis_log_queues_appends_and_the_embedded_one_does_not() -> None:
     assert isinstance(RedisEventLog("redis://127.0.0.1:1/0"), QueueingLog)
     async with MemoryEventLog() as memory:
@@ -55,9 +62,7 @@ async def test_the_redis_log_queues_appends_and_the_embedded_one_does_not() -> N
 
 
 async def test_pushed_events_land_once_in_order(log: RedisEventLog) -> None:
-    stream = f"q:{uuid.uuid4().hex}"
-    await log.create(stream, RETENTION)
-    out = appender(log, stream)
+    stream, out = await new_stream(log)
     for n in range(300):  # no await between them: all in flight together
         out.push("text", f"token {n}")
     await asyncio.wait_for(out.drain(), _WAIT)
@@ -68,9 +73,7 @@ async def test_pushed_events_land_once_in_order(log: RedisEventLog) -> None:
 
 
 async def test_metadata_waits_for_the_events_in_flight(log: RedisEventLog) -> None:
-    stream = f"q:{uuid.uuid4().hex}"
-    await log.create(stream, RETENTION)
-    out = appender(log, stream)
+    stream, out = await new_stream(log)
     for n in range(50):
         out.push("text", str(n))
     await asyncio.wait_for(out.set_meta({"state": "done"}), _WAIT)
@@ -83,9 +86,7 @@ async def test_metadata_waits_for_the_events_in_flight(log: RedisEventLog) -> No
 async def test_a_stream_ended_elsewhere_stops_the_pushing_producer(
     log: RedisEventLog, redis_server: str
 ) -> None:
-    stream = f"q:{uuid.uuid4().hex}"
-    await log.create(stream, RETENTION)
-    out = appender(log, stream)
+    stream, out = await new_stream(log)
     async with RedisEventLog(redis_server) as elsewhere:  # another process cancels it
         await elsewhere.append(stream, "error", "cancelled", terminal=True)
     out.push("text", "too late")
@@ -99,10 +100,8 @@ async def test_a_stream_ended_elsewhere_stops_the_pushing_producer(
 async def test_redis_killed_with_appends_in_flight_loses_and_doubles_nothing(
     persistent_redis: RedisServer,
 ) -> None:
-    stream = f"q:{uuid.uuid4().hex}"
     async with RedisEventLog(persistent_redis.url, timeout=2.0) as log:
-        await log.create(stream, RETENTION)
-        out = appender(log, stream)
+        stream, out = await new_stream(log)
         for n in range(100):
             out.push("text", str(n))
         await asyncio.sleep(0)  # the batch goes out: its reply is what Redis takes with it
@@ -125,10 +124,8 @@ async def test_redis_killed_with_appends_in_flight_loses_and_doubles_nothing(
 async def test_appends_that_landed_after_their_replies_were_lost_are_not_sent_again(
     persistent_redis: RedisServer,
 ) -> None:
-    stream = f"q:{uuid.uuid4().hex}"
     async with RedisEventLog(persistent_redis.url, timeout=0.3) as log:
-        await log.create(stream, RETENTION)
-        out = appender(log, stream)
+        stream, out = await new_stream(log)
         out.push("text", "0")
         await asyncio.wait_for(out.drain(), _WAIT)  # the appends' connection is open
         persistent_redis.freeze()
