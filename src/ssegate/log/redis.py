@@ -774,7 +774,7 @@ class RedisEventLog:
         self._block_ms = _milliseconds(block)
         self._tail_capacity = tail_capacity
         self._tail_linger = tail_linger
-        self._keys_of: dict[str, list[str]] = {}  # see _append_keys
+        self._keys_of: dict[str, list[str]] = {}  # see _prepared
         self._appended: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq) of our last append
         self._tails: dict[str, Tail] = {}
         self._shards: dict[int, _Shard] = {}  # slot (0 on a single Redis) -> its follower
@@ -837,10 +837,10 @@ class RedisEventLog:
         clients = await self._connected()
         if name in _CONFIRMED_WRITES:
             await clients.confirm_primary()
-        call = self._scripts[name]
         if not clients.cluster:
             words = ["EVALSHA", _SHAS[name], str(len(keys)), *keys, *map(str, args)]
             return await self._command(name.replace("_", " "), words, repeatable=name not in _NOT_REPEATABLE)
+        call = self._scripts[name]
         try:
             with _translated(name.replace("_", " ")):
                 if name in _NOT_REPEATABLE:
@@ -907,13 +907,7 @@ class RedisEventLog:
                 return bool(await _once_more_on_dropped_connection(lambda: redis.exists(key)))
 
     async def append(self, stream: str, event: str, data: str, *, terminal: bool = False) -> LogEntry:
-        # Encode first: an event SSE cannot carry must fail before it takes a sequence number.
-        body = encode_fields(None, event, data)
-        self._check_open()
-        keys = self._append_keys(stream)
-        # The append's number in this process: a call sent again is recognised (see _APPEND).
-        self._append_count += 1
-        args = [event, data, "1" if terminal else "0", str(self._append_count)]
+        keys, args, body = self._prepared(stream, event, data, terminal)
         try:
             return cast(LogEntry, await self._appends.append(stream, keys, args, body))
         except _WentBack:
@@ -926,20 +920,25 @@ class RedisEventLog:
     def append_soon(self, stream: str, event: str, data: str, *, terminal: bool, landed: Landed) -> None:
         """:meth:`append` without waiting: it goes in the next call, its outcome to ``landed``
         (see :class:`~ssegate.log.base.QueueingLog`). A producer keeps several in flight."""
-        body = encode_fields(None, event, data)  # what SSE cannot carry fails here, before Redis
-        self._check_open()
-        self._append_count += 1
-        args = [event, data, "1" if terminal else "0", str(self._append_count)]
-        self._appends.queue(stream, self._append_keys(stream), args, landed, body)
+        keys, args, body = self._prepared(stream, event, data, terminal)
+        self._appends.queue(stream, keys, args, landed, body)
 
-    def _append_keys(self, stream: str) -> list[str]:
-        """The keys an append names (log, state, meta), made once per stream, not per token."""
+    def _prepared(
+        self, stream: str, event: str, data: str, terminal: bool
+    ) -> tuple[list[str], list[str], bytes]:
+        """An append's keys (log, state, meta: made once per stream, not per token), its script
+        arguments and its SSE lines. Encoded first: an event SSE cannot carry fails here, before it
+        takes a sequence number."""
+        body = encode_fields(None, event, data)
+        self._check_open()
         keys = self._keys_of.get(stream)
         if keys is None:
             if len(self._keys_of) >= 10_000:
                 self._keys_of.clear()
             keys = self._keys_of[stream] = self._keys(stream, "log", "state", "meta")
-        return keys
+        # The append's number in this process: a call sent again is recognised (see _APPEND).
+        self._append_count += 1
+        return keys, [event, data, "1" if terminal else "0", str(self._append_count)], body
 
     def _landed(self, stream: str, args: list[str], body: bytes, reply: Any) -> LogEntry:
         """An append's reply, as it lands (in pipeline order): the entry, handed straight to this
@@ -1056,8 +1055,9 @@ class RedisEventLog:
                 # followed stream, per start, was a tenth of the process as W4 ramped up). Another
                 # process's append sends us a note, as for any tail fed by our appends.
                 tail.local = True
-                self._shard(stream).streams.add(stream)
-                self._run_follower(self._shard(stream))
+                shard = self._shard(stream)
+                shard.streams.add(stream)
+                self._run_follower(shard)
             else:
                 self._refollow(stream)
         return tail.listen(listener)
